@@ -1,0 +1,43 @@
+"""nncore: small, fast neural networks on numpy arrays.
+
+The classic from-scratch API (layers with ``forward``/``backward``, a network is a list of
+layers, ``train``/``predict``) backed by SIMD C++ kernels chosen at import for this CPU.
+"""
+
+from . import _core, initializers, ops
+from ._random import seed
+from .activations import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .dense import Dense
+from .layer import Layer
+from .losses import binary_cross_entropy, binary_cross_entropy_prime, mse, mse_prime
+from .network import predict, train
+from .reshape import Reshape
+from .runtime import _warn_about_isa_request, cpu_info, get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation",
+    "Dense",
+    "Layer",
+    "LeakyReLU",
+    "ReLU",
+    "Reshape",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "binary_cross_entropy",
+    "binary_cross_entropy_prime",
+    "cpu_info",
+    "get_num_threads",
+    "initializers",
+    "mse",
+    "mse_prime",
+    "ops",
+    "predict",
+    "seed",
+    "set_num_threads",
+    "train",
+]
+
+_warn_about_isa_request()

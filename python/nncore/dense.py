@@ -1,0 +1,89 @@
+"""Dense (fully connected) layer: y = x W^T + b, computed by the native GEMM."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+
+from . import _core
+from ._layout import Rows, to_rows
+from ._validation import (
+    check_float_dtype,
+    check_gradient_shape,
+    check_non_negative_float,
+    check_positive_int,
+    layer_input,
+)
+from .initializers import Initializer, resolve
+from .layer import Layer
+
+
+class Dense(Layer):
+    """Fully connected layer from ``input_size`` to ``output_size`` features.
+
+    Parameters: ``weights`` of shape ``(output_size, input_size)`` (as in the classic code and
+    PyTorch) and ``bias`` of shape ``(output_size,)``, with ``weights_gradient`` and
+    ``bias_gradient`` beside them, filled by ``backward``. ``init`` names an initialiser
+    (default ``"glorot_uniform"``; see ``nncore.initializers``) or is a callable
+    ``(fan_in, fan_out, dtype) -> array``. ``dtype`` is float32 (default) or float64.
+
+    Input: ``(batch, input_size)`` rows, a ``(input_size,)`` vector, a classic ``(input_size, 1)``
+    column or ``(batch, input_size, 1)`` columns; the output has the same layout.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        *,
+        init: Union[str, Initializer] = "glorot_uniform",
+        dtype: Union[str, type, np.dtype] = np.float32,
+    ) -> None:
+        super().__init__()
+        where = "Dense"
+        self.input_size = check_positive_int(input_size, "input_size", where)
+        self.output_size = check_positive_int(output_size, "output_size", where)
+        self.dtype = check_float_dtype(dtype, where)
+        weights = np.asarray(resolve(init, where)(self.input_size, self.output_size, self.dtype))
+        if weights.shape != (self.output_size, self.input_size):
+            raise ValueError(
+                f"Dense: the initialiser returned shape {weights.shape}, expected "
+                f"{(self.output_size, self.input_size)}"
+            )
+        self.weights = np.ascontiguousarray(weights, dtype=self.dtype)
+        self.bias = np.zeros(self.output_size, dtype=self.dtype)
+        self.weights_gradient = np.zeros_like(self.weights)
+        self.bias_gradient = np.zeros_like(self.bias)
+        self._rows: Optional[Rows] = None
+
+    def __repr__(self) -> str:
+        return f"Dense({self.input_size}, {self.output_size}, dtype={self.dtype.name})"
+
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        where = f"Dense({self.input_size} -> {self.output_size}).forward"
+        x = layer_input(input, self.dtype, where)
+        self._rows = to_rows(x, self.input_size, where)
+        self.input = x
+        self.output = self._rows.restore(_core.linear(self._rows.rows, self.weights, self.bias))
+        return self.output
+
+    def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
+        """Fill ``weights_gradient`` and ``bias_gradient``; apply SGD when ``learning_rate`` is given."""
+        where = f"Dense({self.input_size} -> {self.output_size}).backward"
+        self._require_forward()
+        assert self._rows is not None
+        gradient = layer_input(output_gradient, self.dtype, where)
+        check_gradient_shape(gradient, self.output.shape, where)
+        gradient_rows = np.ascontiguousarray(gradient).reshape(self._rows.rows.shape[0], self.output_size)
+        input_gradient, _, _ = _core.linear_backward(
+            self._rows.rows, self.weights, gradient_rows, True, self.weights_gradient, self.bias_gradient
+        )
+        if learning_rate is not None:
+            lr = check_non_negative_float(learning_rate, "learning_rate", where)
+            _core.sgd_step(self.weights, self.weights_gradient, lr)
+            _core.sgd_step(self.bias, self.bias_gradient, lr)
+        return self._rows.restore(input_gradient)
+
+    def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(self.weights, self.weights_gradient), (self.bias, self.bias_gradient)]

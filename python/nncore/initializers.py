@@ -1,0 +1,60 @@
+"""Weight initialisers: each draws an (fan_out, fan_in) array from nncore's seeded generator."""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import numpy as np
+
+from ._random import generator
+
+Initializer = Callable[[int, int, np.dtype], np.ndarray]
+
+
+def glorot_uniform(fan_in: int, fan_out: int, dtype: np.dtype) -> np.ndarray:
+    """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010); the default."""
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return generator().uniform(-limit, limit, (fan_out, fan_in)).astype(dtype)
+
+
+def glorot_normal(fan_in: int, fan_out: int, dtype: np.dtype) -> np.ndarray:
+    """N(0, 2 / (fan_in + fan_out))."""
+    return (generator().standard_normal((fan_out, fan_in)) * np.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
+
+
+def he_uniform(fan_in: int, fan_out: int, dtype: np.dtype) -> np.ndarray:
+    """U(-a, a) with a = sqrt(6 / fan_in) (He et al. 2015), for ReLU networks."""
+    limit = np.sqrt(6.0 / fan_in)
+    return generator().uniform(-limit, limit, (fan_out, fan_in)).astype(dtype)
+
+
+def he_normal(fan_in: int, fan_out: int, dtype: np.dtype) -> np.ndarray:
+    """N(0, 2 / fan_in)."""
+    return (generator().standard_normal((fan_out, fan_in)) * np.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+def standard_normal(fan_in: int, fan_out: int, dtype: np.dtype) -> np.ndarray:
+    """N(0, 1), what the original from-scratch code used (trains poorly on wide layers)."""
+    return generator().standard_normal((fan_out, fan_in)).astype(dtype)
+
+
+def zeros(fan_in: int, fan_out: int, dtype: np.dtype) -> np.ndarray:
+    return np.zeros((fan_out, fan_in), dtype=dtype)
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    "glorot_uniform": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "he_uniform": he_uniform,
+    "he_normal": he_normal,
+    "standard_normal": standard_normal,
+    "zeros": zeros,
+}
+
+
+def resolve(init: Union[str, Initializer], where: str) -> Initializer:
+    if callable(init):
+        return init
+    if isinstance(init, str) and init in INITIALIZERS:
+        return INITIALIZERS[init]
+    raise ValueError(f"{where}: unknown initialiser {init!r}; expected one of {sorted(INITIALIZERS)} or a callable")

@@ -1,0 +1,124 @@
+"""The classic training loop: a network is a plain list of layers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ._random import generator
+from ._validation import FLOAT_DTYPES, as_float_array, check_non_negative_float, check_positive_int
+
+LossFunction = Callable[[np.ndarray, np.ndarray], float]
+LossGradient = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def network_dtype(network: Sequence[Any]) -> np.dtype:
+    """The dtype of the first layer that has one (Dense), else float32."""
+    for layer in network:
+        dtype = getattr(layer, "dtype", None)
+        if dtype is not None and np.dtype(dtype) in FLOAT_DTYPES:
+            return np.dtype(dtype)
+    return np.dtype(np.float32)
+
+
+def _check_network(network: Any, where: str) -> list[Any]:
+    if not isinstance(network, (list, tuple)):
+        raise TypeError(f"{where}: expected the network as a list of layers, got {type(network).__name__}")
+    if not network:
+        raise ValueError(f"{where}: the network has no layers")
+    for i, layer in enumerate(network):
+        if not (callable(getattr(layer, "forward", None)) and callable(getattr(layer, "backward", None))):
+            raise TypeError(f"{where}: network[{i}] ({type(layer).__name__}) has no forward/backward methods")
+    return list(network)
+
+
+def predict(network: Sequence[Any], input: Any) -> np.ndarray:
+    """Run ``input`` (one sample, a batch, or nested lists) forward through every layer.
+
+    The input is converted once to the network's dtype (float32 unless its Dense layers are
+    float64).
+    """
+    layers = _check_network(network, "predict")
+    output = as_float_array(input, network_dtype(layers), "input", "predict")
+    if output.size == 0:
+        raise ValueError(f"predict: got an empty input of shape {output.shape}")
+    for layer in layers:
+        output = layer.forward(output)
+    return output
+
+
+def train(
+    network: Sequence[Any],
+    loss: LossFunction,
+    loss_prime: LossGradient,
+    x_train: Any,
+    y_train: Any,
+    epochs: int = 1000,
+    learning_rate: float = 0.01,
+    verbose: bool = True,
+    *,
+    batch_size: int = 1,
+    shuffle: bool = False,
+) -> list[float]:
+    """Train with plain SGD, the classic way: for each sample (or mini-batch of ``batch_size``
+    samples), forward, ``loss_prime``, then every layer's ``backward(gradient, learning_rate)``.
+
+    ``x_train``/``y_train``: arrays or nested lists whose first axis indexes samples, e.g. classic
+    columns ``(N, features, 1)`` or rows ``(N, features)``. ``shuffle`` reorders the samples each
+    epoch with nncore's seeded generator. Prints ``epoch/epochs, error=...`` per epoch when
+    ``verbose``. Returns the mean loss of each epoch. Raises FloatingPointError, naming the epoch
+    and sample, as soon as the loss becomes NaN or infinite.
+    """
+    where = "train"
+    layers = _check_network(network, where)
+    dtype = network_dtype(layers)
+    x = as_float_array(x_train, dtype, "x_train", where)
+    y = as_float_array(y_train, dtype, "y_train", where)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError(f"{where}: x_train and y_train must have a sample axis, got shapes {x.shape} and {y.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"{where}: x_train has {len(x)} samples (shape {x.shape}) but y_train has {len(y)} (shape {y.shape})")
+    if len(x) == 0:
+        raise ValueError(f"{where}: x_train is empty (shape {x.shape})")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError(f"{where}: x_train or y_train contains NaN or infinity")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"{where}: expected epochs to be an int >= 0, got {epochs!r}")
+    lr = check_non_negative_float(learning_rate, "learning_rate", where)
+    batch_size = check_positive_int(batch_size, "batch_size", where)
+    if not (callable(loss) and callable(loss_prime)):
+        raise TypeError(f"{where}: loss and loss_prime must be callables, e.g. nncore.mse and nncore.mse_prime")
+
+    n_samples = len(x)
+    history: list[float] = []
+    for epoch in range(int(epochs)):
+        order = generator().permutation(n_samples) if shuffle else None
+        error = 0.0
+        for start in range(0, n_samples, batch_size):
+            if batch_size == 1:
+                index = order[start] if order is not None else start
+                xb, yb, count = x[index], y[index], 1
+            else:
+                index = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+                xb, yb = x[index], y[index]
+                count = len(xb)
+            output = xb
+            for layer in layers:
+                output = layer.forward(output)
+            batch_error = float(loss(yb, output))
+            if not math.isfinite(batch_error):
+                raise FloatingPointError(
+                    f"{where}: the loss became {batch_error} at epoch {epoch + 1}, samples "
+                    f"{start}..{start + count - 1}; lower the learning rate or check the data"
+                )
+            error += batch_error * count
+            gradient = loss_prime(yb, output)
+            for layer in reversed(layers):
+                gradient = layer.backward(gradient, lr)
+        error /= n_samples
+        history.append(error)
+        if verbose:
+            print(f"{epoch + 1}/{epochs}, error={error}")
+    return history

@@ -1,0 +1,540 @@
+// The one pybind11 file: numpy arrays in and out. Every argument is checked here (dtype, ndim,
+// shape, contiguity, writability) and a mistake raises TypeError or ValueError naming what was
+// expected and what was received. Inputs that are not C-contiguous are copied once; outputs are
+// never silently copied: an `out` array must already be right. The GIL is released around kernels.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cpu_features.h"
+#include "dispatch.h"
+#include "gemm.h"
+#include "ops.h"
+#include "thread_pool.h"
+
+namespace py = pybind11;
+using namespace nncore;
+
+namespace {
+
+std::string shape_str(const py::array& a) {
+    std::ostringstream s;
+    s << "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+    if (a.ndim() == 1) s << ",";
+    s << ")";
+    return s.str();
+}
+
+std::string shape_str(const std::vector<py::ssize_t>& shape) {
+    std::ostringstream s;
+    s << "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+    if (shape.size() == 1) s << ",";
+    s << ")";
+    return s.str();
+}
+
+std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+enum class Float { f32, f64 };
+
+// Accepts anything numpy can turn into an array, then insists on float32 or float64.
+py::array as_array(const py::handle& obj, const char* op, const char* name) {
+    py::array a = py::array::ensure(obj);
+    if (!a) throw py::type_error(std::string(op) + ": " + name + " must be an array, got " + py::str(py::type::of(obj)).cast<std::string>());
+    return a;
+}
+
+Float float_kind(const py::array& a, const char* op, const char* name) {
+    if (a.dtype().is(py::dtype::of<float>())) return Float::f32;
+    if (a.dtype().is(py::dtype::of<double>())) return Float::f64;
+    throw py::type_error(std::string(op) + ": expected " + name + " of dtype float32 or float64, got " + dtype_str(a));
+}
+
+void require_same_dtype(const py::array& a, const py::array& b, const char* op, const char* name_a, const char* name_b) {
+    if (!a.dtype().is(b.dtype()))
+        throw py::type_error(std::string(op) + ": " + name_a + " and " + name_b + " must have the same dtype, got " +
+                             dtype_str(a) + " and " + dtype_str(b));
+}
+
+void require_ndim(const py::array& a, py::ssize_t ndim, const char* op, const char* name) {
+    if (a.ndim() != ndim)
+        throw py::value_error(std::string(op) + ": expected " + name + " with " + std::to_string(ndim) +
+                              " dimensions, got shape " + shape_str(a));
+}
+
+void require_same_shape(const py::array& a, const py::array& b, const char* op, const char* name_a, const char* name_b) {
+    bool same = a.ndim() == b.ndim();
+    for (py::ssize_t i = 0; same && i < a.ndim(); ++i) same = a.shape(i) == b.shape(i);
+    if (!same)
+        throw py::value_error(std::string(op) + ": " + name_a + " and " + name_b + " must have the same shape, got " +
+                              shape_str(a) + " and " + shape_str(b));
+}
+
+// A C-contiguous view of an input, copying only when the layout requires it.
+template <class T>
+py::array_t<T, py::array::c_style> contiguous(const py::handle& a) {
+    return py::array_t<T, py::array::c_style>::ensure(a);
+}
+
+bool overlaps(const py::array& a, const py::array& b) {
+    if (a.nbytes() == 0 || b.nbytes() == 0) return false;
+    // Conservative byte ranges covering every element, for any strides.
+    auto range = [](const py::array& x) {
+        auto lo = reinterpret_cast<std::uintptr_t>(x.data()), hi = lo;
+        for (py::ssize_t i = 0; i < x.ndim(); ++i) {
+            const py::ssize_t extent = (x.shape(i) - 1) * x.strides(i);
+            if (extent < 0) lo += extent; else hi += extent;
+        }
+        return std::make_pair(lo, hi + x.itemsize());
+    };
+    auto ra = range(a), rb = range(b);
+    return ra.first < rb.second && rb.first < ra.second;
+}
+
+// Returns `out` when given (after checking it is exactly what the kernel will write), or a new
+// array of the given shape.
+template <class T>
+py::array_t<T> output_array(const py::object& out, const std::vector<py::ssize_t>& shape, const char* op,
+                            std::initializer_list<const py::array*> inputs_that_must_not_overlap = {}) {
+    if (out.is_none()) return py::array_t<T>(shape);
+    if (!py::isinstance<py::array>(out))
+        throw py::type_error(std::string(op) + ": out must be a numpy array, got " + py::str(py::type::of(out)).cast<std::string>());
+    py::array o = py::reinterpret_borrow<py::array>(out);
+    if (!o.dtype().is(py::dtype::of<T>()))
+        throw py::type_error(std::string(op) + ": out must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                             ", got " + dtype_str(o));
+    bool same = o.ndim() == static_cast<py::ssize_t>(shape.size());
+    for (py::ssize_t i = 0; same && i < o.ndim(); ++i) same = o.shape(i) == shape[i];
+    if (!same)
+        throw py::value_error(std::string(op) + ": out must have shape " + shape_str(shape) + ", got " + shape_str(o));
+    if (!o.writeable()) throw py::value_error(std::string(op) + ": out is read-only");
+    if (!(o.flags() & py::array::c_style))
+        throw py::value_error(std::string(op) + ": out must be C-contiguous (it is written in place, so it is never copied)");
+    for (const py::array* in : inputs_that_must_not_overlap)
+        if (overlaps(o, *in)) throw py::value_error(std::string(op) + ": out must not share memory with the inputs");
+    return py::reinterpret_borrow<py::array_t<T>>(o);
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& a) { return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()); }
+
+Act parse_act(const std::string& name, const char* op) {
+    if (name == "identity" || name == "linear" || name == "none") return Act::identity;
+    if (name == "relu") return Act::relu;
+    if (name == "leaky_relu") return Act::leaky_relu;
+    if (name == "tanh") return Act::tanh;
+    if (name == "sigmoid") return Act::sigmoid;
+    throw py::value_error(std::string(op) + ": unknown activation '" + name +
+                          "'; expected one of identity, relu, leaky_relu, tanh, sigmoid");
+}
+
+// Element strides of a 2-D array, or false when a stride is not a whole number of elements.
+bool element_strides(const py::array& a, index_t* rs, index_t* cs) {
+    const auto item = a.itemsize();
+    if (a.strides(0) % item || a.strides(1) % item) return false;
+    *rs = a.strides(0) / item;
+    *cs = a.strides(1) / item;
+    return true;
+}
+
+template <class T>
+py::array matmul_impl(py::array a, py::array b, bool transpose_a, bool transpose_b, const py::object& out) {
+    const char* op = "matmul";
+    index_t rs_a, cs_a, rs_b, cs_b;
+    if (!element_strides(a, &rs_a, &cs_a)) { a = contiguous<T>(a); element_strides(a, &rs_a, &cs_a); }
+    if (!element_strides(b, &rs_b, &cs_b)) { b = contiguous<T>(b); element_strides(b, &rs_b, &cs_b); }
+    index_t m = a.shape(0), k = a.shape(1), k2 = b.shape(0), n = b.shape(1);
+    if (transpose_a) { std::swap(m, k); std::swap(rs_a, cs_a); }
+    if (transpose_b) { std::swap(k2, n); std::swap(rs_b, cs_b); }
+    if (k != k2) {
+        std::ostringstream s;
+        s << "matmul: inner dimensions differ: a" << (transpose_a ? ".T" : "") << " has shape (" << m << ", " << k
+          << ") and b" << (transpose_b ? ".T" : "") << " has shape (" << k2 << ", " << n << ")";
+        throw py::value_error(s.str());
+    }
+    auto c = output_array<T>(out, {m, n}, op, {&a, &b});
+    const T* pa = static_cast<const T*>(a.data());
+    const T* pb = static_cast<const T*>(b.data());
+    T* pc = c.mutable_data();
+    {
+        py::gil_scoped_release release;
+        gemm(active_table<T>(), m, n, k, ConstMatrix<T>{pa, rs_a, cs_a}, ConstMatrix<T>{pb, rs_b, cs_b}, pc, n,
+             Epilogue<T>{}, get_num_threads());
+    }
+    return std::move(c);
+}
+
+py::array matmul(const py::object& a_obj, const py::object& b_obj, bool transpose_a, bool transpose_b, const py::object& out) {
+    py::array a = as_array(a_obj, "matmul", "a"), b = as_array(b_obj, "matmul", "b");
+    const Float kind = float_kind(a, "matmul", "a");
+    float_kind(b, "matmul", "b");
+    require_same_dtype(a, b, "matmul", "a", "b");
+    require_ndim(a, 2, "matmul", "a");
+    require_ndim(b, 2, "matmul", "b");
+    return kind == Float::f32 ? matmul_impl<float>(a, b, transpose_a, transpose_b, out)
+                              : matmul_impl<double>(a, b, transpose_a, transpose_b, out);
+}
+
+// ------------------------------------------------------------------------------------------------
+template <class T>
+py::array linear_forward_impl(const py::array& x_in, const py::array& w_in, const py::object& bias_obj, Act act,
+                              double alpha, const py::object& out) {
+    const char* op = "linear";
+    auto x = contiguous<T>(x_in);
+    auto w = contiguous<T>(w_in);
+    const index_t batch = x.shape(0), in = x.shape(1), n_out = w.shape(0);
+    py::array_t<T, py::array::c_style> bias;  // only meaningful when has_bias
+    const bool has_bias = !bias_obj.is_none();
+    if (has_bias) {
+        py::array b = as_array(bias_obj, op, "bias");
+        float_kind(b, op, "bias");
+        require_same_dtype(b, x_in, op, "bias", "x");
+        if (b.ndim() != 1 || b.shape(0) != n_out)
+            throw py::value_error(std::string(op) + ": expected bias of shape (" + std::to_string(n_out) + ",), got " + shape_str(b));
+        bias = contiguous<T>(b);
+    }
+    auto y = output_array<T>(out, {batch, n_out}, op, {&x_in, &w_in});
+    const T* pb = has_bias ? bias.data() : nullptr;
+    const T *px = x.data(), *pw = w.data();
+    T* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release release;
+        linear_forward(active_table<T>(), batch, in, n_out, px, pw, pb, act, static_cast<T>(alpha), py_);
+    }
+    return std::move(y);
+}
+
+py::array linear_forward_py(const py::object& x_obj, const py::object& w_obj, const py::object& bias, const std::string& activation,
+                            double alpha, const py::object& out) {
+    const char* op = "linear";
+    py::array x = as_array(x_obj, op, "x"), w = as_array(w_obj, op, "weights");
+    const Float kind = float_kind(x, op, "x");
+    float_kind(w, op, "weights");
+    require_same_dtype(x, w, op, "x", "weights");
+    require_ndim(x, 2, op, "x");
+    require_ndim(w, 2, op, "weights");
+    if (x.shape(1) != w.shape(1))
+        throw py::value_error(std::string(op) + ": x has " + std::to_string(x.shape(1)) + " features per row (shape " +
+                              shape_str(x) + ") but weights of shape " + shape_str(w) + " expect " + std::to_string(w.shape(1)));
+    const Act act = parse_act(activation, op);
+    return kind == Float::f32 ? linear_forward_impl<float>(x, w, bias, act, alpha, out)
+                              : linear_forward_impl<double>(x, w, bias, act, alpha, out);
+}
+
+template <class T>
+py::object linear_backward_impl(const py::array& x_in, const py::array& w_in, const py::array& dz_in, bool need_dx,
+                                const py::object& dw_out, const py::object& db_out) {
+    const char* op = "linear_backward";
+    auto x = contiguous<T>(x_in);
+    auto w = contiguous<T>(w_in);
+    auto dz = contiguous<T>(dz_in);
+    const index_t batch = x.shape(0), in = x.shape(1), n_out = w.shape(0);
+    auto dw = output_array<T>(dw_out, {n_out, in}, op, {&x_in, &w_in, &dz_in});
+    auto db = output_array<T>(db_out, {n_out}, op, {&x_in, &w_in, &dz_in});
+    py::array_t<T> dx;
+    if (need_dx) dx = py::array_t<T>(std::vector<py::ssize_t>{batch, in});
+    const T *px = x.data(), *pw = w.data(), *pdz = dz.data();
+    T *pdw = dw.mutable_data(), *pdb = db.mutable_data(), *pdx = need_dx ? dx.mutable_data() : nullptr;
+    {
+        py::gil_scoped_release release;
+        linear_backward(active_table<T>(), batch, in, n_out, px, pw, pdz, pdx, pdw, pdb);
+    }
+    return py::make_tuple(need_dx ? py::object(dx) : py::object(py::none()), dw, db);
+}
+
+py::object linear_backward_py(const py::object& x_obj, const py::object& w_obj, const py::object& dz_obj, bool need_dx,
+                              const py::object& dw_out, const py::object& db_out) {
+    const char* op = "linear_backward";
+    py::array x = as_array(x_obj, op, "x"), w = as_array(w_obj, op, "weights"), dz = as_array(dz_obj, op, "output_gradient");
+    const Float kind = float_kind(x, op, "x");
+    require_same_dtype(x, w, op, "x", "weights");
+    require_same_dtype(x, dz, op, "x", "output_gradient");
+    require_ndim(x, 2, op, "x");
+    require_ndim(w, 2, op, "weights");
+    require_ndim(dz, 2, op, "output_gradient");
+    if (x.shape(1) != w.shape(1) || dz.shape(0) != x.shape(0) || dz.shape(1) != w.shape(0))
+        throw py::value_error(std::string(op) + ": shapes do not fit: x " + shape_str(x) + ", weights " + shape_str(w) +
+                              ", output_gradient " + shape_str(dz) + " (expected output_gradient of shape (" +
+                              std::to_string(x.shape(0)) + ", " + std::to_string(w.shape(0)) + "))");
+    return kind == Float::f32 ? linear_backward_impl<float>(x, w, dz, need_dx, dw_out, db_out)
+                              : linear_backward_impl<double>(x, w, dz, need_dx, dw_out, db_out);
+}
+
+// ------------------------------------------------------------------------------------------------
+template <class T>
+py::array activation_impl(const py::array& x_in, Act act, double alpha, const py::object& out) {
+    auto x = contiguous<T>(x_in);
+    auto y = output_array<T>(out, shape_of(x_in), "activation");
+    const T* px = x.data();
+    T* py_ = y.mutable_data();
+    const index_t n = x.size();
+    {
+        py::gil_scoped_release release;
+        activation_forward(active_table<T>(), act, static_cast<T>(alpha), px, py_, n);
+    }
+    return std::move(y);
+}
+
+py::array activation_py(const std::string& name, const py::object& x_obj, double alpha, const py::object& out) {
+    const char* op = "activation";
+    const Act act = parse_act(name, op);
+    py::array x = as_array(x_obj, op, "x");
+    return float_kind(x, op, "x") == Float::f32 ? activation_impl<float>(x, act, alpha, out)
+                                                : activation_impl<double>(x, act, alpha, out);
+}
+
+// x and y are None when the activation's derivative does not read them.
+template <class T>
+py::array activation_backward_impl(Act act, const py::object& x_in, const py::object& y_in, const py::array& dy_in,
+                                   double alpha, const py::object& out) {
+    auto dy = contiguous<T>(dy_in);
+    py::array_t<T, py::array::c_style> x, y;
+    if (!x_in.is_none()) x = contiguous<T>(x_in);
+    if (!y_in.is_none()) y = contiguous<T>(y_in);
+    auto dx = output_array<T>(out, shape_of(dy_in), "activation_backward");
+    const T *px = x_in.is_none() ? nullptr : x.data(), *py_ = y_in.is_none() ? nullptr : y.data(), *pdy = dy.data();
+    T* pdx = dx.mutable_data();
+    const index_t n = dy.size();
+    {
+        py::gil_scoped_release release;
+        activation_backward(active_table<T>(), act, static_cast<T>(alpha), px, py_, pdy, pdx, n);
+    }
+    return std::move(dx);
+}
+
+py::array activation_backward_py(const std::string& name, const py::object& x_obj, const py::object& y_obj,
+                                 const py::object& dy_obj, double alpha, const py::object& out) {
+    const char* op = "activation_backward";
+    const Act act = parse_act(name, op);
+    py::array dy = as_array(dy_obj, op, "output_gradient");
+    const Float kind = float_kind(dy, op, "output_gradient");
+    // The derivative of relu/leaky_relu is read from the forward input, of tanh/sigmoid from the output.
+    const bool needs_x = act == Act::relu || act == Act::leaky_relu;
+    const bool needs_y = act == Act::tanh || act == Act::sigmoid;
+    py::object x = py::none(), y = py::none();
+    auto take = [&](const py::object& obj, const char* name) -> py::object {
+        if (obj.is_none()) throw py::value_error(std::string(op) + ": activation '" + name + "' needs " + name);
+        py::array a = as_array(obj, op, name);
+        require_same_dtype(a, dy, op, name, "output_gradient");
+        require_same_shape(a, dy, op, name, "output_gradient");
+        return std::move(a);
+    };
+    if (needs_x) x = take(x_obj, "x");
+    if (needs_y) y = take(y_obj, "y");
+    return kind == Float::f32 ? activation_backward_impl<float>(act, x, y, dy, alpha, out)
+                              : activation_backward_impl<double>(act, x, y, dy, alpha, out);
+}
+
+template <class T>
+py::array exp_impl(const py::array& x_in, const py::object& out) {
+    auto x = contiguous<T>(x_in);
+    auto y = output_array<T>(out, shape_of(x_in), "exp");
+    const T* px = x.data();
+    T* py_ = y.mutable_data();
+    const index_t n = x.size();
+    {
+        py::gil_scoped_release release;
+        nncore::exp(active_table<T>(), px, py_, n);
+    }
+    return std::move(y);
+}
+
+py::array exp_py(const py::object& x_obj, const py::object& out) {
+    py::array x = as_array(x_obj, "exp", "x");
+    return float_kind(x, "exp", "x") == Float::f32 ? exp_impl<float>(x, out) : exp_impl<double>(x, out);
+}
+
+// Softmax over the last axis; every leading axis is a row.
+template <class T>
+py::array softmax_impl(const py::array& x_in, const py::object& out) {
+    auto x = contiguous<T>(x_in);
+    auto y = output_array<T>(out, shape_of(x_in), "softmax");
+    const index_t cols = x.ndim() == 0 ? 1 : x.shape(x.ndim() - 1);
+    const index_t rows = cols == 0 ? 0 : x.size() / cols;
+    const T* px = x.data();
+    T* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release release;
+        softmax_forward(active_table<T>(), px, py_, rows, cols);
+    }
+    return std::move(y);
+}
+
+py::array softmax_py(const py::object& x_obj, const py::object& out) {
+    py::array x = as_array(x_obj, "softmax", "x");
+    const Float kind = float_kind(x, "softmax", "x");
+    if (x.ndim() < 1) throw py::value_error("softmax: expected x with at least 1 dimension, got a scalar");
+    return kind == Float::f32 ? softmax_impl<float>(x, out) : softmax_impl<double>(x, out);
+}
+
+template <class T>
+py::array softmax_backward_impl(const py::array& y_in, const py::array& dy_in, const py::object& out) {
+    auto y = contiguous<T>(y_in);
+    auto dy = contiguous<T>(dy_in);
+    auto dx = output_array<T>(out, shape_of(y_in), "softmax_backward");
+    const index_t cols = y.shape(y.ndim() - 1);
+    const index_t rows = cols == 0 ? 0 : y.size() / cols;
+    const T *py_ = y.data(), *pdy = dy.data();
+    T* pdx = dx.mutable_data();
+    {
+        py::gil_scoped_release release;
+        softmax_backward(active_table<T>(), py_, pdy, pdx, rows, cols);
+    }
+    return std::move(dx);
+}
+
+py::array softmax_backward_py(const py::object& y_obj, const py::object& dy_obj, const py::object& out) {
+    const char* op = "softmax_backward";
+    py::array y = as_array(y_obj, op, "y"), dy = as_array(dy_obj, op, "output_gradient");
+    const Float kind = float_kind(y, op, "y");
+    require_same_dtype(y, dy, op, "y", "output_gradient");
+    require_same_shape(y, dy, op, "y", "output_gradient");
+    if (y.ndim() < 1) throw py::value_error("softmax_backward: expected y with at least 1 dimension, got a scalar");
+    return kind == Float::f32 ? softmax_backward_impl<float>(y, dy, out) : softmax_backward_impl<double>(y, dy, out);
+}
+
+// ------------------------------------------------------------------------------------------------
+enum class Loss { squared_error, binary_cross_entropy };
+
+template <class T>
+double loss_sum_impl(Loss loss, const py::array& yt_in, const py::array& yp_in) {
+    auto yt = contiguous<T>(yt_in);
+    auto yp = contiguous<T>(yp_in);
+    const T *pt = yt.data(), *pp = yp.data();
+    const index_t n = yt.size();
+    const auto& kt = active_table<T>();
+    py::gil_scoped_release release;
+    return loss == Loss::squared_error ? kt.squared_error_sum(pt, pp, n) : kt.binary_cross_entropy_sum(pt, pp, n);
+}
+
+template <class T>
+py::array loss_grad_impl(Loss loss, const py::array& yt_in, const py::array& yp_in, double scale, const py::object& out) {
+    auto yt = contiguous<T>(yt_in);
+    auto yp = contiguous<T>(yp_in);
+    auto g = output_array<T>(out, shape_of(yp_in), "loss gradient");
+    const T *pt = yt.data(), *pp = yp.data();
+    T* pg = g.mutable_data();
+    const index_t n = yt.size();
+    const auto& kt = active_table<T>();
+    {
+        py::gil_scoped_release release;
+        if (loss == Loss::squared_error) kt.squared_error_grad(pt, pp, pg, n, static_cast<T>(scale));
+        else kt.binary_cross_entropy_grad(pt, pp, pg, n, static_cast<T>(scale));
+    }
+    return std::move(g);
+}
+
+std::pair<py::array, py::array> loss_args(const py::object& yt_obj, const py::object& yp_obj, const char* op) {
+    py::array yt = as_array(yt_obj, op, "y_true"), yp = as_array(yp_obj, op, "y_pred");
+    float_kind(yp, op, "y_pred");
+    float_kind(yt, op, "y_true");
+    require_same_dtype(yt, yp, op, "y_true", "y_pred");
+    require_same_shape(yt, yp, op, "y_true", "y_pred");
+    return {yt, yp};
+}
+
+double loss_sum_py(Loss loss, const py::object& yt_obj, const py::object& yp_obj) {
+    auto [yt, yp] = loss_args(yt_obj, yp_obj, "loss");
+    return yp.dtype().is(py::dtype::of<float>()) ? loss_sum_impl<float>(loss, yt, yp) : loss_sum_impl<double>(loss, yt, yp);
+}
+
+py::array loss_grad_py(Loss loss, const py::object& yt_obj, const py::object& yp_obj, double scale, const py::object& out) {
+    auto [yt, yp] = loss_args(yt_obj, yp_obj, "loss gradient");
+    return yp.dtype().is(py::dtype::of<float>()) ? loss_grad_impl<float>(loss, yt, yp, scale, out)
+                                                 : loss_grad_impl<double>(loss, yt, yp, scale, out);
+}
+
+// ------------------------------------------------------------------------------------------------
+template <class T>
+void sgd_impl(py::array param, const py::array& grad_in, double lr) {
+    auto grad = contiguous<T>(grad_in);
+    T* pp = static_cast<T*>(param.mutable_data());
+    const T* pg = grad.data();
+    const index_t n = param.size();
+    const auto& kt = active_table<T>();
+    py::gil_scoped_release release;
+    kt.axpy(static_cast<T>(-lr), pg, pp, n);
+}
+
+void sgd_step_py(const py::object& param_obj, const py::object& grad_obj, double lr) {
+    const char* op = "sgd_step";
+    if (!py::isinstance<py::array>(param_obj)) throw py::type_error("sgd_step: param must be a numpy array");
+    py::array param = py::reinterpret_borrow<py::array>(param_obj);
+    py::array grad = as_array(grad_obj, op, "grad");
+    const Float kind = float_kind(param, op, "param");
+    require_same_dtype(param, grad, op, "param", "grad");
+    require_same_shape(param, grad, op, "param", "grad");
+    if (!param.writeable()) throw py::value_error("sgd_step: param is read-only");
+    if (!(param.flags() & py::array::c_style)) throw py::value_error("sgd_step: param must be C-contiguous");
+    if (kind == Float::f32) sgd_impl<float>(param, grad, lr); else sgd_impl<double>(param, grad, lr);
+}
+
+py::dict cpu_info() {
+    py::dict info;
+    const IsaChoice& choice = isa_choice();
+    info["isa"] = isa_name(choice.isa);
+    py::list available, compiled;
+    for (int i = 0; i < kIsaCount; ++i) {
+        const Isa isa = static_cast<Isa>(i);
+        if (cpu_supports(isa)) available.append(isa_name(isa));
+    }
+    compiled.append("scalar");
+#if defined(NNCORE_HAVE_X86_KERNELS)
+    compiled.append("avx2");
+    compiled.append("avx512");
+#endif
+    info["available_isas"] = available;
+    info["compiled_isas"] = compiled;
+    info["num_threads"] = get_num_threads();
+    info["requested_isa"] = choice.requested.empty() ? py::object(py::none()) : py::object(py::str(choice.requested));
+    info["isa_note"] = choice.note;
+    const Tables& t = active_tables();
+    py::dict tiles;
+    tiles["float32"] = py::make_tuple(t.f32.mr, t.f32.nr);
+    tiles["float64"] = py::make_tuple(t.f64.mr, t.f64.nr);
+    info["gemm_tile"] = tiles;
+    return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "nncore native kernels (SIMD, runtime CPU dispatch). Use the nncore package, not this module.";
+    using py::arg;
+    const auto none = py::none();
+    m.def("cpu_info", &cpu_info);
+    m.def("get_num_threads", &get_num_threads);
+    m.def("set_num_threads", [](int n) {
+        if (n < 1) throw py::value_error("set_num_threads: expected n >= 1, got " + std::to_string(n));
+        set_num_threads(n);
+    }, arg("n"));
+    m.def("matmul", &matmul, arg("a"), arg("b"), arg("transpose_a") = false, arg("transpose_b") = false, arg("out") = none);
+    m.def("linear", &linear_forward_py, arg("x"), arg("weights"), arg("bias") = none, arg("activation") = "identity",
+          arg("alpha") = 0.0, arg("out") = none);
+    m.def("linear_backward", &linear_backward_py, arg("x"), arg("weights"), arg("output_gradient"), arg("need_input_gradient") = true,
+          arg("weights_gradient") = none, arg("bias_gradient") = none);
+    m.def("activation", &activation_py, arg("name"), arg("x"), arg("alpha") = 0.0, arg("out") = none);
+    m.def("activation_backward", &activation_backward_py, arg("name"), arg("x"), arg("y"), arg("output_gradient"),
+          arg("alpha") = 0.0, arg("out") = none);
+    m.def("exp", &exp_py, arg("x"), arg("out") = none);
+    m.def("softmax", &softmax_py, arg("x"), arg("out") = none);
+    m.def("softmax_backward", &softmax_backward_py, arg("y"), arg("output_gradient"), arg("out") = none);
+    m.def("squared_error_sum", [](const py::object& t, const py::object& p) { return loss_sum_py(Loss::squared_error, t, p); },
+          arg("y_true"), arg("y_pred"));
+    m.def("squared_error_grad", [](const py::object& t, const py::object& p, double scale, const py::object& out) {
+        return loss_grad_py(Loss::squared_error, t, p, scale, out);
+    }, arg("y_true"), arg("y_pred"), arg("scale"), arg("out") = none);
+    m.def("binary_cross_entropy_sum", [](const py::object& t, const py::object& p) {
+        return loss_sum_py(Loss::binary_cross_entropy, t, p);
+    }, arg("y_true"), arg("y_pred"));
+    m.def("binary_cross_entropy_grad", [](const py::object& t, const py::object& p, double scale, const py::object& out) {
+        return loss_grad_py(Loss::binary_cross_entropy, t, p, scale, out);
+    }, arg("y_true"), arg("y_pred"), arg("scale"), arg("out") = none);
+    m.def("sgd_step", &sgd_step_py, arg("param"), arg("grad"), arg("lr"));
+}

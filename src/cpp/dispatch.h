@@ -1,0 +1,66 @@
+// The dispatch table: one struct of function pointers per dtype, filled once per ISA. Drivers call
+// through it; nothing else in the code branches on the ISA.
+#pragma once
+
+#include "common.h"
+
+namespace nncore {
+
+template <class T>
+struct KernelTable {
+    // GEMM micro-kernel contract: C[0:m_eff, 0:n_eff] (row stride ldc) receives the epilogue of
+    // packed_a (kc x MR, MR values per k step) times packed_b (kc x NR, NR values per k step).
+    // Packing zero-pads partial panels, so the kernel always multiplies full MR x NR tiles and only
+    // the store is partial. kc may be 0 (then the product is zero).
+    void (*gemm_ukernel)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc,
+                         int m_eff, int n_eff, const Epilogue<T>& epilogue);
+    int mr, nr;          // register tile
+    int kc, mc, nc;      // cache blocks (multiples of the tile)
+
+    // Elementwise over n contiguous values.
+    void (*act_forward)(Act act, T alpha, const T* x, T* y, index_t n);
+    void (*act_backward)(Act act, T alpha, const T* x, const T* y, const T* dy, T* dx, index_t n);
+    void (*exp)(const T* x, T* y, index_t n);
+    void (*axpy)(T a, const T* x, T* y, index_t n);  // y += a * x (the SGD step)
+
+    // Row-wise over `rows` contiguous rows of `cols` values.
+    void (*softmax_forward)(const T* x, T* y, index_t rows, index_t cols);
+    void (*softmax_backward)(const T* y, const T* dy, T* dx, index_t rows, index_t cols);
+    void (*column_sums)(const T* x, index_t rows, index_t cols, index_t ld, T* out);
+
+    // Losses over n contiguous values: the sum of per-element losses, and the gradient times scale.
+    double (*squared_error_sum)(const T* y_true, const T* y_pred, index_t n);
+    void (*squared_error_grad)(const T* y_true, const T* y_pred, T* grad, index_t n, T scale);
+    double (*binary_cross_entropy_sum)(const T* y_true, const T* y_pred, index_t n);
+    void (*binary_cross_entropy_grad)(const T* y_true, const T* y_pred, T* grad, index_t n, T scale);
+};
+
+struct Tables {
+    Isa isa;
+    KernelTable<float> f32;
+    KernelTable<double> f64;
+};
+
+template <class T>
+const KernelTable<T>& table_of(const Tables& tables);
+template <>
+inline const KernelTable<float>& table_of<float>(const Tables& tables) { return tables.f32; }
+template <>
+inline const KernelTable<double>& table_of<double>(const Tables& tables) { return tables.f64; }
+
+// Per-ISA fill functions, each defined in its own translation unit.
+void fill_tables_scalar(Tables& tables);
+#if defined(NNCORE_HAVE_X86_KERNELS)
+void fill_tables_avx2(Tables& tables);
+void fill_tables_avx512(Tables& tables);
+#endif
+
+// Tables for one ISA; `isa` must be available on this CPU (see cpu_features.h).
+const Tables& tables_for(Isa isa);
+// The tables chosen once at start-up (best ISA, capped by NNCORE_ISA).
+const Tables& active_tables();
+
+template <class T>
+const KernelTable<T>& active_table() { return table_of<T>(active_tables()); }
+
+}  // namespace nncore

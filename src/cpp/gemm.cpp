@@ -1,0 +1,157 @@
+#include "gemm.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+
+#include "thread_pool.h"
+
+namespace nncore {
+
+namespace {
+
+// Per-thread packing buffer, 64-byte aligned, grown when needed and then reused, so the hot path
+// does not allocate in steady state.
+class PackBuffer {
+public:
+    ~PackBuffer() { std::free(data_); }
+    template <class T>
+    T* get(index_t count) {
+        const std::size_t bytes = static_cast<std::size_t>(count) * sizeof(T);
+        if (bytes > capacity_) {
+            std::free(data_);
+            capacity_ = (bytes + 63) / 64 * 64;
+            data_ = std::aligned_alloc(64, capacity_);
+            if (data_ == nullptr) {
+                capacity_ = 0;
+                throw std::bad_alloc();
+            }
+        }
+        return static_cast<T*>(data_);
+    }
+
+private:
+    void* data_ = nullptr;
+    std::size_t capacity_ = 0;
+};
+
+thread_local PackBuffer packed_a_buffer, packed_b_buffer;
+
+// Packs rows [0, mc) x columns [0, kc) of A into MR-row panels: panel r holds, for each k step,
+// the MR values of its rows, zero-padded past mc.
+template <class T>
+void pack_a(const T* a, index_t rs, index_t cs, index_t mc, index_t kc, int mr, T* out) {
+    for (index_t i0 = 0; i0 < mc; i0 += mr) {
+        const index_t rows = std::min<index_t>(mr, mc - i0);
+        for (index_t p = 0; p < kc; ++p) {
+            const T* src = a + i0 * rs + p * cs;
+            index_t i = 0;
+            for (; i < rows; ++i) out[i] = src[i * rs];
+            for (; i < mr; ++i) out[i] = T(0);
+            out += mr;
+        }
+    }
+}
+
+// Packs rows [0, kc) x columns [0, nc) of B into NR-column panels, zero-padded past nc.
+template <class T>
+void pack_b(const T* b, index_t rs, index_t cs, index_t kc, index_t nc, int nr, T* out) {
+    for (index_t j0 = 0; j0 < nc; j0 += nr) {
+        const index_t cols = std::min<index_t>(nr, nc - j0);
+        for (index_t p = 0; p < kc; ++p) {
+            const T* src = b + p * rs + j0 * cs;
+            index_t j = 0;
+            if (cs == 1)
+                for (; j < cols; ++j) out[j] = src[j];
+            else
+                for (; j < cols; ++j) out[j] = src[j * cs];
+            for (; j < nr; ++j) out[j] = T(0);
+            out += nr;
+        }
+    }
+}
+
+template <class T>
+void gemm_serial(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a,
+                 ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue) {
+    const int mr = kt.mr, nr = kt.nr;
+    const index_t kc_max = kt.kc, mc_max = kt.mc, nc_max = kt.nc;
+    T* packed_b = packed_b_buffer.get<T>(std::min<index_t>(kc_max, std::max<index_t>(k, 1)) *
+                                         ((std::min(nc_max, n) + nr - 1) / nr * nr));
+    T* packed_a = packed_a_buffer.get<T>(std::min<index_t>(kc_max, std::max<index_t>(k, 1)) *
+                                         ((std::min(mc_max, m) + mr - 1) / mr * mr));
+    for (index_t jc = 0; jc < n; jc += nc_max) {
+        const index_t nc = std::min(nc_max, n - jc);
+        // The k loop runs at least once so that k == 0 still applies the epilogue.
+        for (index_t pc = 0; pc == 0 || pc < k; pc += kc_max) {
+            const index_t kc = std::min(kc_max, k - pc);
+            pack_b(b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride, b.col_stride, kc,
+                   nc, nr, packed_b);
+            // Partial sums accumulate into C; bias and activation belong to the last k block only.
+            const bool last = pc + kc >= k;
+            Epilogue<T> ep;
+            ep.beta = pc == 0 ? epilogue.beta : 1;
+            ep.act = last ? epilogue.act : Act::identity;
+            ep.alpha = epilogue.alpha;
+            for (index_t ic = 0; ic < m; ic += mc_max) {
+                const index_t mc = std::min(mc_max, m - ic);
+                pack_a(a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride, a.col_stride,
+                       mc, kc, mr, packed_a);
+                for (index_t jr = 0; jr < nc; jr += nr) {
+                    ep.bias = last && epilogue.bias ? epilogue.bias + jc + jr : nullptr;
+                    const int n_eff = static_cast<int>(std::min<index_t>(nr, nc - jr));
+                    const T* pb = packed_b + jr * kc;
+                    for (index_t ir = 0; ir < mc; ir += mr) {
+                        const int m_eff = static_cast<int>(std::min<index_t>(mr, mc - ir));
+                        kt.gemm_ukernel(kc, packed_a + ir * kc, pb, c + (ic + ir) * ldc + jc + jr,
+                                        ldc, m_eff, n_eff, ep);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Below this many multiply-adds per thread, waking another thread costs more than it saves.
+constexpr double kMinMacsPerThread = 1 << 18;
+
+}  // namespace
+
+template <class T>
+void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a,
+          ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue, int n_threads) {
+    if (m <= 0 || n <= 0) return;
+    const index_t tiles_m = (m + kt.mr - 1) / kt.mr, tiles_n = (n + kt.nr - 1) / kt.nr;
+    const bool split_n = tiles_n >= tiles_m;
+    const index_t tiles = split_n ? tiles_n : tiles_m;
+    const double macs = static_cast<double>(m) * n * std::max<index_t>(k, 1);
+    index_t parts = std::min<index_t>({static_cast<index_t>(n_threads), tiles,
+                                       static_cast<index_t>(macs / kMinMacsPerThread)});
+    if (parts <= 1) {
+        gemm_serial(kt, m, n, k, a, b, c, ldc, epilogue);
+        return;
+    }
+    parallel_for(static_cast<int>(parts), [&](int part) {
+        // Whole tiles per part, spread as evenly as possible.
+        const index_t t0 = tiles * part / parts, t1 = tiles * (part + 1) / parts;
+        if (split_n) {
+            const index_t j0 = t0 * kt.nr, j1 = std::min(n, t1 * kt.nr);
+            Epilogue<T> ep = epilogue;
+            if (ep.bias) ep.bias += j0;
+            ConstMatrix<T> b_part{b.data + j0 * b.col_stride, b.row_stride, b.col_stride};
+            gemm_serial(kt, m, j1 - j0, k, a, b_part, c + j0, ldc, ep);
+        } else {
+            const index_t i0 = t0 * kt.mr, i1 = std::min(m, t1 * kt.mr);
+            ConstMatrix<T> a_part{a.data + i0 * a.row_stride, a.row_stride, a.col_stride};
+            gemm_serial(kt, i1 - i0, n, k, a_part, b, c + i0 * ldc, ldc, epilogue);
+        }
+    });
+}
+
+template void gemm<float>(const KernelTable<float>&, index_t, index_t, index_t, ConstMatrix<float>,
+                          ConstMatrix<float>, float*, index_t, const Epilogue<float>&, int);
+template void gemm<double>(const KernelTable<double>&, index_t, index_t, index_t,
+                           ConstMatrix<double>, ConstMatrix<double>, double*, index_t,
+                           const Epilogue<double>&, int);
+
+}  // namespace nncore

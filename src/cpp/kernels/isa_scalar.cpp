@@ -1,0 +1,12 @@
+// Portable kernels: built with the compiler's baseline flags, on every architecture.
+#define NNCORE_ISA_NS isa_scalar
+#define NNCORE_VEC_HEADER "vec_scalar.h"
+#include "isa_impl.inc"
+
+namespace nncore {
+void fill_tables_scalar(Tables& tables) {
+    tables.isa = Isa::scalar;
+    isa_scalar::fill_table<float, 4, 4>(tables.f32, 256, 16, 4096);
+    isa_scalar::fill_table<double, 4, 4>(tables.f64, 128, 16, 4096);
+}
+}  // namespace nncore

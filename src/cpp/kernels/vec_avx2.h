@@ -1,0 +1,102 @@
+// AVX2 + FMA vectors (8 floats / 4 doubles). Included inside an ISA namespace of a TU built with
+// -mavx2 -mfma.
+template <class T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+    using value_type = float;
+    using reg = __m256;
+    using mask = __m256;
+    static constexpr int width = 8;
+
+    static reg zero() { return _mm256_setzero_ps(); }
+    static reg set1(float x) { return _mm256_set1_ps(x); }
+    static reg load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, reg a) { _mm256_storeu_ps(p, a); }
+    static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+    static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
+    static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+    static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
+    static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+    static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
+    static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
+    static reg abs(reg a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+    static reg copysign(reg magnitude, reg sign) {
+        const reg sign_bit = _mm256_set1_ps(-0.0f);
+        return _mm256_or_ps(_mm256_andnot_ps(sign_bit, magnitude), _mm256_and_ps(sign_bit, sign));
+    }
+    static reg round(reg a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    // 2^n is built from exponent bits in two halves so that subnormal results stay exact:
+    // each half stays within the normal exponent range for |n| <= 252.
+    static reg pow2(reg n) {
+        __m256i bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 23));
+    }
+    static reg scale2(reg a, reg n) {
+        reg half = _mm256_floor_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.5f)));
+        return _mm256_mul_ps(_mm256_mul_ps(a, pow2(half)), pow2(_mm256_sub_ps(n, half)));
+    }
+    static mask lt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+    static mask gt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+    static mask isnan(reg a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+    static reg select(mask m, reg if_true, reg if_false) { return _mm256_blendv_ps(if_false, if_true, m); }
+    static float reduce_add(reg a) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+    static float reduce_max(reg a) {
+        __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_max_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+};
+
+template <>
+struct Vec<double> {
+    using value_type = double;
+    using reg = __m256d;
+    using mask = __m256d;
+    static constexpr int width = 4;
+
+    static reg zero() { return _mm256_setzero_pd(); }
+    static reg set1(double x) { return _mm256_set1_pd(x); }
+    static reg load(const double* p) { return _mm256_loadu_pd(p); }
+    static void store(double* p, reg a) { _mm256_storeu_pd(p, a); }
+    static reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
+    static reg sub(reg a, reg b) { return _mm256_sub_pd(a, b); }
+    static reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
+    static reg div(reg a, reg b) { return _mm256_div_pd(a, b); }
+    static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
+    static reg max(reg a, reg b) { return _mm256_max_pd(a, b); }
+    static reg min(reg a, reg b) { return _mm256_min_pd(a, b); }
+    static reg abs(reg a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
+    static reg copysign(reg magnitude, reg sign) {
+        const reg sign_bit = _mm256_set1_pd(-0.0);
+        return _mm256_or_pd(_mm256_andnot_pd(sign_bit, magnitude), _mm256_and_pd(sign_bit, sign));
+    }
+    static reg round(reg a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static reg pow2(reg n) {
+        __m128i n32 = _mm_add_epi32(_mm256_cvtpd_epi32(n), _mm_set1_epi32(1023));
+        return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_cvtepi32_epi64(n32), 52));
+    }
+    static reg scale2(reg a, reg n) {
+        reg half = _mm256_floor_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)));
+        return _mm256_mul_pd(_mm256_mul_pd(a, pow2(half)), pow2(_mm256_sub_pd(n, half)));
+    }
+    static mask lt(reg a, reg b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
+    static mask gt(reg a, reg b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
+    static mask isnan(reg a) { return _mm256_cmp_pd(a, a, _CMP_UNORD_Q); }
+    static reg select(mask m, reg if_true, reg if_false) { return _mm256_blendv_pd(if_false, if_true, m); }
+    static double reduce_add(reg a) {
+        __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+        return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+    }
+    static double reduce_max(reg a) {
+        __m128d s = _mm_max_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+        return _mm_cvtsd_f64(_mm_max_sd(s, _mm_unpackhi_pd(s, s)));
+    }
+};

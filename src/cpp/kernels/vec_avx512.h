@@ -1,0 +1,75 @@
+// AVX-512 (F/BW/DQ/VL) vectors (16 floats / 8 doubles). Included inside an ISA namespace of a TU
+// built with -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma.
+template <class T>
+struct Vec;
+
+template <>
+struct Vec<float> {
+    using value_type = float;
+    using reg = __m512;
+    using mask = __mmask16;
+    static constexpr int width = 16;
+
+    static reg zero() { return _mm512_setzero_ps(); }
+    static reg set1(float x) { return _mm512_set1_ps(x); }
+    static reg load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, reg a) { _mm512_storeu_ps(p, a); }
+    static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+    static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
+    static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+    static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
+    static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+    static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
+    static reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
+    static reg abs(reg a) { return _mm512_abs_ps(a); }
+    static reg copysign(reg magnitude, reg sign) {
+        const __m512i sign_bit = _mm512_set1_epi32(INT32_MIN);
+        return _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_andnot_si512(sign_bit, _mm512_castps_si512(magnitude)),
+            _mm512_and_si512(sign_bit, _mm512_castps_si512(sign))));
+    }
+    static reg round(reg a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    // scalef computes a * 2^floor(n) with correct overflow, underflow and subnormal results.
+    static reg scale2(reg a, reg n) { return _mm512_scalef_ps(a, n); }
+    static mask lt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+    static mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+    static mask isnan(reg a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+    static reg select(mask m, reg if_true, reg if_false) { return _mm512_mask_blend_ps(m, if_false, if_true); }
+    static float reduce_add(reg a) { return _mm512_reduce_add_ps(a); }
+    static float reduce_max(reg a) { return _mm512_reduce_max_ps(a); }
+};
+
+template <>
+struct Vec<double> {
+    using value_type = double;
+    using reg = __m512d;
+    using mask = __mmask8;
+    static constexpr int width = 8;
+
+    static reg zero() { return _mm512_setzero_pd(); }
+    static reg set1(double x) { return _mm512_set1_pd(x); }
+    static reg load(const double* p) { return _mm512_loadu_pd(p); }
+    static void store(double* p, reg a) { _mm512_storeu_pd(p, a); }
+    static reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
+    static reg sub(reg a, reg b) { return _mm512_sub_pd(a, b); }
+    static reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
+    static reg div(reg a, reg b) { return _mm512_div_pd(a, b); }
+    static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
+    static reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
+    static reg min(reg a, reg b) { return _mm512_min_pd(a, b); }
+    static reg abs(reg a) { return _mm512_abs_pd(a); }
+    static reg copysign(reg magnitude, reg sign) {
+        const __m512i sign_bit = _mm512_set1_epi64(INT64_MIN);
+        return _mm512_castsi512_pd(_mm512_or_si512(
+            _mm512_andnot_si512(sign_bit, _mm512_castpd_si512(magnitude)),
+            _mm512_and_si512(sign_bit, _mm512_castpd_si512(sign))));
+    }
+    static reg round(reg a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static reg scale2(reg a, reg n) { return _mm512_scalef_pd(a, n); }
+    static mask lt(reg a, reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_LT_OQ); }
+    static mask gt(reg a, reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+    static mask isnan(reg a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q); }
+    static reg select(mask m, reg if_true, reg if_false) { return _mm512_mask_blend_pd(m, if_false, if_true); }
+    static double reduce_add(reg a) { return _mm512_reduce_add_pd(a); }
+    static double reduce_max(reg a) { return _mm512_reduce_max_pd(a); }
+};

@@ -1,0 +1,128 @@
+#include "thread_pool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace nncore {
+
+namespace {
+
+int default_thread_count() {
+    if (const char* env = std::getenv("NNCORE_NUM_THREADS")) {
+        const int n = std::atoi(env);
+        if (n >= 1) return n;
+    }
+    const unsigned hw = std::thread::hardware_concurrency();
+    return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+class Pool {
+public:
+    explicit Pool(int n_workers) {
+        for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+    }
+    ~Pool() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        for (auto& w : workers_) w.join();
+    }
+    int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+    void run(int n_tasks, const std::function<void(int)>& task) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            task_ = &task;
+            n_tasks_.store(n_tasks);
+            next_.store(0);
+            pending_.store(n_tasks);
+            ++generation_;
+        }
+        wake_.notify_all();
+        drain();
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [this] { return pending_.load() == 0; });
+        task_ = nullptr;
+    }
+
+private:
+    void drain() {
+        for (;;) {
+            const int i = next_.fetch_add(1);
+            if (i >= n_tasks_.load()) return;
+            (*task_)(i);
+            if (pending_.fetch_sub(1) == 1) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                done_.notify_all();
+            }
+        }
+    }
+
+    void worker_loop() {
+        unsigned long long seen = 0;
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+                if (stopping_) return;
+                seen = generation_;
+            }
+            drain();
+        }
+    }
+
+    std::vector<std::thread> workers_;
+    std::mutex mutex_;
+    std::condition_variable wake_, done_;
+    const std::function<void(int)>* task_ = nullptr;
+    std::atomic<int> n_tasks_{0};
+    std::atomic<int> next_{0}, pending_{0};
+    unsigned long long generation_ = 0;
+    bool stopping_ = false;
+};
+
+std::mutex pool_mutex;  // held while a parallel region runs, and while the pool is replaced
+std::unique_ptr<Pool> pool;
+std::atomic<int> requested_threads{0};
+thread_local bool inside_task = false;
+
+}  // namespace
+
+int get_num_threads() {
+    int n = requested_threads.load();
+    if (n == 0) {
+        requested_threads.compare_exchange_strong(n, default_thread_count());
+        n = requested_threads.load();
+    }
+    return n;
+}
+
+void set_num_threads(int n) { requested_threads.store(n < 1 ? 1 : n); }
+
+void parallel_for(int n_tasks, const std::function<void(int)>& task) {
+    const int wanted = get_num_threads();
+    std::unique_lock<std::mutex> lock(pool_mutex, std::defer_lock);
+    if (n_tasks <= 1 || wanted <= 1 || inside_task || !lock.try_lock()) {
+        for (int i = 0; i < n_tasks; ++i) task(i);
+        return;
+    }
+    if (!pool || pool->size() != wanted) {
+        pool.reset();
+        pool = std::make_unique<Pool>(wanted - 1);
+    }
+    const std::function<void(int)> guarded = [&task](int i) {
+        inside_task = true;
+        task(i);
+        inside_task = false;
+    };
+    pool->run(n_tasks, guarded);
+}
+
+}  // namespace nncore
