@@ -4,7 +4,7 @@ The classic from-scratch API (layers with ``forward``/``backward``, a network is
 layers, ``train``/``predict``) backed by SIMD C++ kernels chosen at import for this CPU.
 """
 
-from . import _core, initializers, ops
+from . import _core, datasets, initializers, ops
 from ._random import seed
 from .activations import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .dense import Dense
@@ -29,6 +29,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_prime",
     "cpu_info",
+    "datasets",
     "get_num_threads",
     "initializers",
     "mse",
