@@ -12,7 +12,7 @@ from .layer import Layer
 from .losses import binary_cross_entropy, binary_cross_entropy_prime, mse, mse_prime
 from .network import predict, train
 from .reshape import Reshape
-from .runtime import _warn_about_isa_request, cpu_info, get_num_threads, set_num_threads
+from .runtime import _warn_about_environment, cpu_info, get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -41,4 +41,4 @@ __all__ = [
     "train",
 ]
 
-_warn_about_isa_request()
+_warn_about_environment()

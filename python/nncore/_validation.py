@@ -53,23 +53,29 @@ def as_numeric_array(data: Any, name: str, where: str) -> np.ndarray:
 
 def as_float_array(data: Any, dtype: np.dtype, name: str, where: str) -> np.ndarray:
     """Convert data (arrays or nested lists) to ``dtype`` once, at the boundary of nncore."""
-    array = as_numeric_array(data, name, where)
-    return array.astype(dtype, copy=False)
+    return _cast(as_numeric_array(data, name, where), dtype)
 
 
-def layer_input(data: Any, dtype: np.dtype | None, where: str) -> np.ndarray:
+def _cast(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    # Values beyond float32's range become inf here; the caller's finiteness checks (or the loss)
+    # report them, so numpy's overflow warning would only be noise.
+    with np.errstate(over="ignore"):
+        return array.astype(dtype, copy=False)
+
+
+def layer_input(data: Any, dtype: np.dtype | None, where: str, name: str = "input") -> np.ndarray:
     """The input of a native layer as a float array.
 
     A native layer with its own dtype (Dense) converts other real inputs to it once, e.g. the
     float64 output of a user's numpy layer; layers without one (activations) keep float32/float64
     and turn other real inputs into float32.
     """
-    array = as_numeric_array(data, "input", where)
+    array = as_numeric_array(data, name, where)
     if dtype is None:
         dtype = array.dtype if array.dtype in FLOAT_DTYPES else np.dtype(np.float32)
     if array.size == 0:
-        raise ValueError(f"{where}: got an empty input of shape {array.shape}")
-    return array.astype(dtype, copy=False)
+        raise ValueError(f"{where}: got an empty {name} of shape {array.shape}")
+    return _cast(array, dtype)
 
 
 def check_gradient_shape(gradient: np.ndarray, expected: tuple[int, ...], where: str) -> None:

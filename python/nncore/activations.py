@@ -68,7 +68,7 @@ class _NativeActivation(Activation):
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         where = f"{type(self).__name__}.backward"
         self._require_forward()
-        gradient = layer_input(output_gradient, self.output.dtype, where)
+        gradient = layer_input(output_gradient, self.output.dtype, where, "output_gradient")
         check_gradient_shape(gradient, self.output.shape, where)
         x = self.input if self._backward_reads_input else None
         y = None if self._backward_reads_input else self.output
@@ -135,7 +135,7 @@ class Softmax(Layer):
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         where = "Softmax.backward"
         self._require_forward()
-        gradient = layer_input(output_gradient, self.output.dtype, where)
+        gradient = layer_input(output_gradient, self.output.dtype, where, "output_gradient")
         check_gradient_shape(gradient, self.output.shape, where)
         width = softmax_width(self.output.shape)
         y_rows = self.output.reshape(-1, width)

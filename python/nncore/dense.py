@@ -45,7 +45,13 @@ class Dense(Layer):
         self.input_size = check_positive_int(input_size, "input_size", where)
         self.output_size = check_positive_int(output_size, "output_size", where)
         self.dtype = check_float_dtype(dtype, where)
-        weights = np.asarray(resolve(init, where)(self.input_size, self.output_size, self.dtype))
+        initializer = resolve(init, where)
+        try:
+            weights = np.asarray(initializer(self.input_size, self.output_size, self.dtype))
+        except (ValueError, MemoryError) as error:
+            raise type(error)(
+                f"Dense: cannot create {self.output_size} x {self.input_size} weights: {error}"
+            ) from error
         if weights.shape != (self.output_size, self.input_size):
             raise ValueError(
                 f"Dense: the initialiser returned shape {weights.shape}, expected "
@@ -73,7 +79,7 @@ class Dense(Layer):
         where = f"Dense({self.input_size} -> {self.output_size}).backward"
         self._require_forward()
         assert self._rows is not None
-        gradient = layer_input(output_gradient, self.dtype, where)
+        gradient = layer_input(output_gradient, self.dtype, where, "output_gradient")
         check_gradient_shape(gradient, self.output.shape, where)
         gradient_rows = np.ascontiguousarray(gradient).reshape(self._rows.rows.shape[0], self.output_size)
         input_gradient, _, _ = _core.linear_backward(

@@ -55,6 +55,8 @@ INITIALIZERS: dict[str, Initializer] = {
 def resolve(init: Union[str, Initializer], where: str) -> Initializer:
     if callable(init):
         return init
-    if isinstance(init, str) and init in INITIALIZERS:
+    if not isinstance(init, str):
+        raise TypeError(f"{where}: expected init to be an initialiser name or a callable, got {type(init).__name__}")
+    if init in INITIALIZERS:
         return INITIALIZERS[init]
     raise ValueError(f"{where}: unknown initialiser {init!r}; expected one of {sorted(INITIALIZERS)} or a callable")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import math
+
 import numpy as np
 
 from ._validation import check_gradient_shape, check_positive_int
@@ -33,10 +35,11 @@ class Reshape(Layer):
         super().__init__()
         self.input_shape = _shape(input_shape, "input_shape")
         self.output_shape = _shape(output_shape, "output_shape")
-        if int(np.prod(self.input_shape)) != int(np.prod(self.output_shape)):
+        # math.prod: Python integers cannot overflow, unlike numpy's int64 product.
+        if math.prod(self.input_shape) != math.prod(self.output_shape):
             raise ValueError(
-                f"Reshape: input_shape {self.input_shape} has {int(np.prod(self.input_shape))} values "
-                f"but output_shape {self.output_shape} has {int(np.prod(self.output_shape))}"
+                f"Reshape: input_shape {self.input_shape} has {math.prod(self.input_shape)} values "
+                f"but output_shape {self.output_shape} has {math.prod(self.output_shape)}"
             )
 
     def __repr__(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+import os
 import warnings
 from typing import Any
 
@@ -20,10 +22,19 @@ def cpu_info() -> dict[str, Any]:
     return dict(_core.cpu_info())
 
 
+MAX_THREADS = 1024
+
+
 def set_num_threads(n: int) -> None:
-    """Use ``n`` >= 1 threads in the kernels (the caller's thread counts as one)."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}")
+    """Use ``n`` threads in the kernels, 1 <= n <= 1024 (the caller's thread counts as one)."""
+    if isinstance(n, bool):
+        raise TypeError("set_num_threads: expected an int, got bool")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"set_num_threads: expected an int, got {type(n).__name__}") from None
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: expected 1 <= n <= {MAX_THREADS}, got {n}")
     _core.set_num_threads(n)
 
 
@@ -32,7 +43,16 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
-def _warn_about_isa_request() -> None:
+def _warn_about_environment() -> None:
+    """Say at import when NNCORE_ISA or NNCORE_NUM_THREADS could not be honoured."""
     note = _core.cpu_info()["isa_note"]
     if note:
         warnings.warn(note, RuntimeWarning, stacklevel=3)
+    threads = os.environ.get("NNCORE_NUM_THREADS", "")
+    if threads and not (threads.isdigit() and 1 <= int(threads) <= MAX_THREADS):
+        warnings.warn(
+            f"NNCORE_NUM_THREADS={threads!r} is not a whole number from 1 to {MAX_THREADS}; "
+            f"using {get_num_threads()} threads",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -124,6 +124,14 @@ py::array_t<T> output_array(const py::object& out, const std::vector<py::ssize_t
 
 std::vector<py::ssize_t> shape_of(const py::array& a) { return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()); }
 
+// An `out` that partly overlaps the input would be read after it is written; a kernel may run
+// in place (out is the input itself), but any other overlap gets a private copy of the input.
+template <class T>
+void separate_from_output(py::array_t<T, py::array::c_style>& input, const py::array& output) {
+    if (overlaps(input, output) && input.data() != output.data())
+        input = py::array_t<T, py::array::c_style>(py::array(input.dtype(), shape_of(input), input.data()));
+}
+
 Act parse_act(const std::string& name, const char* op) {
     if (name == "identity" || name == "linear" || name == "none") return Act::identity;
     if (name == "relu") return Act::relu;
@@ -271,6 +279,7 @@ template <class T>
 py::array activation_impl(const py::array& x_in, Act act, double alpha, const py::object& out) {
     auto x = contiguous<T>(x_in);
     auto y = output_array<T>(out, shape_of(x_in), "activation");
+    separate_from_output(x, y);
     const T* px = x.data();
     T* py_ = y.mutable_data();
     const index_t n = x.size();
@@ -298,6 +307,9 @@ py::array activation_backward_impl(Act act, const py::object& x_in, const py::ob
     if (!x_in.is_none()) x = contiguous<T>(x_in);
     if (!y_in.is_none()) y = contiguous<T>(y_in);
     auto dx = output_array<T>(out, shape_of(dy_in), "activation_backward");
+    separate_from_output(dy, dx);
+    if (!x_in.is_none()) separate_from_output(x, dx);
+    if (!y_in.is_none()) separate_from_output(y, dx);
     const T *px = x_in.is_none() ? nullptr : x.data(), *py_ = y_in.is_none() ? nullptr : y.data(), *pdy = dy.data();
     T* pdx = dx.mutable_data();
     const index_t n = dy.size();
@@ -335,6 +347,7 @@ template <class T>
 py::array exp_impl(const py::array& x_in, const py::object& out) {
     auto x = contiguous<T>(x_in);
     auto y = output_array<T>(out, shape_of(x_in), "exp");
+    separate_from_output(x, y);
     const T* px = x.data();
     T* py_ = y.mutable_data();
     const index_t n = x.size();
@@ -355,6 +368,7 @@ template <class T>
 py::array softmax_impl(const py::array& x_in, const py::object& out) {
     auto x = contiguous<T>(x_in);
     auto y = output_array<T>(out, shape_of(x_in), "softmax");
+    separate_from_output(x, y);
     const index_t cols = x.ndim() == 0 ? 1 : x.shape(x.ndim() - 1);
     const index_t rows = cols == 0 ? 0 : x.size() / cols;
     const T* px = x.data();
@@ -378,6 +392,8 @@ py::array softmax_backward_impl(const py::array& y_in, const py::array& dy_in, c
     auto y = contiguous<T>(y_in);
     auto dy = contiguous<T>(dy_in);
     auto dx = output_array<T>(out, shape_of(y_in), "softmax_backward");
+    separate_from_output(y, dx);
+    separate_from_output(dy, dx);
     const index_t cols = y.shape(y.ndim() - 1);
     const index_t rows = cols == 0 ? 0 : y.size() / cols;
     const T *py_ = y.data(), *pdy = dy.data();
@@ -418,6 +434,8 @@ py::array loss_grad_impl(Loss loss, const py::array& yt_in, const py::array& yp_
     auto yt = contiguous<T>(yt_in);
     auto yp = contiguous<T>(yp_in);
     auto g = output_array<T>(out, shape_of(yp_in), "loss gradient");
+    separate_from_output(yt, g);
+    separate_from_output(yp, g);
     const T *pt = yt.data(), *pp = yp.data();
     T* pg = g.mutable_data();
     const index_t n = yt.size();

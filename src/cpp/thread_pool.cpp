@@ -13,9 +13,11 @@ namespace nncore {
 namespace {
 
 int default_thread_count() {
+    // Only a plain whole number from 1 to 1024 counts; the Python layer warns about anything else.
     if (const char* env = std::getenv("NNCORE_NUM_THREADS")) {
-        const int n = std::atoi(env);
-        if (n >= 1) return n;
+        char* end = nullptr;
+        const long n = std::strtol(env, &end, 10);
+        if (*env >= '0' && *env <= '9' && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
     }
     const unsigned hw = std::thread::hardware_concurrency();
     return hw == 0 ? 1 : static_cast<int>(hw);

@@ -1,0 +1,473 @@
+// GEMM (gemm.h: packing, blocking, micro-kernel, epilogue, thread split) and the linear layer
+// (ops.h) against naive references accumulated in long double, on every ISA this CPU supports.
+//
+// Every case poisons the output with NaN when it must not be read (beta == 0), pads every row of
+// A and B with NaN (a kernel reading past a row produces NaN), and surrounds C with guard values
+// that must still be bit-identical afterwards (ldc padding and whole rows before and after).
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gemm.h"
+#include "harness.h"
+#include "ops.h"
+#include "thread_pool.h"
+
+namespace {
+
+using nncore::Act;
+using nncore::ConstMatrix;
+using nncore::Epilogue;
+using nncore::KernelTable;
+using nntest::act_name;
+using nntest::act_ref;
+using nntest::index_t;
+using nntest::kActs;
+using nntest::kLeakyAlpha;
+using nntest::Rng;
+using nntest::Scope;
+
+// Compares got[0:count] with a long double reference. Each element may be off by
+// rel * mag[i] (the accumulated rounding of a sum whose absolute terms add up to mag[i]; an
+// activation never amplifies it, its slope is at most 1) plus 8 eps of the result (the activation's
+// own error, at most 4 ulp). One CHECK per call, naming the first bad element.
+template <class T>
+void check_close(const char* what, const T* got, const std::vector<long double>& ref,
+                 const std::vector<long double>& mag, long double rel) {
+    const long double eps = std::numeric_limits<T>::epsilon();
+    long long bad = 0;
+    std::size_t first = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+        const long double tol = rel * mag[i] + 8 * eps * std::fabs(ref[i]) + std::numeric_limits<T>::denorm_min();
+        const long double err = std::fabs(static_cast<long double>(got[i]) - ref[i]);
+        if (!(err <= tol)) {  // also catches NaN
+            if (bad++ == 0) first = i;
+        }
+    }
+    CHECK_MSG(bad == 0, what << ": " << bad << " of " << ref.size() << " elements wrong; first at flat index "
+                             << first << ": got " << static_cast<long double>(got[first]) << ", expected "
+                             << ref[first] << " (tolerance "
+                             << rel * mag[first] + 8 * std::numeric_limits<T>::epsilon() * std::fabs(ref[first])
+                             << ")");
+}
+
+// ---------------------------------------------------------------------------------------------
+// How a logical matrix is laid out in memory.
+struct Layout {
+    bool trans = false;     // stored transposed: the logical columns are the contiguous rows
+    bool reversed = false;  // stored rows in reverse order: the view starts at the last stored row
+                            // and steps back with a negative stride
+    index_t pad = 0;        // extra elements (NaN) after each stored row: leading dimension > row
+};
+
+std::string describe(const Layout& l) {
+    std::string s = l.trans ? "T" : "N";
+    if (l.reversed) s += ",reversed";
+    if (l.pad) s += ",pad=" + std::to_string(l.pad);
+    return s;
+}
+
+// A logical rows x cols matrix (row-major `values`) placed in memory according to a Layout;
+// view() is the ConstMatrix gemm receives. Padding is NaN, so a kernel that reads it fails.
+template <class T>
+class StoredMatrix {
+public:
+    StoredMatrix(const std::vector<T>& values, index_t rows, index_t cols, const Layout& layout) {
+        const index_t stored_rows = layout.trans ? cols : rows;
+        const index_t ld = (layout.trans ? rows : cols) + layout.pad;
+        storage_.assign(static_cast<std::size_t>(std::max<index_t>(1, stored_rows * ld)), nntest::quiet_nan<T>());
+        T* origin = storage_.data();
+        index_t step = ld;
+        if (layout.reversed && stored_rows > 0) {
+            origin += (stored_rows - 1) * ld;
+            step = -ld;
+        }
+        const index_t rs = layout.trans ? 1 : step, cs = layout.trans ? step : 1;
+        for (index_t r = 0; r < rows; ++r)
+            for (index_t c = 0; c < cols; ++c) origin[r * rs + c * cs] = values[r * cols + c];
+        view_ = ConstMatrix<T>{origin, rs, cs};
+    }
+    StoredMatrix(const StoredMatrix&) = delete;  // the view points into storage_
+    StoredMatrix& operator=(const StoredMatrix&) = delete;
+    ConstMatrix<T> view() const { return view_; }
+
+private:
+    std::vector<T> storage_;
+    ConstMatrix<T> view_{};
+};
+
+struct GemmSpec {
+    index_t m = 0, n = 0, k = 0;
+    Layout a, b;
+    index_t pad_c = 0;  // ldc = n + pad_c
+    int beta = 0;
+    bool bias = false;
+    Act act = Act::identity;
+};
+
+std::string describe(const GemmSpec& s) {
+    return "m=" + std::to_string(s.m) + " n=" + std::to_string(s.n) + " k=" + std::to_string(s.k) + " A[" +
+           describe(s.a) + "] B[" + describe(s.b) + "] ldc=n+" + std::to_string(s.pad_c) +
+           " beta=" + std::to_string(s.beta) + " bias=" + (s.bias ? "yes" : "no") + " act=" + act_name(s.act);
+}
+
+Layout random_layout(Rng& rng) {
+    Layout l;
+    l.trans = rng.coin();
+    l.reversed = rng.coin();
+    l.pad = rng.coin() ? 0 : 1 + static_cast<index_t>(rng.below(5));
+    return l;
+}
+
+GemmSpec random_spec(index_t m, index_t n, index_t k, Rng& rng) {
+    GemmSpec s;
+    s.m = m;
+    s.n = n;
+    s.k = k;
+    s.a = random_layout(rng);
+    s.b = random_layout(rng);
+    s.pad_c = rng.coin() ? 0 : 1 + static_cast<index_t>(rng.below(7));
+    s.beta = rng.coin() ? 1 : 0;
+    s.bias = rng.coin();
+    s.act = kActs[rng.below(5)];
+    return s;
+}
+
+// Runs one GEMM case with each thread count in turn: the first result is checked against the
+// reference, every later one must be bit-identical to it (threads never split k).
+template <class T>
+void check_gemm(const KernelTable<T>& kt, const GemmSpec& s, Rng& rng, const std::vector<int>& thread_counts = {1}) {
+    Scope scope(describe(s));
+    const index_t m = s.m, n = s.n, k = s.k;
+    const std::vector<T> a_values = nntest::random_vector<T>(m * k, rng);
+    const std::vector<T> b_values = nntest::random_vector<T>(k * n, rng);
+    const std::vector<T> bias = nntest::random_vector<T>(n, rng);
+    const std::vector<T> c0 = nntest::random_vector<T>(m * n, rng);
+    const StoredMatrix<T> a(a_values, m, k, s.a), b(b_values, k, n, s.b);
+
+    Epilogue<T> ep;
+    ep.beta = s.beta;
+    ep.bias = s.bias ? bias.data() : nullptr;
+    ep.act = s.act;
+    ep.alpha = T(kLeakyAlpha);  // set for every act: only leaky_relu may use it
+
+    // C sits between `guard` guard values on each side and has ldc - n guard values after each row.
+    const index_t ldc = n + s.pad_c, guard = 32;
+    std::vector<T> c_init(static_cast<std::size_t>(m * ldc + 2 * guard), nntest::guard_value<T>());
+    for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < n; ++j)
+            c_init[guard + i * ldc + j] = s.beta ? c0[i * n + j] : nntest::quiet_nan<T>();
+
+    // Reference, and the sum of absolute terms that bounds its rounding error.
+    std::vector<long double> ref(m * n), mag(m * n);
+    const long double alpha = static_cast<long double>(ep.alpha);
+    for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < n; ++j) {
+            long double acc = 0, abs_sum = 0;
+            for (index_t p = 0; p < k; ++p) {
+                const long double t = static_cast<long double>(a_values[i * k + p]) * b_values[p * n + j];
+                acc += t;
+                abs_sum += std::fabs(t);
+            }
+            if (s.beta) {
+                acc += c0[i * n + j];
+                abs_sum += std::fabs(static_cast<long double>(c0[i * n + j]));
+            }
+            if (s.bias) {
+                acc += bias[j];
+                abs_sum += std::fabs(static_cast<long double>(bias[j]));
+            }
+            ref[i * n + j] = act_ref(s.act, alpha, acc);
+            mag[i * n + j] = abs_sum;
+        }
+    // Rounding of a k-term dot product grows like sqrt(k) for random data (the worst case is k);
+    // this stays below 1e-5 relative for float even for the largest k tested.
+    const long double rel = std::numeric_limits<T>::epsilon() * (2 * std::sqrt(static_cast<long double>(k + 2)) + 4);
+
+    std::vector<T> first_result;
+    for (int threads : thread_counts) {
+        Scope thread_scope("threads=" + std::to_string(threads));
+        nncore::set_num_threads(threads);
+        std::vector<T> c = c_init;
+        nncore::gemm(kt, m, n, k, a.view(), b.view(), c.data() + guard, ldc, ep, threads);
+        if (!first_result.empty()) {
+            CHECK_MSG(nntest::same_bits(c, first_result), "result differs from the one with "
+                                                               << thread_counts.front() << " thread(s)");
+            continue;
+        }
+        first_result = c;
+        std::vector<T> got(m * n);
+        for (index_t i = 0; i < m; ++i)
+            for (index_t j = 0; j < n; ++j) got[i * n + j] = c[guard + i * ldc + j];
+        check_close("C", got.data(), ref, mag, rel);
+        // Everything outside the m x n block keeps its guard bits.
+        long long touched = 0;
+        index_t first_touched = -1;
+        for (index_t idx = 0; idx < static_cast<index_t>(c.size()); ++idx) {
+            const index_t off = idx - guard;
+            const bool inside = off >= 0 && off < m * ldc && off % ldc < n;
+            if (!inside && !nntest::same_bits(c[idx], nntest::guard_value<T>()))
+                if (touched++ == 0) first_touched = off;
+        }
+        CHECK_MSG(touched == 0, touched << " elements outside the m x n block of C were modified; first at offset "
+                                        << first_touched << " from C (ldc=" << ldc << ")");
+    }
+    nncore::set_num_threads(1);
+}
+
+template <class T>
+void test_gemm(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("gemm ") + nntest::dtype_name<T>());
+    const index_t mr = kt.mr, nr = kt.nr, kc = kt.kc, mc = kt.mc, nc = kt.nc;
+    std::vector<index_t> sizes = {0, 1, 2, 3, mr - 1, mr, mr + 1, nr - 1, nr, nr + 1, 7, 13, 31, 61, 127};
+    std::sort(sizes.begin(), sizes.end());
+    sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+    long long cases = 0;
+
+    // 1. Every (m, n, k) combination of edge sizes, twice, each time with a random layout and
+    //    epilogue (over the ~3000 combinations every layout x epilogue pair comes up many times).
+    for (index_t m : sizes)
+        for (index_t n : sizes)
+            for (index_t k : sizes)
+                for (int repeat = 0; repeat < 2; ++repeat) {
+                    check_gemm(kt, random_spec(m, n, k, rng), rng);
+                    ++cases;
+                }
+
+    // 2. Every layout x every epilogue, on shapes with partial tiles in both directions (the
+    //    second also has k = 1, the third k = 0: C = act(beta C + bias)).
+    const index_t shapes[][3] = {{mr + 1, nr + 1, 13}, {2 * mr - 1, 2 * nr + 3, 1}, {5, 3, 0}};
+    for (const auto& shape : shapes)
+        for (int layout = 0; layout < 16; ++layout)
+            for (int beta = 0; beta < 2; ++beta)
+                for (int bias = 0; bias < 2; ++bias)
+                    for (Act act : kActs) {
+                        GemmSpec s;
+                        s.m = shape[0];
+                        s.n = shape[1];
+                        s.k = shape[2];
+                        s.a.trans = layout & 1;
+                        s.a.reversed = layout & 2;
+                        s.b.trans = layout & 4;
+                        s.b.reversed = layout & 8;
+                        s.a.pad = (layout + beta) % 3;
+                        s.b.pad = (layout + bias) % 4;
+                        s.pad_c = (layout + static_cast<int>(act)) % 3;
+                        s.beta = beta;
+                        s.bias = bias;
+                        s.act = act;
+                        check_gemm(kt, s, rng);
+                        ++cases;
+                    }
+
+    // 3. Shapes beyond the cache blocks: tall-skinny, short-fat, k > kc (several k blocks, so
+    //    the epilogue must apply bias and activation on the last block only), m > mc, n > nc.
+    const index_t big[][3] = {{1000, 3, 5},          {3, 1000, 7},         {17, 19, 2 * kc + 3},
+                              {mc + mr + 1, 2 * nr + 1, 9}, {4, nc + nr + 3, 5}, {mc + 5, nc + 7, 3},
+                              {mc + 13, 37, kc + 5}};
+    for (const auto& shape : big)
+        for (int variant = 0; variant < 4; ++variant) {
+            GemmSpec s = random_spec(shape[0], shape[1], shape[2], rng);
+            s.beta = variant & 1;
+            s.bias = variant & 2;
+            s.act = variant == 3 ? Act::tanh : kActs[rng.below(5)];
+            check_gemm(kt, s, rng);
+            ++cases;
+        }
+
+    // 4. Thread counts: big enough that the driver really splits (over m for the first, n for
+    //    the second), and each result must be bit-identical across 1, 2 and 3 threads.
+    const index_t threaded[][3] = {{500, 40, 40}, {40, 500, 40}, {200, 70, 2 * kc + 3},
+                                   {2 * mc + 1, 4 * nr + 3, 2 * kc + 1}};
+    for (const auto& shape : threaded)
+        for (int variant = 0; variant < 2; ++variant) {
+            GemmSpec s = random_spec(shape[0], shape[1], shape[2], rng);
+            s.beta = variant;
+            s.bias = true;
+            s.act = variant ? Act::sigmoid : Act::leaky_relu;
+            check_gemm(kt, s, rng, {1, 2, 3});
+            ++cases;
+        }
+    std::printf("    gemm %s: %lld cases (mr=%d nr=%d kc=%d mc=%d nc=%d)\n", nntest::dtype_name<T>(), cases, kt.mr,
+                kt.nr, kt.kc, kt.mc, kt.nc);
+}
+
+// A NaN in A or B reaches exactly the outputs that depend on it, whatever the activation (a
+// diverging network must show it, not hide it): NaN at A(i0, p0) makes row i0 of C NaN and
+// B(p0, j0) column j0. p0 lies in the middle k block, so the NaN also has to survive the
+// accumulation of partial sums across blocks.
+template <class T>
+void test_gemm_nan_propagation(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("gemm NaN propagation ") + nntest::dtype_name<T>());
+    const index_t m = kt.mr + 3, n = kt.nr + 5, k = 2 * kt.kc + 3, p0 = kt.kc + 1, i0 = m - 2, j0 = n - 3;
+    for (int in_b = 0; in_b < 2; ++in_b)
+        for (Act act : kActs) {
+            Scope act_scope(std::string(in_b ? "NaN in B" : "NaN in A") + " act=" + act_name(act));
+            std::vector<T> a = nntest::random_vector<T>(m * k, rng), b = nntest::random_vector<T>(k * n, rng);
+            const std::vector<T> bias = nntest::random_vector<T>(n, rng);
+            if (in_b)
+                b[p0 * n + j0] = nntest::quiet_nan<T>();
+            else
+                a[i0 * k + p0] = nntest::quiet_nan<T>();
+            std::vector<T> c(m * n, nntest::quiet_nan<T>());
+            Epilogue<T> ep;
+            ep.bias = bias.data();
+            ep.act = act;
+            ep.alpha = T(kLeakyAlpha);
+            nncore::gemm(kt, m, n, k, ConstMatrix<T>{a.data(), k, 1}, ConstMatrix<T>{b.data(), n, 1}, c.data(), n, ep, 1);
+            long long wrong = 0;
+            for (index_t i = 0; i < m; ++i)
+                for (index_t j = 0; j < n; ++j) {
+                    const bool should_be_nan = in_b ? j == j0 : i == i0;
+                    wrong += std::isnan(c[i * n + j]) != should_be_nan;
+                }
+            CHECK_MSG(wrong == 0, wrong << " elements of C have the wrong NaN-ness");
+        }
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear_forward / linear_backward: y = act(x w^T + b); dx = dz w, dw = dz^T x, db = sum_rows dz.
+template <class T>
+struct LinearResult {
+    std::vector<T> y, dx, dw, db;
+};
+
+template <class T>
+LinearResult<T> run_and_check_linear(const KernelTable<T>& kt, index_t batch, index_t in, index_t out, bool use_bias,
+                                     Act act, bool want_dx, bool want_db, Rng& rng) {
+    Scope scope("batch=" + std::to_string(batch) + " in=" + std::to_string(in) + " out=" + std::to_string(out) +
+                " bias=" + (use_bias ? "yes" : "no") + " act=" + act_name(act) + " dx=" + (want_dx ? "yes" : "null") +
+                " db=" + (want_db ? "yes" : "null"));
+    const std::vector<T> x = nntest::random_vector<T>(batch * in, rng);
+    const std::vector<T> w = nntest::random_vector<T>(out * in, rng);
+    const std::vector<T> bias = nntest::random_vector<T>(out, rng);
+    const std::vector<T> dz = nntest::random_vector<T>(batch * out, rng);
+    const T nan = nntest::quiet_nan<T>();
+    nntest::Guarded<T> y(batch * out, nan), dx(batch * in, nan), dw(out * in, nan), db(out, nan);
+    const T alpha = T(kLeakyAlpha);
+
+    nncore::linear_forward(kt, batch, in, out, x.data(), w.data(), use_bias ? bias.data() : nullptr, act, alpha,
+                           y.data());
+    nncore::linear_backward(kt, batch, in, out, x.data(), w.data(), dz.data(), want_dx ? dx.data() : nullptr,
+                            dw.data(), want_db ? db.data() : nullptr);
+
+    const long double eps = std::numeric_limits<T>::epsilon();
+    auto rel_for = [&](index_t terms) { return eps * (2 * std::sqrt(static_cast<long double>(terms + 2)) + 4); };
+    {
+        std::vector<long double> ref(batch * out), mag(batch * out);
+        for (index_t r = 0; r < batch; ++r)
+            for (index_t o = 0; o < out; ++o) {
+                long double acc = use_bias ? bias[o] : 0, abs_sum = std::fabs(acc);
+                for (index_t i = 0; i < in; ++i) {
+                    const long double t = static_cast<long double>(x[r * in + i]) * w[o * in + i];
+                    acc += t;
+                    abs_sum += std::fabs(t);
+                }
+                ref[r * out + o] = act_ref(act, alpha, acc);
+                mag[r * out + o] = abs_sum;
+            }
+        check_close("y", y.data(), ref, mag, rel_for(in));
+        CHECK(y.guards_intact());
+    }
+    if (want_dx) {
+        std::vector<long double> ref(batch * in), mag(batch * in);
+        for (index_t r = 0; r < batch; ++r)
+            for (index_t i = 0; i < in; ++i) {
+                long double acc = 0, abs_sum = 0;
+                for (index_t o = 0; o < out; ++o) {
+                    const long double t = static_cast<long double>(dz[r * out + o]) * w[o * in + i];
+                    acc += t;
+                    abs_sum += std::fabs(t);
+                }
+                ref[r * in + i] = acc;
+                mag[r * in + i] = abs_sum;
+            }
+        check_close("dx", dx.data(), ref, mag, rel_for(out));
+    }
+    CHECK(dx.guards_intact());
+    {
+        // With batch == 0 this is a sum over nothing: dw must be written as zeros, not left alone.
+        std::vector<long double> ref(out * in), mag(out * in);
+        for (index_t o = 0; o < out; ++o)
+            for (index_t i = 0; i < in; ++i) {
+                long double acc = 0, abs_sum = 0;
+                for (index_t r = 0; r < batch; ++r) {
+                    const long double t = static_cast<long double>(dz[r * out + o]) * x[r * in + i];
+                    acc += t;
+                    abs_sum += std::fabs(t);
+                }
+                ref[o * in + i] = acc;
+                mag[o * in + i] = abs_sum;
+            }
+        check_close("dw", dw.data(), ref, mag, rel_for(batch));
+        CHECK(dw.guards_intact());
+    }
+    if (want_db) {
+        std::vector<long double> ref(out), mag(out);
+        for (index_t o = 0; o < out; ++o) {
+            long double acc = 0, abs_sum = 0;
+            for (index_t r = 0; r < batch; ++r) {
+                acc += dz[r * out + o];
+                abs_sum += std::fabs(static_cast<long double>(dz[r * out + o]));
+            }
+            ref[o] = acc;
+            mag[o] = abs_sum;
+        }
+        // column_sums adds rows one after another: the worst case (batch terms) is the bound.
+        check_close("db", db.data(), ref, mag, eps * (batch + 2));
+    }
+    CHECK(db.guards_intact());
+
+    LinearResult<T> result;
+    result.y.assign(y.data(), y.data() + batch * out);
+    result.dx.assign(dx.data(), dx.data() + batch * in);
+    result.dw.assign(dw.data(), dw.data() + out * in);
+    result.db.assign(db.data(), db.data() + out);
+    return result;
+}
+
+template <class T>
+void test_linear(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("linear ") + nntest::dtype_name<T>());
+    nncore::set_num_threads(1);
+    int variant = 0;
+    for (index_t batch : {0, 1, 3, 17, 64})
+        for (index_t in : {1, 5, 33})
+            for (index_t out : {1, 7, 40}) {
+                ++variant;
+                run_and_check_linear(kt, batch, in, out, variant % 2 == 0, kActs[variant % 5], variant % 3 != 0,
+                                     variant % 4 != 0, rng);
+            }
+    // Threaded: the results must be bit-identical to the single-threaded ones (same inputs: the
+    // generator is re-seeded for each run).
+    for (Act act : {Act::relu, Act::tanh}) {
+        std::vector<LinearResult<T>> results;
+        for (int threads : {1, 2}) {
+            Scope thread_scope("threads=" + std::to_string(threads));
+            nncore::set_num_threads(threads);
+            Rng same(1234);
+            results.push_back(run_and_check_linear(kt, 256, 64, 128, true, act, true, true, same));
+        }
+        CHECK(nntest::same_bits(results[0].y, results[1].y));
+        CHECK(nntest::same_bits(results[0].dx, results[1].dx));
+        CHECK(nntest::same_bits(results[0].dw, results[1].dw));
+        CHECK(nntest::same_bits(results[0].db, results[1].db));
+    }
+    nncore::set_num_threads(1);
+}
+
+}  // namespace
+
+int main() {
+    nntest::for_each_isa([](nncore::Isa, const nncore::Tables& tables) {
+        Rng rng(20240601);
+        test_gemm(tables.f32, rng);
+        test_gemm(tables.f64, rng);
+        test_gemm_nan_propagation(tables.f32, rng);
+        test_gemm_nan_propagation(tables.f64, rng);
+        test_linear(tables.f32, rng);
+        test_linear(tables.f64, rng);
+    });
+    return nntest::finish("test_gemm");
+}

@@ -1,0 +1,477 @@
+"""nncore.ops against float64 numpy references: shapes, layouts, out=, bad input, special values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import (
+    DTYPES,
+    assert_close_to_reference,
+    assert_gemm_close,
+    random_array,
+    ref_exp,
+    ref_leaky_relu,
+    ref_matmul,
+    ref_relu,
+    ref_sigmoid,
+    ref_softmax,
+    ref_tanh,
+)
+from nncore import ops
+
+
+def _leaky(x, out=None):
+    return ops.leaky_relu(x, 0.2, out=out)
+
+
+def _leaky_ref(x):
+    return ref_leaky_relu(x, 0.2)
+
+
+# name, nncore op (x, out=None), float64 reference
+ELEMENTWISE = [
+    ("tanh", ops.tanh, ref_tanh),
+    ("sigmoid", ops.sigmoid, ref_sigmoid),
+    ("relu", ops.relu, ref_relu),
+    ("leaky_relu", _leaky, _leaky_ref),
+    ("exp", ops.exp, ref_exp),
+]
+ELEMENTWISE_IDS = [name for name, _, _ in ELEMENTWISE]
+# Every unary op, softmax included, for the checks that do not depend on the function.
+UNARY = ELEMENTWISE + [("softmax", ops.softmax, ref_softmax)]
+UNARY_IDS = [name for name, _, _ in UNARY]
+
+SHAPES = [
+    (1,),
+    (2,),
+    (7,),
+    (13,),
+    (127,),
+    (1000,),
+    (1, 1),
+    (3, 13),
+    (31, 61),
+    (2, 3, 5),
+    (0,),
+    (4, 0),
+]
+
+
+def _strided_views(base: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "reversed": base[::-1],
+        "every_other_column": base[:, ::2],
+        "transposed": base.T,
+        "negative_both": base[::-2, ::-3],
+        "offset_step": base[1::3, 2::2],
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Elementwise ops
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize(("name", "op", "ref"), ELEMENTWISE, ids=ELEMENTWISE_IDS)
+def test_elementwise_matches_reference(name, op, ref, shape, dtype, rng):
+    x = random_array(rng, shape, dtype, -6, 6)
+    got = op(x)
+    assert got.shape == x.shape
+    assert_close_to_reference(got, ref(x), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "op", "ref"), ELEMENTWISE, ids=ELEMENTWISE_IDS)
+def test_elementwise_of_zero_dimensional_array(name, op, ref, dtype):
+    x = np.array(0.75, dtype=dtype)
+    got = op(x)
+    assert got.shape == ()
+    assert_close_to_reference(got, ref(x), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "op", "ref"), UNARY, ids=UNARY_IDS)
+def test_unary_reads_strided_views(name, op, ref, dtype, rng):
+    base = random_array(rng, (17, 23), dtype)
+    original = base.copy()
+    for label, view in _strided_views(base).items():
+        got = op(view)
+        assert got.shape == view.shape, label
+        assert_close_to_reference(got, ref(view), dtype)
+    assert np.array_equal(base, original)  # inputs are never modified
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "op", "ref"), UNARY, ids=UNARY_IDS)
+def test_unary_out_is_written_and_returned(name, op, ref, dtype, rng):
+    x = random_array(rng, (5, 37), dtype)
+    out = np.full_like(x, np.nan)  # poisoned: an unwritten element fails
+    result = op(x, out=out)
+    assert result is out
+    assert_close_to_reference(out, ref(x), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("name", "op", "ref"), UNARY, ids=UNARY_IDS)
+def test_unary_in_place(name, op, ref, dtype, rng):
+    x = random_array(rng, (6, 29), dtype)
+    expected = ref(x)
+    assert op(x, out=x) is x
+    assert_close_to_reference(x, expected, dtype)
+
+
+@pytest.mark.parametrize(("name", "op", "ref"), UNARY, ids=UNARY_IDS)
+def test_unary_out_partially_overlapping_input_is_correct_or_refused(name, op, ref, rng):
+    # out is the input shifted by one row: a kernel that streams through memory would overwrite
+    # rows it has not read yet. numpy buffers such calls; nncore must either do the same or refuse.
+    buffer = random_array(rng, (9, 16), np.float64)
+    x, out = buffer[:-1], buffer[1:]
+    expected = ref(x.copy())
+    try:
+        result = op(x, out=out)
+    except ValueError as error:
+        assert "share memory" in str(error) or "overlap" in str(error)
+    else:
+        assert result is out
+        assert_close_to_reference(result, expected, np.float64)
+
+
+@pytest.mark.parametrize(("name", "op", "ref"), UNARY, ids=UNARY_IDS)
+def test_unary_out_errors(name, op, ref):
+    x = np.linspace(-1, 1, 12).reshape(3, 4)
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 4\), got \(4, 3\)"):
+        op(x, out=np.empty((4, 3)))
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 4\), got \(12,\)"):
+        op(x, out=np.empty(12))
+    with pytest.raises(TypeError, match="out must have dtype float64, got float32"):
+        op(x, out=np.empty((3, 4), dtype=np.float32))
+    with pytest.raises(TypeError, match="out must have dtype float32, got float64"):
+        op(x.astype(np.float32), out=np.empty((3, 4)))
+    with pytest.raises(TypeError, match="out must have dtype float64, got int64"):
+        op(x, out=np.empty((3, 4), dtype=np.int64))
+    read_only = np.empty((3, 4))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        op(x, out=read_only)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        op(x, out=np.empty((4, 3)).T)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        op(x, out=np.empty((3, 8))[:, ::2])
+    with pytest.raises(TypeError, match="out must be a numpy array, got <class 'list'>"):
+        op(x, out=[[0.0] * 4] * 3)
+
+
+BAD_DTYPE_INPUTS = {
+    "int64": np.arange(6).reshape(2, 3),
+    "int32": np.arange(6, dtype=np.int32).reshape(2, 3),
+    "bool": np.ones((2, 3), dtype=bool),
+    "float16": np.ones((2, 3), dtype=np.float16),
+    "complex": np.ones((2, 3), dtype=np.complex128),
+    "object": np.array([[1.0, None, 2.0], [1.0, 2.0, 3.0]], dtype=object),
+    "str": np.array([["a", "b", "c"], ["d", "e", "f"]]),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_DTYPE_INPUTS, ids=str)
+@pytest.mark.parametrize(("name", "op", "ref"), UNARY, ids=UNARY_IDS)
+def test_unary_rejects_non_float_dtypes(name, op, ref, kind):
+    x = BAD_DTYPE_INPUTS[kind]
+    with pytest.raises(TypeError, match=rf"dtype float32 or float64, got {x.dtype}"):
+        op(x)
+
+
+def test_plain_python_sequences_are_accepted_as_float64():
+    assert_close_to_reference(ops.tanh([[0.5, -1.0]]), ref_tanh([[0.5, -1.0]]), np.float64)
+    assert_close_to_reference(
+        ops.softmax([1.0, 2.0, 3.0]), ref_softmax([1.0, 2.0, 3.0]), np.float64
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Accuracy over the whole range (the documented ulp bounds)
+
+
+def _ulp_errors(got: np.ndarray, expected64: np.ndarray, dtype) -> np.ndarray:
+    """|got - expected| in units of the last place of the correctly rounded expected value
+    (for subnormal results the unit is the smallest subnormal)."""
+    rounded = expected64.astype(dtype)
+    spacing = np.maximum(np.spacing(np.abs(rounded)), np.finfo(dtype).smallest_subnormal)
+    return np.abs(got.astype(np.float64) - expected64) / spacing.astype(np.float64)
+
+
+# The whole finite range of each op, down to results (and inputs) in the subnormal range; the
+# max ulp are those in the docstrings of nncore.ops.
+ULP_CASES = {
+    ("tanh", np.float32): (ops.tanh, ref_tanh, -20.0, 20.0, 4),
+    ("tanh", np.float64): (ops.tanh, ref_tanh, -40.0, 40.0, 4),
+    ("sigmoid", np.float32): (ops.sigmoid, ref_sigmoid, -103.0, 30.0, 4),
+    ("sigmoid", np.float64): (ops.sigmoid, ref_sigmoid, -744.0, 40.0, 4),
+    ("exp", np.float32): (ops.exp, ref_exp, -103.0, 88.72, 2),
+    ("exp", np.float64): (ops.exp, ref_exp, -744.0, 709.78, 2),
+}
+
+
+@pytest.mark.parametrize(("name", "dtype"), ULP_CASES, ids=lambda v: getattr(v, "__name__", v))
+def test_max_ulp_error_over_the_range(name, dtype):
+    op, ref, low, high, max_ulp = ULP_CASES[(name, dtype)]
+    rng = np.random.default_rng(7)
+    # 1e6 values: uniform over the range, plus magnitudes from subnormal to 1 on both sides of 0
+    small = np.geomspace(np.finfo(dtype).smallest_subnormal, 1.0, 50_000).astype(dtype)
+    x = np.concatenate(
+        [rng.uniform(low, high, 900_000).astype(dtype), small, -small, [0.0, -0.0]]
+    ).astype(dtype)
+    got = op(x)
+    errors = _ulp_errors(got, ref(x), dtype)
+    worst = int(np.argmax(errors))
+    assert errors[worst] <= max_ulp, (
+        f"{name}({x[worst]!r}) = {got[worst]!r} is off by {errors[worst]:.2f} ulp"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Special values
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_special_values(dtype):
+    big = np.finfo(dtype).max
+    x = np.array([np.inf, -np.inf, np.nan, big, -big, 1e4, -1e4, 0.0, -0.0], dtype=dtype)
+    nan = np.nan
+    assert_close_to_reference(ops.tanh(x), [1, -1, nan, 1, -1, 1, -1, 0, 0], dtype)
+    assert_close_to_reference(ops.sigmoid(x), [1, 0, nan, 1, 0, 1, 0, 0.5, 0.5], dtype)
+    assert_close_to_reference(ops.exp(x), [np.inf, 0, nan, np.inf, 0, np.inf, 0, 1, 1], dtype)
+    assert_close_to_reference(ops.relu(x), [np.inf, 0, nan, big, 0, 1e4, 0, 0, 0], dtype)
+    slope = 0.5
+    assert_close_to_reference(
+        ops.leaky_relu(x, slope), [np.inf, -np.inf, nan, big, -big * slope, 1e4, -5e3, 0, 0], dtype
+    )
+    # tanh keeps the sign of zero
+    assert np.signbit(ops.tanh(np.array([-0.0], dtype=dtype)))[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tanh_and_sigmoid_saturate_without_nan(dtype):
+    x = np.linspace(-1e6, 1e6, 10_001).astype(dtype)
+    t, s = ops.tanh(x), ops.sigmoid(x)
+    assert np.isfinite(t).all() and np.isfinite(s).all()
+    assert np.all(np.abs(t) <= 1) and np.all((s >= 0) & (s <= 1))
+    assert np.all(np.diff(t) >= 0) and np.all(np.diff(s) >= 0)  # monotone
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "shape", [(1,), (2,), (7,), (1, 1), (5, 1), (3, 2), (4, 17), (13, 61), (2, 3, 31)], ids=str
+)
+def test_softmax_matches_reference_and_rows_sum_to_one(shape, dtype, rng):
+    x = random_array(rng, shape, dtype, -10, 10)
+    got = ops.softmax(x)
+    assert_close_to_reference(got, ref_softmax(x), dtype, rtol_scale=4)
+    np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=10 * np.finfo(dtype).eps * shape[-1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_rows_of_one_element_are_one(dtype):
+    x = np.array([[-1e4], [0.0], [3.5], [1e4]], dtype=dtype)
+    assert np.array_equal(ops.softmax(x), np.ones_like(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_huge_logits_stay_finite(dtype):
+    x = np.array(
+        [[1e4, 0.0, -1e4], [1e4, 1e4, 1e4], [-1e4, -1e4 + 1, -1e4], [3e4, 2e4, 1e4]], dtype=dtype
+    )
+    got = ops.softmax(x)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=1e-6)
+    assert_close_to_reference(got, ref_softmax(x), dtype, rtol_scale=4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_of_empty_and_minus_infinity(dtype):
+    assert ops.softmax(np.zeros((3, 0), dtype=dtype)).shape == (3, 0)
+    assert ops.softmax(np.zeros((0, 4), dtype=dtype)).shape == (0, 4)
+    got = ops.softmax(np.array([[0.0, -np.inf, 0.0]], dtype=dtype))
+    assert_close_to_reference(got, [[0.5, 0.0, 0.5]], dtype)
+
+
+def test_softmax_rejects_a_scalar():
+    with pytest.raises(ValueError, match="at least 1 dimension"):
+        ops.softmax(np.array(1.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# matmul
+
+# (m, k, n): 1s, 2s, primes, around the register tiles (12 x 32 float32, 12 x 16 float64),
+# tall-skinny, short-fat, and sizes past the cache blocks.
+MATMUL_SHAPES = [
+    (1, 1, 1),
+    (2, 2, 2),
+    (1, 7, 1),
+    (3, 5, 7),
+    (11, 13, 15),
+    (12, 16, 32),
+    (13, 17, 33),
+    (7, 31, 61),
+    (61, 127, 13),
+    (127, 3, 2),
+    (2, 3, 127),
+    (1, 300, 1),
+    (300, 1, 300),
+    (97, 601, 41),
+    (257, 129, 65),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("transpose_b", [False, True], ids=["b", "bT"])
+@pytest.mark.parametrize("transpose_a", [False, True], ids=["a", "aT"])
+@pytest.mark.parametrize(("m", "k", "n"), MATMUL_SHAPES, ids=lambda v: str(v))
+def test_matmul_matches_reference(m, k, n, transpose_a, transpose_b, dtype, rng):
+    a = random_array(rng, (k, m) if transpose_a else (m, k), dtype)
+    b = random_array(rng, (n, k) if transpose_b else (k, n), dtype)
+    got = ops.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    assert got.shape == (m, n)
+    assert_gemm_close(got, ref_matmul(a, b, transpose_a, transpose_b), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("m", "k", "n"), [(0, 3, 4), (3, 4, 0), (0, 0, 0), (0, 5, 0)], ids=str)
+def test_matmul_with_an_empty_result(m, k, n, dtype):
+    got = ops.matmul(np.ones((m, k), dtype), np.ones((k, n), dtype))
+    assert got.shape == (m, n) and got.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("m", "n"), [(1, 1), (3, 4), (40, 70)], ids=str)
+def test_matmul_with_k_zero_gives_zeros(m, n, dtype):
+    got = ops.matmul(np.ones((m, 0), dtype), np.ones((0, n), dtype))
+    assert np.array_equal(got, np.zeros((m, n), dtype))
+    out = np.full((m, n), np.nan, dtype)  # poisoned out must be overwritten with zeros
+    assert ops.matmul(np.ones((m, 0), dtype), np.ones((0, n), dtype), out=out) is out
+    assert np.array_equal(out, np.zeros((m, n), dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_reads_strided_views(dtype, rng):
+    base_a = random_array(rng, (40, 50), dtype)
+    base_b = random_array(rng, (50, 44), dtype)
+    views_a = {
+        "reversed": base_a[::-1][:, :25],
+        "every_other_column": base_a[:, ::2],
+        "transposed": base_a.T[:25],
+        "negative_both": base_a[::-2, ::-2],
+        "offset": base_a[3:33, 1::2],
+    }
+    for a in views_a.values():
+        k = a.shape[1]
+        for b in (base_b[:k], base_b[::-1][:k], base_b[:k, ::-3], base_b.T[:, :k].T[:, ::2]):
+            got = ops.matmul(a, b)
+            assert_gemm_close(got, ref_matmul(a, b), dtype)
+            got_t = ops.matmul(b, a, transpose_a=True, transpose_b=True)
+            assert_gemm_close(got_t, ref_matmul(b, a, True, True), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_of_broadcast_stride_zero_inputs(dtype):
+    a = np.broadcast_to(np.arange(1, 6, dtype=dtype), (7, 5))  # stride 0 along rows, read-only
+    b = np.broadcast_to(np.arange(3, dtype=dtype)[None, :], (5, 3))
+    assert_gemm_close(ops.matmul(a, b), ref_matmul(a, b), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_out_is_written_and_returned(dtype, rng):
+    a, b = random_array(rng, (19, 23), dtype), random_array(rng, (23, 37), dtype)
+    out = np.full((19, 37), np.nan, dtype)
+    assert ops.matmul(a, b, out=out) is out
+    assert_gemm_close(out, ref_matmul(a, b), dtype)
+    # out is overwritten, never accumulated into
+    out[:] = 1e6
+    ops.matmul(a, b, out=out)
+    assert_gemm_close(out, ref_matmul(a, b), dtype)
+
+
+def test_matmul_out_errors():
+    a, b = np.ones((3, 4)), np.ones((4, 5))
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 5\), got \(5, 3\)"):
+        ops.matmul(a, b, out=np.empty((5, 3)))
+    with pytest.raises(TypeError, match="out must have dtype float64, got float32"):
+        ops.matmul(a, b, out=np.empty((3, 5), np.float32))
+    read_only = np.empty((3, 5))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        ops.matmul(a, b, out=read_only)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.matmul(a, b, out=np.empty((5, 3)).T)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ops.matmul(a, b, out=np.empty((3, 10))[:, ::2])
+
+
+def test_matmul_out_overlapping_an_input_is_refused(rng):
+    a, b = rng.standard_normal((4, 4)), rng.standard_normal((4, 4))
+    a_before, b_before = a.copy(), b.copy()
+    with pytest.raises(ValueError, match="share memory"):
+        ops.matmul(a, b, out=a)
+    with pytest.raises(ValueError, match="share memory"):
+        ops.matmul(a, b, out=b)
+    buffer = rng.standard_normal(32)
+    with pytest.raises(ValueError, match="share memory"):  # overlapping, not identical
+        ops.matmul(buffer[:16].reshape(4, 4), b, out=buffer[8:24].reshape(4, 4))
+    strided = buffer[:16].reshape(2, 8)[:, ::2]  # a strided view whose memory out overlaps
+    with pytest.raises(ValueError, match="share memory"):
+        ops.matmul(strided, np.eye(4), out=buffer[4:12].reshape(2, 4))
+    assert np.array_equal(a, a_before) and np.array_equal(b, b_before)
+
+
+def test_matmul_shape_errors():
+    with pytest.raises(
+        ValueError, match=r"inner dimensions differ: a has shape \(3, 4\) and b has shape \(5, 6\)"
+    ):
+        ops.matmul(np.ones((3, 4)), np.ones((5, 6)))
+    with pytest.raises(ValueError, match=r"a.T has shape \(4, 3\)"):
+        ops.matmul(np.ones((3, 4)), np.ones((4, 6)), transpose_a=True)
+    with pytest.raises(ValueError, match=r"expected a with 2 dimensions, got shape \(4,\)"):
+        ops.matmul(np.ones(4), np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"expected b with 2 dimensions, got shape \(2, 4, 2\)"):
+        ops.matmul(np.ones((3, 4)), np.ones((2, 4, 2)))
+    with pytest.raises(ValueError, match=r"expected a with 2 dimensions, got shape \(\)"):
+        ops.matmul(np.float64(2.0), np.ones((1, 1)))
+
+
+@pytest.mark.parametrize("kind", BAD_DTYPE_INPUTS, ids=str)
+def test_matmul_rejects_non_float_dtypes(kind):
+    bad = BAD_DTYPE_INPUTS[kind]
+    good = np.ones((3, 2))
+    with pytest.raises(
+        TypeError, match=rf"expected a of dtype float32 or float64, got {bad.dtype}"
+    ):
+        ops.matmul(bad, good)
+    with pytest.raises(
+        TypeError, match=rf"expected b of dtype float32 or float64, got {bad.dtype}"
+    ):
+        ops.matmul(good.T, bad)
+
+
+def test_matmul_rejects_mixed_float_dtypes():
+    with pytest.raises(
+        TypeError, match="a and b must have the same dtype, got float32 and float64"
+    ):
+        ops.matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float64))
+    with pytest.raises(
+        TypeError, match="a and b must have the same dtype, got float64 and float32"
+    ):
+        ops.matmul(np.ones((2, 2), np.float64), np.ones((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_propagates_nan_and_inf(dtype):
+    a = np.ones((3, 3), dtype)
+    a[1, 1] = np.nan
+    a[2, 0] = np.inf
+    got = ops.matmul(a, np.ones((3, 2), dtype))
+    assert np.isnan(got[1]).all() and np.isposinf(got[2]).all() and np.array_equal(got[0], [3, 3])

@@ -1,0 +1,61 @@
+"""Concurrency: one trained model used from several Python threads at once."""
+
+from __future__ import annotations
+
+import threading
+
+import nncore
+import numpy as np
+from nncore import Dense, Softmax, Tanh, mse, mse_prime, predict, train
+
+
+def test_concurrent_predict_matches_serial():
+    nncore.seed(0)
+    rng = np.random.default_rng(0)
+    network = [Dense(64, 96), Tanh(), Dense(96, 10), Softmax()]
+    x_train = rng.standard_normal((32, 64))
+    y_train = np.eye(10)[rng.integers(0, 10, 32)]
+    train(
+        network,
+        mse,
+        mse_prime,
+        x_train,
+        y_train,
+        epochs=3,
+        learning_rate=0.1,
+        verbose=False,
+        batch_size=8,
+    )
+
+    # each thread uses its own batch size and layout: rows, one column, columns, a 1-D vector
+    inputs = [
+        rng.standard_normal((200, 64)),
+        rng.standard_normal((64, 1)),
+        rng.standard_normal((17, 64, 1)),
+        rng.standard_normal(64),
+    ]
+    serial = [predict(network, x) for x in inputs]
+    iterations = 300
+    results: list[list[np.ndarray]] = [[] for _ in inputs]
+    errors: list[Exception] = []
+    start = threading.Barrier(len(inputs))
+
+    def worker(i: int) -> None:
+        try:
+            start.wait()
+            for _ in range(iterations):
+                results[i].append(predict(network, inputs[i]))
+        except Exception as error:  # noqa: BLE001 (reported below, in the main thread)
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not errors, errors
+    for i, expected in enumerate(serial):
+        assert len(results[i]) == iterations
+        for got in results[i]:
+            assert got.shape == expected.shape and np.array_equal(got, expected), f"thread {i}"
