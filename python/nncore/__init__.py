@@ -8,7 +8,7 @@ from . import _core, datasets, initializers, ops
 from ._random import seed
 from .activations import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .dense import Dense
-from .layer import Layer
+from .layer import Layer, register_layer
 from .losses import binary_cross_entropy, binary_cross_entropy_prime, mse, mse_prime
 from .network import predict, train
 from .reshape import Reshape
@@ -36,6 +36,7 @@ __all__ = [
     "mse_prime",
     "ops",
     "predict",
+    "register_layer",
     "seed",
     "set_num_threads",
     "train",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from . import _core
 from ._layout import softmax_width
 from ._validation import check_gradient_shape, check_non_negative_float, layer_input
-from .layer import Layer
+from .layer import Layer, register_layer
 
 ArrayFunction = Callable[[np.ndarray], np.ndarray]
 
@@ -75,18 +75,21 @@ class _NativeActivation(Activation):
         return _core.activation_backward(self._kind, x, y, gradient, self._alpha)
 
 
+@register_layer
 class Tanh(_NativeActivation):
     """tanh, elementwise (max error 4 ulp)."""
 
     _kind = "tanh"
 
 
+@register_layer
 class Sigmoid(_NativeActivation):
     """1 / (1 + exp(-x)), elementwise (max error 4 ulp)."""
 
     _kind = "sigmoid"
 
 
+@register_layer
 class ReLU(_NativeActivation):
     """max(x, 0); its derivative at 0 is taken as 0 (as PyTorch does)."""
 
@@ -94,6 +97,7 @@ class ReLU(_NativeActivation):
     _backward_reads_input = True
 
 
+@register_layer
 class LeakyReLU(_NativeActivation):
     """x for x > 0, ``negative_slope * x`` otherwise."""
 
@@ -111,7 +115,11 @@ class LeakyReLU(_NativeActivation):
     def __repr__(self) -> str:
         return f"LeakyReLU(negative_slope={self._alpha})"
 
+    def get_config(self) -> dict[str, Any]:
+        return {"negative_slope": self._alpha}
 
+
+@register_layer
 class Softmax(Layer):
     """Numerically stable softmax over each sample's features.
 

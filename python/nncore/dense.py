@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -16,9 +16,10 @@ from ._validation import (
     layer_input,
 )
 from .initializers import Initializer, resolve
-from .layer import Layer
+from .layer import Layer, register_layer
 
 
+@register_layer
 class Dense(Layer):
     """Fully connected layer from ``input_size`` to ``output_size`` features.
 
@@ -93,3 +94,15 @@ class Dense(Layer):
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(self.weights, self.weights_gradient), (self.bias, self.bias_gradient)]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"input_size": self.input_size, "output_size": self.output_size, "dtype": self.dtype.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Dense":
+        # The weights are about to be loaded: allocate zeros rather than draw from the generator,
+        # so loading a model never changes what later seeded random choices produce.
+        return cls(**config, init="zeros")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights, "bias": self.bias}

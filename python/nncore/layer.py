@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import numpy as np
 
@@ -14,7 +14,20 @@ class Layer:
     single-sample column vector ``(features, 1)`` works as well. Subclass it to write a layer in
     numpy: store what ``backward`` needs in ``forward``, return the gradient with respect to the
     input from ``backward``, and update your parameters there when a learning rate is given.
+
+    Beyond the classic pair, a layer may take part in the batched API:
+
+    - ``parameters()``: ``(parameter, gradient)`` array pairs. ``backward`` fills the gradients
+      (in place); an optimizer then updates the parameters in place. ``Sequential.fit`` calls
+      ``backward(gradient, None)`` on layers that list parameters and leaves the update to its
+      optimizer.
+    - ``training``: True while ``fit`` trains, False in ``predict``/``evaluate`` (Dropout reads it).
+    - ``get_config()`` / ``from_config(config)``: the constructor arguments as JSON-ready values,
+      and ``state_dict()`` / ``load_state_dict(state)``: named parameter arrays. With these and
+      ``@nncore.register_layer``, a user's layer can be saved and loaded like a native one.
     """
+
+    training: bool = True
 
     def __init__(self) -> None:
         self.input: Any = None
@@ -30,6 +43,85 @@ class Layer:
         """``(parameter, gradient)`` pairs; empty for layers without parameters."""
         return []
 
+    def get_config(self) -> dict[str, Any]:
+        """Constructor keyword arguments that rebuild this layer: ``type(self)(**get_config())``.
+
+        Values must be JSON types (numbers, strings, lists, dicts, None). The default, ``{}``,
+        suits layers whose constructor takes no arguments.
+        """
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Layer":
+        return cls(**config)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The parameters by name (the arrays themselves, not copies). The default names them
+        ``"0"``, ``"1"``, ... in the order of ``parameters()``."""
+        return {str(i): param for i, (param, _) in enumerate(self.parameters())}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy ``state`` into the parameters in place (so optimizers keep tracking them).
+
+        Raises ValueError unless the names, shapes and dtypes match ``state_dict()`` exactly.
+        """
+        own = self.state_dict()
+        where = f"{type(self).__name__}.load_state_dict"
+        if set(state) != set(own):
+            raise ValueError(f"{where}: expected parameters {sorted(own)}, got {sorted(state)}")
+        for name, target in own.items():
+            source = np.asarray(state[name])
+            if source.shape != target.shape or source.dtype != target.dtype:
+                raise ValueError(
+                    f"{where}: parameter {name!r} must have shape {target.shape} and dtype "
+                    f"{target.dtype}, got shape {source.shape} and dtype {source.dtype}"
+                )
+        for name, target in own.items():
+            np.copyto(target, state[name])
+
     def _require_forward(self) -> None:
         if self.output is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+
+
+LAYER_TYPES: dict[str, type] = {}
+
+L = TypeVar("L", bound=type)
+
+
+def register_layer(cls: Optional[L] = None, *, name: Optional[str] = None) -> Any:
+    """Class decorator that lets ``Sequential.save``/``nncore.load`` handle a layer type.
+
+    The class must be a ``Layer`` subclass rebuilt by ``from_config(get_config())``, with its
+    parameters in ``state_dict()``. It is saved under ``name`` (default: the class name), so
+    the same registration must have run before ``nncore.load`` reads the file. Loading only
+    constructs registered classes; it never runs code stored in a file.
+    """
+
+    def register(klass: L) -> L:
+        if not (isinstance(klass, type) and issubclass(klass, Layer)):
+            raise TypeError(f"register_layer: expected a Layer subclass, got {klass!r}")
+        key = name if name is not None else klass.__name__
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"register_layer: expected a non-empty str name, got {key!r}")
+        existing = LAYER_TYPES.get(key)
+        if existing is not None and existing is not klass and (
+            existing.__module__, existing.__qualname__) != (klass.__module__, klass.__qualname__):
+            raise ValueError(
+                f"register_layer: the name {key!r} is already taken by "
+                f"{existing.__module__}.{existing.__qualname__}; pass name=... to choose another"
+            )
+        LAYER_TYPES[key] = klass
+        klass._nncore_type_name = key  # type: ignore[attr-defined]
+        return klass
+
+    if cls is None:
+        return register
+    return register(cls)
+
+
+def registered_name(layer: Any) -> Optional[str]:
+    """The name ``layer``'s exact class was registered under, or None."""
+    key = type(layer).__dict__.get("_nncore_type_name")
+    return key if key is not None and LAYER_TYPES.get(key) is type(layer) else None
+

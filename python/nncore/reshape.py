@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import math
 
 import numpy as np
 
 from ._validation import check_gradient_shape, check_positive_int
-from .layer import Layer
+from .layer import Layer, register_layer
 
 
 def _shape(value: Sequence[int], name: str) -> tuple[int, ...]:
@@ -24,6 +24,7 @@ def _shape(value: Sequence[int], name: str) -> tuple[int, ...]:
     return tuple(check_positive_int(d, f"every dimension of {name}", "Reshape") for d in dims)
 
 
+@register_layer
 class Reshape(Layer):
     """Reshape one sample from ``input_shape`` to ``output_shape`` (same number of values).
 
@@ -44,6 +45,9 @@ class Reshape(Layer):
 
     def __repr__(self) -> str:
         return f"Reshape({self.input_shape}, {self.output_shape})"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"input_shape": list(self.input_shape), "output_shape": list(self.output_shape)}
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         x = np.asarray(input)
