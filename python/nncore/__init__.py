@@ -4,7 +4,7 @@ The classic from-scratch API (layers with ``forward``/``backward``, a network is
 layers, ``train``/``predict``) backed by SIMD C++ kernels chosen at import for this CPU.
 """
 
-from . import _core, datasets, initializers, ops
+from . import _core, datasets, initializers, ops, serialization
 from ._random import seed
 from .activations import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .dense import Dense
@@ -38,6 +38,7 @@ __all__ = [
     "predict",
     "register_layer",
     "seed",
+    "serialization",
     "set_num_threads",
     "train",
 ]
