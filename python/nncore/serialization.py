@@ -30,7 +30,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 import safetensors.numpy
@@ -44,7 +44,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 FORMAT_NAME = "nncore"
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
-RESERVED_METADATA = ("format", "format_version", "dtype", "architecture", "nncore_version", "sha256")
+RESERVED_METADATA = (
+    "format",
+    "format_version",
+    "dtype",
+    "architecture",
+    "nncore_version",
+    "sha256",
+)
 
 # safetensors dtype codes of the two float types nncore computes in.
 _DTYPE_CODES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64"}
@@ -69,7 +76,7 @@ class _MissingModelFileError(ModelFileError, FileNotFoundError):
 
 
 def save_layers(
-    layers: Sequence[Layer], path: PathLike, *, extra_metadata: Optional[dict[str, str]] = None
+    layers: Sequence[Layer], path: PathLike, *, extra_metadata: dict[str, str] | None = None
 ) -> None:
     """Save ``layers`` (a network: a list of layers) to the ``.safetensors`` file ``path``.
 
@@ -171,8 +178,8 @@ def _describe_layers(layers: list[Layer]) -> tuple[list[dict[str, Any]], dict[st
     return architecture, tensors
 
 
-def _dtype_code(array: np.ndarray) -> Optional[str]:
-    """"F32"/"F64" for float32/float64 in either byte order, else None."""
+def _dtype_code(array: np.ndarray) -> str | None:
+    """ "F32"/"F64" for float32/float64 in either byte order, else None."""
     return _DTYPE_CODES.get(array.dtype.newbyteorder("="))
 
 
@@ -189,7 +196,7 @@ def _nncore_version() -> str:
     return __version__
 
 
-def _check_extra_metadata(extra: Optional[dict[str, str]]) -> dict[str, str]:
+def _check_extra_metadata(extra: dict[str, str] | None) -> dict[str, str]:
     if extra is None:
         return {}
     if not isinstance(extra, dict):
@@ -223,8 +230,8 @@ def _write_atomically(target: Path, blob: bytes) -> None:
     except BaseException:
         try:
             os.unlink(temporary)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # the error that got us here is the one to report
         raise
     _fsync_directory(target.parent)
 
@@ -233,9 +240,22 @@ def _file_mode(target: Path) -> int:
     try:
         return target.stat().st_mode & 0o777
     except OSError:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    # Linux reports the umask without changing it; elsewhere it can only be read by setting it,
+    # which briefly affects other threads, so that is the fallback.
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -268,7 +288,7 @@ def _checksum(
     """
     digest = hashlib.sha256()
 
-    def add(data: Union[bytes, memoryview]) -> None:
+    def add(data: bytes | memoryview) -> None:
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
 
@@ -300,7 +320,9 @@ def load_layers(path: PathLike) -> list[Layer]:
     layers = []
     for index, entry in enumerate(parsed.architecture):
         layers.append(_build_layer(index, entry, parsed.tensors, source))
-    expected = {f"layers.{i}.{name}" for i, layer in enumerate(layers) for name in layer.state_dict()}
+    expected = {
+        f"layers.{i}.{name}" for i, layer in enumerate(layers) for name in layer.state_dict()
+    }
     extra = sorted(set(parsed.tensors) - expected)
     if extra:
         raise ModelFileError(
@@ -320,7 +342,10 @@ def read_metadata(path: PathLike) -> dict[str, str]:
 
 class _ParsedModel:
     def __init__(
-        self, metadata: dict[str, str], architecture: list[dict[str, Any]], tensors: dict[str, np.ndarray]
+        self,
+        metadata: dict[str, str],
+        architecture: list[dict[str, Any]],
+        tensors: dict[str, np.ndarray],
     ) -> None:
         self.metadata = metadata
         self.architecture = architecture
@@ -342,9 +367,7 @@ def _parse_model_bytes(blob: bytes, source: str) -> _ParsedModel:
     metadata = _check_metadata(header.pop("__metadata__", None), source)
     views = _tensor_views(header, data, source)
     recorded = metadata["sha256"]
-    actual = _checksum(
-        metadata, ((name, _dtype_code(v), v.shape, v) for name, v in views.items())
-    )
+    actual = _checksum(metadata, ((name, _dtype_code(v), v.shape, v) for name, v in views.items()))
     if actual != recorded:
         raise ModelFileError(
             f"{source}: the checksum does not match (recorded sha256 {recorded}, computed "
@@ -448,11 +471,11 @@ def _tensor_views(header: dict[str, Any], data: memoryview, source: str) -> dict
             )
         code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if code not in _CODE_DTYPES:
-            raise ModelFileError(
-                f"{where}: dtype {code!r} is not one nncore saves (F32 or F64)"
-            )
+            raise ModelFileError(f"{where}: dtype {code!r} is not one nncore saves (F32 or F64)")
         if not _is_int_list(shape) or any(d < 0 for d in shape):
-            raise ModelFileError(f"{where}: shape must be a list of non-negative ints, got {shape!r}")
+            raise ModelFileError(
+                f"{where}: shape must be a list of non-negative ints, got {shape!r}"
+            )
         if not _is_int_list(offsets) or len(offsets) != 2 or not 0 <= offsets[0] <= offsets[1]:
             raise ModelFileError(f"{where}: data_offsets must be [begin, end], got {offsets!r}")
         dtype = _CODE_DTYPES[code]
@@ -530,8 +553,7 @@ def _build_layer(
         layer = layer_class.from_config(config)
     except Exception as error:  # whatever the class objects to, the file's config is at fault
         raise ModelFileError(
-            f"{where}: cannot be built from the config {config!r}: "
-            f"{type(error).__name__}: {error}"
+            f"{where}: cannot be built from the config {config!r}: {type(error).__name__}: {error}"
         ) from error
     own = layer.state_dict()
     prefix = f"layers.{index}."
