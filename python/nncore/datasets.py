@@ -1,22 +1,36 @@
 """Datasets: an IDX reader, MNIST from local files, and a small digits set shipped with nncore.
 
 ``read_idx`` reads the IDX format MNIST is distributed in (gzipped or not). ``load_mnist`` finds
-the four MNIST files in a directory (nothing is downloaded). ``load_digits`` loads 7000 real
-MNIST digits packaged inside nncore, so examples and tests run offline.
+the four MNIST files in a directory or nncore's cache, downloading them (sha256-verified) into the
+cache if needed. ``load_digits`` loads 7000 real MNIST digits packaged inside nncore, so examples
+and tests run offline.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import http.client
 import os
+import sys
+import tempfile
+import urllib.request
 import zlib
 from importlib import resources
 from pathlib import Path
-from typing import IO, Optional, Union
+from typing import IO, Union
 
 import numpy as np
 
-__all__ = ["read_idx", "load_mnist", "load_digits", "MNIST_FILES"]
+__all__ = [
+    "DOWNLOAD_TIMEOUT",
+    "MNIST_DOWNLOADS",
+    "MNIST_FILES",
+    "MNIST_MIRRORS",
+    "load_digits",
+    "load_mnist",
+    "read_idx",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Split = tuple[np.ndarray, np.ndarray]
@@ -99,7 +113,7 @@ def read_idx(path: PathLike) -> np.ndarray:
                 stream.close()
 
 
-def _read_idx_stream(stream: IO[bytes], path: Path, file_size: Optional[int]) -> np.ndarray:
+def _read_idx_stream(stream: IO[bytes], path: Path, file_size: int | None) -> np.ndarray:
     magic = _read_exactly(stream, 4, path, "IDX magic number")
     if magic[0] != 0 or magic[1] != 0:
         raise ValueError(
@@ -138,64 +152,224 @@ def _read_idx_stream(stream: IO[bytes], path: Path, file_size: Optional[int]) ->
     return array
 
 
-def _find(directory: Path, name: str) -> Optional[Path]:
+# Where MNIST is downloaded from, in order. Each serves the four files gzipped under these names.
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+# sha256 and size in bytes of the standard gzipped files. A download is kept only if its sha256
+# matches; the size caps how much is read from a misbehaving server.
+MNIST_DOWNLOADS = {
+    "train-images-idx3-ubyte": (
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        9_912_422,
+    ),
+    "train-labels-idx1-ubyte": (
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        28_881,
+    ),
+    "t10k-images-idx3-ubyte": (
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        1_648_877,
+    ),
+    "t10k-labels-idx1-ubyte": (
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        4_542,
+    ),
+}
+# Seconds a connection or a single read may stall before that mirror counts as failed.
+DOWNLOAD_TIMEOUT = 30.0
+
+
+def _find(directory: Path, name: str) -> Path | None:
     for candidate in (directory / name, directory / (name + ".gz")):
         if candidate.is_file():
             return candidate
     return None
 
 
-def load_mnist(path: Optional[PathLike] = None) -> tuple[Split, Split]:
-    """Load MNIST from local IDX files: ``((x_train, y_train), (x_test, y_test))``.
-
-    Images are uint8 arrays ``(N, 28, 28)`` (60000 and 10000 in the real set), labels uint8
-    ``(N,)`` with values 0..9. The four files (``train-images-idx3-ubyte``,
-    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
-    possibly ending in ``.gz``) are looked for in ``path``, or if it is not given in the directory
-    named by the ``NNCORE_DATA`` environment variable; in either case also in its ``mnist``
-    subdirectory. Nothing is downloaded.
-
-    Raises FileNotFoundError naming the expected files and where they were looked for, and
-    ValueError if a file is corrupt or images and labels do not match.
-    """
-    if path is not None:
-        root, origin = Path(os.fspath(path)).expanduser(), "the path argument"
-    elif os.environ.get("NNCORE_DATA"):
-        root, origin = Path(os.environ["NNCORE_DATA"]).expanduser(), "NNCORE_DATA"
-    else:
-        raise FileNotFoundError(
-            "load_mnist: no data directory given; pass load_mnist(path) or set the NNCORE_DATA "
-            "environment variable to the directory holding "
-            + ", ".join(MNIST_FILES.values())
-            + " (each optionally gzipped, .gz). nncore does not download them; "
-            "nncore.datasets.load_digits() gives a small MNIST subset shipped with nncore."
-        )
-
-    searched = [root, root / "mnist"]
-    for directory in searched:
+def _find_all(directories: list[Path]) -> dict[tuple[str, str], Path] | None:
+    """The four MNIST files from the first directory that has all of them."""
+    for directory in directories:
         files = {key: _find(directory, name) for key, name in MNIST_FILES.items()}
         if all(files.values()):
-            break
-    else:
-        partial = ""
-        for directory in searched:
-            found = [name for name in MNIST_FILES.values() if _find(directory, name)]
-            if found:
-                partial = f" ({directory} has only {', '.join(found)})"
-                break
-        raise FileNotFoundError(
-            "load_mnist: could not find the MNIST files "
-            + ", ".join(MNIST_FILES.values())
-            + f" (each optionally ending in .gz) in {searched[0]} or {searched[1]} (from {origin})"
-            + partial
-            + "; get the four IDX files of the MNIST database and put them in one of these "
-            "directories."
-        )
+            return files  # type: ignore[return-value]
+    return None
 
+
+def _mnist_cache_dir() -> Path:
+    """``$NNCORE_CACHE/mnist``, else ``$XDG_CACHE_HOME/nncore/mnist``, else
+    ``~/.cache/nncore/mnist``."""
+    if os.environ.get("NNCORE_CACHE"):
+        return Path(os.environ["NNCORE_CACHE"]).expanduser() / "mnist"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec says to ignore a relative path
+        return Path(xdg) / "nncore" / "mnist"
+    try:
+        return Path.home() / ".cache" / "nncore" / "mnist"
+    except RuntimeError:  # no home directory to be found
+        raise FileNotFoundError(
+            "load_mnist: cannot determine a cache directory (no home directory); set "
+            "NNCORE_CACHE, or NNCORE_DATA to a directory holding the MNIST files"
+        ) from None
+
+
+def _file_list() -> str:
+    return ", ".join(MNIST_FILES.values()) + " (each optionally gzipped, ending in .gz)"
+
+
+def _partial_note(directories: list[Path]) -> str:
+    for directory in directories:
+        found = [name for name in MNIST_FILES.values() if _find(directory, name)]
+        if found:
+            return f" ({directory} has only {', '.join(found)})"
+    return ""
+
+
+def load_mnist(path: PathLike | None = None, *, download: bool = True) -> tuple[Split, Split]:
+    """Load MNIST: ``((x_train, y_train), (x_test, y_test))``, downloading it once if needed.
+
+    Images are uint8 arrays ``(N, 28, 28)`` (60000 and 10000 in the real set), labels uint8
+    ``(N,)`` with values 0..9. The four IDX files (``train-images-idx3-ubyte``,
+    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
+    possibly ending in ``.gz``) are looked for:
+
+    - if ``path`` is given: in ``path`` and ``path/mnist`` only. This is your directory, so
+      nothing is ever downloaded into it and ``download`` does not apply; missing files are a
+      FileNotFoundError.
+    - otherwise: in ``$NNCORE_DATA`` and ``$NNCORE_DATA/mnist`` (if the variable is set), then in
+      the cache directory: ``$NNCORE_CACHE/mnist``, else ``$XDG_CACHE_HOME/nncore/mnist``, else
+      ``~/.cache/nncore/mnist``. If no directory has all four and ``download`` is true, the
+      missing files are downloaded into the cache directory from ``MNIST_MIRRORS`` in order
+      (``DOWNLOAD_TIMEOUT`` seconds per stalled connection or read), each written to a
+      temporary file there and moved into place only if its sha256 matches
+      ``MNIST_DOWNLOADS``; a mismatching file is deleted and the next mirror is tried.
+
+    Raises FileNotFoundError when the files are not found and cannot be downloaded; its message
+    lists where it looked, every URL tried and why it failed, and how to provide the files by
+    hand. Raises ValueError if a file is corrupt or images and labels do not match.
+    """
+    if path is not None:
+        root = Path(os.fspath(path)).expanduser()
+        searched = [root, root / "mnist"]
+        files = _find_all(searched)
+        if files is None:
+            raise FileNotFoundError(
+                f"load_mnist: could not find the MNIST files {_file_list()} in {root} or "
+                f"{root / 'mnist'} (from the path argument){_partial_note(searched)}. Put the four "
+                "IDX files of the MNIST database in one of these directories, or call "
+                "load_mnist() without a path to use (and if needed download into) nncore's cache "
+                f"directory {_mnist_cache_dir()}."
+            )
+        return _read_mnist(files)
+
+    searched = []
+    if os.environ.get("NNCORE_DATA"):
+        data = Path(os.environ["NNCORE_DATA"]).expanduser()
+        searched += [data, data / "mnist"]
+    cache = _mnist_cache_dir()
+    searched.append(cache)
+    files = _find_all(searched)
+    if files is None:
+        where = ", ".join(str(d) for d in searched)
+        how_to_fix = (
+            "To provide the files by hand, put the four IDX files of the MNIST database "
+            "(for example from " + " or ".join(MNIST_MIRRORS) + ") in one directory and call "
+            "load_mnist('that/directory') or set NNCORE_DATA to it."
+        )
+        if not download:
+            raise FileNotFoundError(
+                f"load_mnist: could not find the MNIST files {_file_list()} in {where}"
+                f"{_partial_note(searched)}, and download=False, so nothing was downloaded. "
+                f"Call load_mnist() to download them into {cache}. {how_to_fix}"
+            )
+        files = _download_mnist(cache, where, how_to_fix)
+    return _read_mnist(files)
+
+
+class _RejectedDownload(Exception):
+    """A mirror answered, but not with the expected file."""
+
+
+def _download_mnist(cache: Path, searched: str, how_to_fix: str) -> dict[tuple[str, str], Path]:
+    failures: list[str] = []
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        failures.append(f"creating the cache directory {cache}: {error}")
+    else:
+        for name in MNIST_FILES.values():
+            if _find(cache, name) is None and not _download_one(cache, name, failures):
+                # The other files would most likely fail the same way; report this one now.
+                failures.append("(stopped there; the other missing files were not tried)")
+                break
+    files = _find_all([cache])
+    if files is None:
+        raise FileNotFoundError(
+            f"load_mnist: could not find the MNIST files {_file_list()} in {searched}, and "
+            f"could not download them into {cache}:\n"
+            + "".join(f"  - {failure}\n" for failure in failures)
+            + "Check the network connection (and HTTPS_PROXY if you need a proxy). "
+            + how_to_fix
+        )
+    return files
+
+
+def _download_one(cache: Path, name: str, failures: list[str]) -> bool:
+    """Try each mirror for ``name``.gz until one delivers the expected bytes; record failures."""
+    expected_sha256, expected_size = MNIST_DOWNLOADS[name]
+    destination = cache / (name + ".gz")
+    for mirror in MNIST_MIRRORS:
+        url = mirror.rstrip("/") + "/" + destination.name
+        print(f"nncore: downloading {url}", file=sys.stderr)
+        try:
+            _fetch_verified(url, destination, expected_sha256, expected_size)
+            return True
+        except (OSError, http.client.HTTPException, ValueError, _RejectedDownload) as error:
+            # URLError, HTTPError, timeouts and refused connections are all OSErrors.
+            failures.append(f"{url}: {type(error).__name__}: {error}")
+    return False
+
+
+def _fetch_verified(url: str, destination: Path, expected_sha256: str, expected_size: int) -> None:
+    descriptor, temporary = tempfile.mkstemp(
+        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
+    )
+    try:
+        digest = hashlib.sha256()
+        received = 0
+        with (
+            os.fdopen(descriptor, "wb") as out,
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response,
+        ):
+            while chunk := response.read(1 << 16):
+                received += len(chunk)
+                if received > expected_size:
+                    raise _RejectedDownload(
+                        f"the server sent more than the {expected_size} bytes of the MNIST file"
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != expected_sha256:
+            raise _RejectedDownload(
+                f"sha256 mismatch: expected {expected_sha256}, got {digest.hexdigest()} "
+                f"({received} bytes); the file was discarded"
+            )
+        os.replace(temporary, destination)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass  # the error that got us here is the one to report
+        raise
+
+
+def _read_mnist(files: dict[tuple[str, str], Path]) -> tuple[Split, Split]:
     splits = []
     for split in ("train", "test"):
         image_file, label_file = files[(split, "images")], files[(split, "labels")]
-        assert image_file is not None and label_file is not None
         images, labels = read_idx(image_file), read_idx(label_file)
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ValueError(
