@@ -13,7 +13,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.request
 import zlib
 from importlib import resources
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import IO, Union
 
 import numpy as np
+
+from ._files import atomic_write
 
 __all__ = [
     "DOWNLOAD_TIMEOUT",
@@ -332,38 +333,27 @@ def _download_one(cache: Path, name: str, failures: list[str]) -> bool:
 
 
 def _fetch_verified(url: str, destination: Path, expected_sha256: str, expected_size: int) -> None:
-    descriptor, temporary = tempfile.mkstemp(
-        dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
-    )
-    try:
-        digest = hashlib.sha256()
-        received = 0
-        with (
-            os.fdopen(descriptor, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response,
-        ):
-            while chunk := response.read(1 << 16):
-                received += len(chunk)
-                if received > expected_size:
-                    raise _RejectedDownload(
-                        f"the server sent more than the {expected_size} bytes of the MNIST file"
-                    )
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+    digest = hashlib.sha256()
+    received = 0
+    # Raising inside the block discards the partial download; the destination appears only
+    # once its sha256 has been checked.
+    with (
+        atomic_write(destination, suffix=".part") as out,
+        urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response,
+    ):
+        while chunk := response.read(1 << 16):
+            received += len(chunk)
+            if received > expected_size:
+                raise _RejectedDownload(
+                    f"the server sent more than the {expected_size} bytes of the MNIST file"
+                )
+            digest.update(chunk)
+            out.write(chunk)
         if digest.hexdigest() != expected_sha256:
             raise _RejectedDownload(
                 f"sha256 mismatch: expected {expected_sha256}, got {digest.hexdigest()} "
                 f"({received} bytes); the file was discarded"
             )
-        os.replace(temporary, destination)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass  # the error that got us here is the one to report
-        raise
 
 
 def _read_mnist(files: dict[tuple[str, str], Path]) -> tuple[Split, Split]:

@@ -22,12 +22,10 @@ registered with ``@nncore.register_layer``: no pickle, no eval, no import by nam
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -35,6 +33,7 @@ from typing import Any, Union
 import numpy as np
 import safetensors.numpy
 
+from ._files import atomic_write
 from .layer import LAYER_TYPES, Layer, registered_name
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "load_layers", "read_metadata", "save_layers"]
@@ -113,7 +112,8 @@ def save_layers(
         raise FileNotFoundError(
             f"save_layers: cannot save to {target}: the directory {target.parent} does not exist"
         )
-    _write_atomically(target, blob)
+    with atomic_write(target) as stream:
+        stream.write(blob)
 
 
 def _as_layer_list(layers: Any) -> list[Layer]:
@@ -212,66 +212,6 @@ def _check_extra_metadata(extra: dict[str, str] | None) -> dict[str, str]:
                 f"(reserved: {', '.join(RESERVED_METADATA)})"
             )
     return dict(extra)
-
-
-def _write_atomically(target: Path, blob: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(blob)
-            stream.flush()
-            os.fsync(stream.fileno())
-        # mkstemp creates the file readable by its owner only; give the model file the mode a
-        # plain open() would (or the mode of the file it replaces).
-        os.chmod(temporary, _file_mode(target))
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass  # the error that got us here is the one to report
-        raise
-    _fsync_directory(target.parent)
-
-
-def _file_mode(target: Path) -> int:
-    try:
-        return target.stat().st_mode & 0o777
-    except OSError:
-        return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    # Linux reports the umask without changing it; elsewhere it can only be read by setting it,
-    # which briefly affects other threads, so that is the fallback.
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable. Not every OS can open a directory (Windows cannot)."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError as error:
-        # Some file systems do not support fsync on directories; the data itself is synced.
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(descriptor)
 
 
 # ----------------------------------------------------------------------------------------------

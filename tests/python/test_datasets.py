@@ -326,11 +326,17 @@ def serve(root: Path, mirror: str, arrays: dict[str, np.ndarray]) -> dict:
     return write_mnist(root / mirror, arrays)
 
 
+def use_mirrors(monkeypatch, downloads: dict | None, *mirrors: str) -> None:
+    """Point load_mnist at these mirrors and (if given) these expected sha256 values and sizes."""
+    if downloads is not None:
+        monkeypatch.setattr(datasets, "MNIST_DOWNLOADS", downloads)
+    monkeypatch.setattr(datasets, "MNIST_MIRRORS", mirrors)
+
+
 def test_download_success_verifies_and_caches(cache, server, monkeypatch):
     base, requests, root = server
     arrays = small_mnist()
-    monkeypatch.setattr(datasets, "MNIST_DOWNLOADS", serve(root, "m1", arrays))
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base}/m1/",))
+    use_mirrors(monkeypatch, serve(root, "m1", arrays), f"{base}/m1/")
     assert_is_mnist(load_mnist(), arrays)
     assert cache_listing(cache) == GZ_NAMES  # no temporary files left behind
     assert sorted(requests) == sorted(f"/m1/{name}" for name in GZ_NAMES)
@@ -342,8 +348,7 @@ def test_download_success_verifies_and_caches(cache, server, monkeypatch):
 def test_only_missing_files_are_downloaded(cache, server, monkeypatch):
     base, requests, root = server
     arrays = small_mnist()
-    monkeypatch.setattr(datasets, "MNIST_DOWNLOADS", serve(root, "m1", arrays))
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base}/m1",))  # no trailing slash
+    use_mirrors(monkeypatch, serve(root, "m1", arrays), f"{base}/m1")  # no trailing slash
     write_mnist(
         cache, {k: arrays[k] for k in ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]}
     )
@@ -355,14 +360,14 @@ def test_only_missing_files_are_downloaded(cache, server, monkeypatch):
 def test_first_mirror_failing_then_second_succeeding(cache, server, monkeypatch, first_mirror):
     base, _requests, root = server
     arrays = small_mnist()
-    monkeypatch.setattr(datasets, "MNIST_DOWNLOADS", serve(root, "good", arrays))
+    downloads = serve(root, "good", arrays)
     (root / "empty").mkdir()
     failing = {
         "missing files (404)": f"{base}/empty/",
         "closed port": closed_port_url(),
         "port 0": "http://127.0.0.1:0/",
     }[first_mirror]
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (failing, f"{base}/good/"))
+    use_mirrors(monkeypatch, downloads, failing, f"{base}/good/")
     assert_is_mnist(load_mnist(), arrays)
     assert cache_listing(cache) == GZ_NAMES
 
@@ -374,9 +379,7 @@ def test_sha256_mismatch_is_never_accepted(cache, server, monkeypatch):
     tampered = dict(arrays)
     tampered["train-labels-idx1-ubyte"] = (arrays["train-labels-idx1-ubyte"] + 1) % 10
     serve(root, "evil", tampered)
-    monkeypatch.setattr(datasets, "MNIST_DOWNLOADS", expected)
-
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base}/evil/",))
+    use_mirrors(monkeypatch, expected, f"{base}/evil/")
     with pytest.raises(FileNotFoundError) as caught:
         load_mnist()
     message = str(caught.value)
@@ -384,7 +387,7 @@ def test_sha256_mismatch_is_never_accepted(cache, server, monkeypatch):
     # The images (which matched) were kept; the tampered labels never reached the cache.
     assert cache_listing(cache) == ["train-images-idx3-ubyte.gz"]
 
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base}/evil/", f"{base}/good/"))
+    use_mirrors(monkeypatch, None, f"{base}/evil/", f"{base}/good/")
     assert_is_mnist(load_mnist(), arrays)
     assert cache_listing(cache) == GZ_NAMES
 
@@ -395,8 +398,7 @@ def test_a_server_sending_too_much_is_cut_off(cache, server, monkeypatch):
     checksums = serve(root, "m1", arrays)
     name = "train-images-idx3-ubyte"
     checksums[name] = (checksums[name][0], checksums[name][1] - 1)
-    monkeypatch.setattr(datasets, "MNIST_DOWNLOADS", checksums)
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base}/m1/",))
+    use_mirrors(monkeypatch, checksums, f"{base}/m1/")
     with pytest.raises(FileNotFoundError, match="more than the"):
         load_mnist()
     assert cache_listing(cache) == []
@@ -407,7 +409,7 @@ def test_a_stalled_server_times_out(cache, monkeypatch):
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
-        monkeypatch.setattr(datasets, "MNIST_MIRRORS", (url,))
+        use_mirrors(monkeypatch, None, url)
         monkeypatch.setattr(datasets, "DOWNLOAD_TIMEOUT", 0.2)
         with pytest.raises(FileNotFoundError, match="timed out"):
             load_mnist()
@@ -418,7 +420,7 @@ def test_all_mirrors_failing_is_a_clear_error(cache, server, monkeypatch):
     base, _requests, root = server
     (root / "empty").mkdir()
     dead = closed_port_url()
-    monkeypatch.setattr(datasets, "MNIST_MIRRORS", (f"{base}/empty/", dead))
+    use_mirrors(monkeypatch, None, f"{base}/empty/", dead)
     with pytest.raises(FileNotFoundError) as caught:
         load_mnist()
     message = str(caught.value)
