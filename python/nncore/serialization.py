@@ -28,7 +28,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 import safetensors.numpy
@@ -174,7 +174,8 @@ def _describe_layers(layers: list[Layer]) -> tuple[list[dict[str, Any]], dict[st
                     f"got {kind}"
                 )
             little_endian = array.dtype.newbyteorder("<")
-            tensors[f"layers.{index}.{name}"] = np.ascontiguousarray(array, dtype=little_endian)
+            # (np.ascontiguousarray would turn a 0-d parameter into shape (1,).)
+            tensors[f"layers.{index}.{name}"] = np.asarray(array, dtype=little_endian, order="C")
     return architecture, tensors
 
 
@@ -239,7 +240,8 @@ def _checksum(
         add(name.encode())
         add(code.encode())
         add(json.dumps([int(d) for d in shape]).encode())
-        add(memoryview(data).cast("B"))
+        # Flattened to bytes through numpy: memoryview.cast refuses 0-d and zero-size arrays.
+        add(memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8)))
     return digest.hexdigest()
 
 
@@ -280,16 +282,10 @@ def read_metadata(path: PathLike) -> dict[str, str]:
     return dict(_parse_model_bytes(_read_file(source), str(source)).metadata)
 
 
-class _ParsedModel:
-    def __init__(
-        self,
-        metadata: dict[str, str],
-        architecture: list[dict[str, Any]],
-        tensors: dict[str, np.ndarray],
-    ) -> None:
-        self.metadata = metadata
-        self.architecture = architecture
-        self.tensors = tensors  # read-only views of the file's bytes
+class _ParsedModel(NamedTuple):
+    metadata: dict[str, str]
+    architecture: list[dict[str, Any]]
+    tensors: dict[str, np.ndarray]  # read-only views of the file's bytes
 
 
 def _read_file(source: Path) -> bytes:

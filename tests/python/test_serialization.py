@@ -335,6 +335,35 @@ def test_unsaveable_config_or_state_is_refused_naming_the_layer(
     _assert_nothing_written(tmp_path, {})
 
 
+@nncore.register_layer(name="test_serialization.OddShapes")
+class OddShapes(Layer):
+    """0-d and zero-size parameters (valid safetensors tensors) and a dot inside a name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = {
+            "scalar": np.array(7.0),
+            "empty": np.zeros((0, 3)),
+            "empty32": np.ones((2, 1, 0), np.float32),
+            "block.weight": np.full((2, 3), 7.0),
+        }
+
+    def state_dict(self):
+        return self.state
+
+
+def test_scalar_empty_and_dotted_parameters_round_trip(tmp_path):
+    layer = OddShapes()
+    layer.state["scalar"][()] = -0.0
+    layer.state["block.weight"][:] = np.arange(6.0).reshape(2, 3)
+    path = tmp_path / "m.safetensors"
+    save_layers([layer, Tanh()], path)
+    loaded, _ = load_layers(path)
+    for name, array in layer.state.items():
+        assert_bit_identical(loaded.state[name], array)
+    assert set(safetensors.numpy.load_file(path)) == {f"layers.0.{n}" for n in layer.state}
+
+
 def test_non_native_byte_order_is_saved_as_its_values(tmp_path):
     layer = ConfigOf()
     layer.config, layer.state = {}, {"w": np.arange(4, dtype=">f8")}
