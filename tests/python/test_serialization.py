@@ -335,33 +335,45 @@ def test_unsaveable_config_or_state_is_refused_naming_the_layer(
     _assert_nothing_written(tmp_path, {})
 
 
-@nncore.register_layer(name="test_serialization.OddShapes")
-class OddShapes(Layer):
-    """0-d and zero-size parameters (valid safetensors tensors) and a dot inside a name."""
+@nncore.register_layer(name="test_serialization.Parameters")
+class Parameters(Layer):
+    """A user layer holding any parameters, described by its config: {name: [dtype, shape]}."""
 
-    def __init__(self) -> None:
+    def __init__(self, shapes: dict[str, list]) -> None:
         super().__init__()
-        self.state = {
-            "scalar": np.array(7.0),
-            "empty": np.zeros((0, 3)),
-            "empty32": np.ones((2, 1, 0), np.float32),
-            "block.weight": np.full((2, 3), 7.0),
-        }
+        self.shapes = shapes
+        self.state = {name: np.zeros(shape, dtype) for name, (dtype, shape) in shapes.items()}
+
+    def get_config(self):
+        return {"shapes": self.shapes}
 
     def state_dict(self):
         return self.state
 
 
-def test_scalar_empty_and_dotted_parameters_round_trip(tmp_path):
-    layer = OddShapes()
-    layer.state["scalar"][()] = -0.0
-    layer.state["block.weight"][:] = np.arange(6.0).reshape(2, 3)
-    path = tmp_path / "m.safetensors"
+def assert_parameters_round_trip(layer: Parameters, path: Path) -> None:
     save_layers([layer, Tanh()], path)
     loaded, _ = load_layers(path)
+    assert loaded.state.keys() == layer.state.keys()
     for name, array in layer.state.items():
         assert_bit_identical(loaded.state[name], array)
-    assert set(safetensors.numpy.load_file(path)) == {f"layers.0.{n}" for n in layer.state}
+
+
+def test_scalar_empty_and_dotted_parameters_round_trip(tmp_path):
+    """0-d and zero-size tensors are valid safetensors; a dot inside a parameter name is kept."""
+    layer = Parameters(
+        {
+            "scalar": ["float64", []],
+            "empty": ["float64", [0, 3]],
+            "empty32": ["float32", [2, 1, 0]],
+            "block.weight": ["float64", [2, 3]],
+        }
+    )
+    layer.state["scalar"][()] = -0.0
+    layer.state["block.weight"][:] = np.arange(6.0).reshape(2, 3)
+    assert_parameters_round_trip(layer, tmp_path / "m.safetensors")
+    names = set(safetensors.numpy.load_file(tmp_path / "m.safetensors"))
+    assert names == {f"layers.0.{n}" for n in layer.state}
 
 
 def test_non_native_byte_order_is_saved_as_its_values(tmp_path):
@@ -834,3 +846,75 @@ def test_new_file_gets_the_umask_mode_and_a_replaced_file_keeps_its_mode(tmp_pat
     path.chmod(0o600)
     save_layers([Dense(3, 3)], path)
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+class _WritesMarker:
+    """Unpickling this object would create a file: loading must never get that far."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_a_malicious_pickle_is_rejected_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(pickle.dumps(_WritesMarker(marker)))
+    _assert_rejected(path)
+    assert not marker.exists()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["float32", "float64"]),
+            st.lists(st.integers(0, 4), min_size=0, max_size=3),
+            st.integers(0, 2**32 - 1),
+        ),
+        min_size=0,
+        max_size=4,
+    )
+)
+def test_any_float_parameters_round_trip_bit_exact(tmp_path_factory, specs):
+    """Random shapes (0-d, empty included) and random bit patterns (every NaN payload, subnormals,
+    infinities) survive save and load unchanged."""
+    layer = Parameters({f"p{i}": [dtype, shape] for i, (dtype, shape, _) in enumerate(specs)})
+    for i, (dtype, shape, seed) in enumerate(specs):
+        unsigned = np.uint32 if dtype == "float32" else np.uint64
+        bits = np.random.default_rng(seed).integers(0, np.iinfo(unsigned).max, shape, unsigned)
+        layer.state[f"p{i}"][...] = bits.view(dtype)
+    assert_parameters_round_trip(layer, tmp_path_factory.mktemp("prop") / "m.safetensors")
+
+
+def test_concurrent_saves_leave_one_complete_file(tmp_path):
+    """Threads saving different networks to one path: the file is always one of them, whole."""
+    import threading
+
+    path = tmp_path / "model.safetensors"
+    networks = [[Dense(3, 3 + i)] for i in range(8)]
+    barrier = threading.Barrier(len(networks))
+    errors = []
+
+    def save(network):
+        barrier.wait()
+        try:
+            for _ in range(5):
+                save_layers(network, path)
+                load_layers(path)  # readers never see a partial file
+        except (OSError, ValueError, TypeError) as error:  # threads would otherwise lose it
+            errors.append(error)
+
+    threads = [threading.Thread(target=save, args=(network,)) for network in networks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    (loaded,) = load_layers(path)
+    match = [n[0] for n in networks if n[0].weights.shape == loaded.weights.shape]
+    assert len(match) == 1
+    assert_bit_identical(loaded.weights, match[0].weights)
+    assert os.listdir(tmp_path) == ["model.safetensors"]
