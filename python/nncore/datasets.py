@@ -299,10 +299,13 @@ def _download_mnist(cache: Path, searched: str, how_to_fix: str) -> dict[tuple[s
     except OSError as error:
         failures.append(f"creating the cache directory {cache}: {error}")
     else:
-        for name in MNIST_FILES.values():
-            if _find(cache, name) is None and not _download_one(cache, name, failures):
+        missing = [name for name in MNIST_FILES.values() if _find(cache, name) is None]
+        for position, name in enumerate(missing):
+            if not _download_one(cache, name, failures):
                 # The other files would most likely fail the same way; report this one now.
-                failures.append("(stopped there; the other missing files were not tried)")
+                if position + 1 < len(missing):
+                    untried = ", ".join(missing[position + 1 :])
+                    failures.append(f"(stopped there; not tried: {untried})")
                 break
     files = _find_all([cache])
     if files is None:

@@ -428,6 +428,10 @@ def test_all_mirrors_failing_is_a_clear_error(cache, server, monkeypatch):
     assert f"{base}/empty/train-images-idx3-ubyte.gz: HTTPError" in message  # what it tried
     assert f"{dead}train-images-idx3-ubyte.gz: URLError" in message
     assert "NNCORE_DATA" in message and "load_mnist('that/directory')" in message  # the fix
+    assert (
+        "not tried: train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+        in message
+    )
     assert cache_listing(cache) == []
 
 
