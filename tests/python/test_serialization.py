@@ -918,3 +918,20 @@ def test_concurrent_saves_leave_one_complete_file(tmp_path):
     assert len(match) == 1
     assert_bit_identical(loaded.weights, match[0].weights)
     assert os.listdir(tmp_path) == ["model.safetensors"]
+
+
+def test_a_file_rewritten_by_another_safetensors_writer_still_loads(model_file, tmp_path):
+    """Nothing depends on nncore's own byte layout: the same tensors and metadata written by
+    safetensors.numpy.save_file (its own tensor order and header padding) load identically."""
+    with safe_open(model_file, framework="np") as handle:
+        metadata = handle.metadata()
+    tensors = safetensors.numpy.load_file(model_file)
+    rewritten = tmp_path / "rewritten.safetensors"
+    safetensors.numpy.save_file(dict(reversed(list(tensors.items()))), rewritten, metadata=metadata)
+    original, loaded = (
+        all_parameters(load_layers(model_file)),
+        all_parameters(load_layers(rewritten)),
+    )
+    assert original.keys() == loaded.keys()
+    for name in original:
+        assert_bit_identical(original[name], loaded[name])
