@@ -22,6 +22,7 @@ struct Vec<float> {
     static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
     static reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
     static reg abs(reg a) { return _mm512_abs_ps(a); }
+    static reg sqrt(reg a) { return _mm512_sqrt_ps(a); }
     static reg copysign(reg magnitude, reg sign) {
         const __m512i sign_bit = _mm512_set1_epi32(INT32_MIN);
         return _mm512_castsi512_ps(_mm512_or_si512(
@@ -58,6 +59,7 @@ struct Vec<double> {
     static reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
     static reg min(reg a, reg b) { return _mm512_min_pd(a, b); }
     static reg abs(reg a) { return _mm512_abs_pd(a); }
+    static reg sqrt(reg a) { return _mm512_sqrt_pd(a); }
     static reg copysign(reg magnitude, reg sign) {
         const __m512i sign_bit = _mm512_set1_epi64(INT64_MIN);
         return _mm512_castsi512_pd(_mm512_or_si512(

@@ -19,6 +19,7 @@ struct Vec {
     static reg max(reg a, reg b) { return a > b ? a : b; }
     static reg min(reg a, reg b) { return a < b ? a : b; }
     static reg abs(reg a) { return std::fabs(a); }
+    static reg sqrt(reg a) { return std::sqrt(a); }
     static reg copysign(reg magnitude, reg sign) { return std::copysign(magnitude, sign); }
     static reg round(reg a) { return std::nearbyint(a); }
     // a * 2^n for integral n already clamped to the range the caller documents.
