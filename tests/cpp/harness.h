@@ -252,7 +252,9 @@ long double ulp_error(T got, long double ref) {
 // ---------------------------------------------------------------------------------------------
 // Activations: names, the long double reference, and the bounds kernels/math.h states.
 constexpr nncore::Act kActs[] = {nncore::Act::identity, nncore::Act::relu, nncore::Act::leaky_relu,
-                                 nncore::Act::tanh, nncore::Act::sigmoid};
+                                 nncore::Act::tanh, nncore::Act::sigmoid, nncore::Act::gelu,
+                                 nncore::Act::gelu_tanh};
+constexpr std::uint64_t kActCount = sizeof(kActs) / sizeof(kActs[0]);
 constexpr double kLeakyAlpha = 0.1;
 
 // Max error in ulp stated in kernels/math.h, for float and double alike.
@@ -267,6 +269,8 @@ inline const char* act_name(nncore::Act act) {
         case nncore::Act::leaky_relu: return "leaky_relu";
         case nncore::Act::tanh: return "tanh";
         case nncore::Act::sigmoid: return "sigmoid";
+        case nncore::Act::gelu: return "gelu";
+        case nncore::Act::gelu_tanh: return "gelu_tanh";
     }
     return "?";
 }
@@ -278,6 +282,9 @@ inline long double act_ref(nncore::Act act, long double alpha, long double x) {
         case nncore::Act::leaky_relu: return x < 0 ? alpha * x : x;
         case nncore::Act::tanh: return std::tanh(x);
         case nncore::Act::sigmoid: return 1.0L / (1.0L + std::exp(-x));
+        case nncore::Act::gelu: return x * 0.5L * std::erfc(-x / std::sqrt(2.0L));
+        case nncore::Act::gelu_tanh:
+            return 0.5L * x * (1 + std::tanh(0.797884560802865355879892119868763737L * (x + 0.044715L * x * x * x)));
     }
     return x;
 }

@@ -96,6 +96,13 @@ void test_act_forward(const KernelTable<T>& kt, Rng& rng) {
                             check.add(nntest::ulp_error(yi, ref) <= ulp_bound(act), i, yi, ref, xi);
                             break;
                         }
+                        case Act::gelu:
+                        case Act::gelu_tanh: {  // accuracy measured in test_erf_gelu
+                            const long double ref = act_ref(act, alpha, xi);
+                            check.add(std::fabs(yi - ref) <= 16 * eps<T>() * (std::fabs(ref) + std::fabs(xi)) + tiny<T>(), i,
+                                      yi, ref, xi);
+                            break;
+                        }
                     }
                 }
             }
@@ -124,8 +131,8 @@ void test_act_backward(const KernelTable<T>& kt, Rng& rng) {
             Guarded<T> dx(n, nntest::quiet_nan<T>());
             // The kernel reads only the operand the derivative needs (x for relu and leaky_relu,
             // y for tanh and sigmoid); the other is passed as null, as ops.cpp may do.
-            const bool uses_x = act == Act::relu || act == Act::leaky_relu;
-            const bool uses_y = act == Act::tanh || act == Act::sigmoid;
+            const bool uses_x = nncore::act_backward_reads_input(act);
+            const bool uses_y = nncore::act_backward_reads_output(act);
             kt.act_backward(act, alpha, uses_x ? x.data() : nullptr, uses_y ? y.data() : nullptr, dy.data(), dx.data(), n);
             {
                 ElementCheck check("dx");
@@ -151,6 +158,14 @@ void test_act_backward(const KernelTable<T>& kt, Rng& rng) {
                         case Act::sigmoid: {
                             const long double yl = yi, ref = dyi * yl * (1 - yl);
                             check.add(std::fabs(got - ref) <= 4 * eps<T>() * std::fabs(ref) + tiny<T>(), i, got, ref, xi);
+                            break;
+                        }
+                        case Act::gelu:
+                        case Act::gelu_tanh: {  // d/dx by a long double central difference of act_ref
+                            const long double h = 1e-7L * (1 + std::fabs(static_cast<long double>(xi)));
+                            const long double slope = (act_ref(act, alpha, xi + h) - act_ref(act, alpha, xi - h)) / (2 * h);
+                            const long double ref = dyi * slope;
+                            check.add(std::fabs(got - ref) <= 64 * eps<T>() * std::fabs(static_cast<long double>(dyi)) * (1 + std::fabs(static_cast<long double>(xi))) + 1e-9L * std::fabs(static_cast<long double>(dyi)), i, got, ref, xi);
                             break;
                         }
                     }
