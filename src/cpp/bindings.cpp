@@ -323,10 +323,10 @@ py::array activation_backward_impl(Act act, const py::object& x_in, const py::ob
     return std::move(dx);
 }
 
-py::array activation_backward_py(const std::string& name, const py::object& x_obj, const py::object& y_obj,
+py::array activation_backward_py(const std::string& activation, const py::object& x_obj, const py::object& y_obj,
                                  const py::object& dy_obj, double alpha, const py::object& out) {
     const char* op = "activation_backward";
-    const Act act = parse_act(name, op);
+    const Act act = parse_act(activation, op);
     py::array dy = as_array(dy_obj, op, "output_gradient");
     const Float kind = float_kind(dy, op, "output_gradient");
     // The derivative of relu/leaky_relu/gelu is read from the forward input, of tanh/sigmoid from the output.
@@ -334,7 +334,8 @@ py::array activation_backward_py(const std::string& name, const py::object& x_ob
     const bool needs_y = act_backward_reads_output(act);
     py::object x = py::none(), y = py::none();
     auto take = [&](const py::object& obj, const char* name) -> py::object {
-        if (obj.is_none()) throw py::value_error(std::string(op) + ": activation '" + name + "' needs " + name);
+        if (obj.is_none())
+            throw py::value_error(std::string(op) + ": activation '" + activation + "' needs " + name + ", got None");
         py::array a = as_array(obj, op, name);
         require_same_dtype(a, dy, op, name, "output_gradient");
         require_same_shape(a, dy, op, name, "output_gradient");
