@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _core
-from ._validation import FLOAT_DTYPES, as_float_array, as_numeric_array, check_float_dtype
+from ._validation import FLOAT_DTYPES, as_float_array, as_numeric_array, check_float_dtype, resolve_named
 
 
 def _pair(y_true: Any, y_pred: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -219,11 +219,4 @@ _LOSSES: dict[str, Callable[[], Loss]] = {
 
 def get(loss: Any) -> Loss:
     """A Loss from its name (a fresh object) or the Loss itself."""
-    if isinstance(loss, Loss):
-        return loss
-    if isinstance(loss, str):
-        factory = _LOSSES.get(loss)
-        if factory is None:
-            raise ValueError(f"losses.get: unknown loss {loss!r}; expected one of {', '.join(_LOSSES)}")
-        return factory()
-    raise TypeError(f"losses.get: expected a loss name (str) or a Loss, got {type(loss).__name__}")
+    return resolve_named(loss, Loss, _LOSSES, "loss", "losses.get")

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._validation import FLOAT_DTYPES, check_positive_int
+from ._validation import FLOAT_DTYPES, check_positive_int, resolve_named
 
 # ----------------------------------------------------------------------------------------------
 # Hyper-parameter checks: TypeError for what is not a number (bools included), ValueError naming
@@ -282,14 +282,7 @@ _OPTIMIZERS: dict[str, type] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmspr
 
 def get(optimizer: Any) -> Optimizer:
     """An optimizer from its name (a fresh object with default settings) or the Optimizer itself."""
-    if isinstance(optimizer, Optimizer):
-        return optimizer
-    if isinstance(optimizer, str):
-        cls = _OPTIMIZERS.get(optimizer)
-        if cls is None:
-            raise ValueError(f"optim.get: unknown optimizer {optimizer!r}; expected one of {', '.join(_OPTIMIZERS)}")
-        return cls()
-    raise TypeError(f"optim.get: expected an optimizer name (str) or an Optimizer, got {type(optimizer).__name__}")
+    return resolve_named(optimizer, Optimizer, _OPTIMIZERS, "optimizer", "optim.get")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -640,25 +640,43 @@ void require_hyper(bool ok, const char* op, const char* name, double value, cons
 // The data pointer of an optional array (null when absent), taken while the GIL is held.
 void* pointer_of(py::array& a, bool present) { return present ? a.mutable_data() : nullptr; }
 
-template <class T, class Run>
-void run_update(const py::array& grad_in, const py::array& param, Run&& run) {
-    auto grad = contiguous<T>(grad_in);
-    if (overlaps(grad, param) && grad.data() != param.data())  // keep the gradient intact while param changes
-        grad = py::array_t<T, py::array::c_style>(py::array(grad.dtype(), shape_of(grad), grad.data()));
-    const T* pg = grad.data();
-    const index_t n = param.size();
-    py::gil_scoped_release release;
-    run(pg, n);
+// The arrays of one in-place update: param (checked), grad (matching it), and every written array
+// so far (for the no-overlap check of state arrays).
+struct UpdateArrays {
+    py::array param, grad;
+    std::vector<py::array> written;
+};
+
+UpdateArrays update_arrays(const py::object& param_obj, const py::object& grad_obj, double lr, const char* op) {
+    UpdateArrays u;
+    u.param = inplace_array(param_obj, op, "param");
+    u.written.push_back(u.param);
+    u.grad = grad_array(grad_obj, u.param, op);
+    require_hyper(std::isfinite(lr) && lr >= 0, op, "lr", lr, "finite and >= 0");
+    return u;
+}
+
+// Calls update(T(), grad data, n) for param's dtype with the GIL released; the gradient is made
+// contiguous (and private when it overlaps param) first.
+template <class Update>
+void run_update(const UpdateArrays& u, const char* op, Update&& update) {
+    auto run = [&](auto tag) {
+        using T = decltype(tag);
+        auto grad = contiguous<T>(u.grad);
+        if (overlaps(grad, u.param) && grad.data() != u.param.data())  // keep the gradient intact while param changes
+            grad = py::array_t<T, py::array::c_style>(py::array(grad.dtype(), shape_of(grad), grad.data()));
+        const T* pg = grad.data();
+        const index_t n = u.param.size();
+        py::gil_scoped_release release;
+        update(tag, pg, n);
+    };
+    if (float_kind(u.param, op, "param") == Float::f32) run(float()); else run(double());
 }
 
 void sgd_update_py(const py::object& param_obj, const py::object& grad_obj, const py::object& buf_obj, double lr,
                    double momentum, bool nesterov, double weight_decay) {
     const char* op = "sgd_update";
-    std::vector<py::array> seen;
-    py::array param = inplace_array(param_obj, op, "param");
-    seen.push_back(param);
-    py::array grad = grad_array(grad_obj, param, op);
-    require_hyper(std::isfinite(lr) && lr >= 0, op, "lr", lr, "finite and >= 0");
+    UpdateArrays u = update_arrays(param_obj, grad_obj, lr, op);
     require_hyper(momentum >= 0 && momentum < 1, op, "momentum", momentum, "in [0, 1)");
     require_hyper(std::isfinite(weight_decay) && weight_decay >= 0, op, "weight_decay", weight_decay, "finite and >= 0");
     if (nesterov && momentum == 0) throw py::value_error("sgd_update: nesterov needs momentum > 0, got momentum 0.0");
@@ -666,56 +684,42 @@ void sgd_update_py(const py::object& param_obj, const py::object& grad_obj, cons
     const bool use_buf = momentum != 0;
     if (use_buf) {
         if (buf_obj.is_none()) throw py::value_error("sgd_update: momentum " + std::to_string(momentum) + " needs a momentum_buffer, got None");
-        buf = state_array(buf_obj, param, op, "momentum_buffer", seen);
+        buf = state_array(buf_obj, u.param, op, "momentum_buffer", u.written);
     }
     const SgdOptions o{lr, momentum, weight_decay, nesterov};
-    void *pp = param.mutable_data(), *pb = pointer_of(buf, use_buf);
-    auto run = [&](auto tag) {
+    void *pp = u.param.mutable_data(), *pb = pointer_of(buf, use_buf);
+    run_update(u, op, [&](auto tag, const auto* g, index_t n) {
         using T = decltype(tag);
-        run_update<T>(grad, param, [&](const T* g, index_t n) {
-            sgd_update(active_table<T>(), o, static_cast<T*>(pp), g, static_cast<T*>(pb), n);
-        });
-    };
-    if (float_kind(param, op, "param") == Float::f32) run(float()); else run(double());
+        sgd_update(active_table<T>(), o, static_cast<T*>(pp), g, static_cast<T*>(pb), n);
+    });
 }
 
 void adam_update_py(const py::object& param_obj, const py::object& grad_obj, const py::object& m_obj, const py::object& v_obj,
                     long long step, double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled) {
     const char* op = "adam_update";
-    std::vector<py::array> seen;
-    py::array param = inplace_array(param_obj, op, "param");
-    seen.push_back(param);
-    py::array grad = grad_array(grad_obj, param, op);
-    py::array m = state_array(m_obj, param, op, "exp_avg", seen);
-    py::array v = state_array(v_obj, param, op, "exp_avg_sq", seen);
+    UpdateArrays u = update_arrays(param_obj, grad_obj, lr, op);
+    py::array m = state_array(m_obj, u.param, op, "exp_avg", u.written);
+    py::array v = state_array(v_obj, u.param, op, "exp_avg_sq", u.written);
     if (step < 1) throw py::value_error("adam_update: expected step >= 1 (the count after this update), got " + std::to_string(step));
-    require_hyper(std::isfinite(lr) && lr >= 0, op, "lr", lr, "finite and >= 0");
     require_hyper(beta1 >= 0 && beta1 < 1, op, "beta1", beta1, "in [0, 1)");
     require_hyper(beta2 >= 0 && beta2 < 1, op, "beta2", beta2, "in [0, 1)");
     require_hyper(std::isfinite(eps) && eps > 0, op, "eps", eps, "finite and > 0");
     require_hyper(std::isfinite(weight_decay) && weight_decay >= 0, op, "weight_decay", weight_decay, "finite and >= 0");
     AdamOptions o;
     o.lr = lr, o.beta1 = beta1, o.beta2 = beta2, o.eps = eps, o.weight_decay = weight_decay, o.step = step, o.decoupled = decoupled;
-    void *pp = param.mutable_data(), *pm = m.mutable_data(), *pv = v.mutable_data();
-    auto run = [&](auto tag) {
+    void *pp = u.param.mutable_data(), *pm = m.mutable_data(), *pv = v.mutable_data();
+    run_update(u, op, [&](auto tag, const auto* g, index_t n) {
         using T = decltype(tag);
-        run_update<T>(grad, param, [&](const T* g, index_t n) {
-            adam_update(active_table<T>(), o, static_cast<T*>(pp), g, static_cast<T*>(pm), static_cast<T*>(pv), n);
-        });
-    };
-    if (float_kind(param, op, "param") == Float::f32) run(float()); else run(double());
+        adam_update(active_table<T>(), o, static_cast<T*>(pp), g, static_cast<T*>(pm), static_cast<T*>(pv), n);
+    });
 }
 
 void rmsprop_update_py(const py::object& param_obj, const py::object& grad_obj, const py::object& sq_obj, double lr, double alpha,
                        double eps, double weight_decay, double momentum, const py::object& buf_obj, bool centered,
                        const py::object& grad_avg_obj) {
     const char* op = "rmsprop_update";
-    std::vector<py::array> seen;
-    py::array param = inplace_array(param_obj, op, "param");
-    seen.push_back(param);
-    py::array grad = grad_array(grad_obj, param, op);
-    py::array sq = state_array(sq_obj, param, op, "square_avg", seen);
-    require_hyper(std::isfinite(lr) && lr >= 0, op, "lr", lr, "finite and >= 0");
+    UpdateArrays u = update_arrays(param_obj, grad_obj, lr, op);
+    py::array sq = state_array(sq_obj, u.param, op, "square_avg", u.written);
     require_hyper(alpha >= 0 && alpha <= 1, op, "alpha", alpha, "in [0, 1]");
     require_hyper(std::isfinite(eps) && eps > 0, op, "eps", eps, "finite and > 0");
     require_hyper(std::isfinite(weight_decay) && weight_decay >= 0, op, "weight_decay", weight_decay, "finite and >= 0");
@@ -724,24 +728,21 @@ void rmsprop_update_py(const py::object& param_obj, const py::object& grad_obj, 
     py::array buf, grad_avg;
     if (use_buf) {
         if (buf_obj.is_none()) throw py::value_error("rmsprop_update: momentum " + std::to_string(momentum) + " needs a momentum_buffer, got None");
-        buf = state_array(buf_obj, param, op, "momentum_buffer", seen);
+        buf = state_array(buf_obj, u.param, op, "momentum_buffer", u.written);
     }
     if (centered) {
         if (grad_avg_obj.is_none()) throw py::value_error("rmsprop_update: centered=True needs a grad_avg array, got None");
-        grad_avg = state_array(grad_avg_obj, param, op, "grad_avg", seen);
+        grad_avg = state_array(grad_avg_obj, u.param, op, "grad_avg", u.written);
     }
     RmspropOptions o;
     o.lr = lr, o.alpha = alpha, o.eps = eps, o.weight_decay = weight_decay, o.momentum = momentum, o.centered = centered;
-    void *pp = param.mutable_data(), *ps = sq.mutable_data(), *pb = pointer_of(buf, use_buf),
+    void *pp = u.param.mutable_data(), *ps = sq.mutable_data(), *pb = pointer_of(buf, use_buf),
          *pa = pointer_of(grad_avg, centered);
-    auto run = [&](auto tag) {
+    run_update(u, op, [&](auto tag, const auto* g, index_t n) {
         using T = decltype(tag);
-        run_update<T>(grad, param, [&](const T* g, index_t n) {
-            rmsprop_update(active_table<T>(), o, static_cast<T*>(pp), g, static_cast<T*>(ps), static_cast<T*>(pb),
-                           static_cast<T*>(pa), n);
-        });
-    };
-    if (float_kind(param, op, "param") == Float::f32) run(float()); else run(double());
+        rmsprop_update(active_table<T>(), o, static_cast<T*>(pp), g, static_cast<T*>(ps), static_cast<T*>(pb),
+                       static_cast<T*>(pa), n);
+    });
 }
 
 double sum_of_squares_py(const py::object& x_obj) {

@@ -221,6 +221,61 @@ private:
     index_t n_;
 };
 
+template <class T>
+long double eps() { return std::numeric_limits<T>::epsilon(); }
+
+template <class T>
+long double tiny() { return std::numeric_limits<T>::denorm_min(); }
+
+template <class T>
+Guarded<T> random_guarded(index_t n, Rng& rng, double lo, double hi) {
+    return Guarded<T>(random_vector<T>(static_cast<std::size_t>(n), rng, lo, hi));
+}
+
+// A random finite value of T with a uniformly random bit pattern: the magnitudes are log-uniform
+// from the smallest subnormal to the largest finite value.
+template <class T>
+T random_finite(Rng& rng) {
+    for (;;) {
+        T v;
+        if constexpr (sizeof(T) == 4) {
+            const std::uint32_t bits = static_cast<std::uint32_t>(rng.next());
+            std::memcpy(&v, &bits, sizeof v);
+        } else {
+            const std::uint64_t bits = rng.next();
+            std::memcpy(&v, &bits, sizeof v);
+        }
+        if (std::isfinite(v)) return v;
+    }
+}
+
+// Counts the bad elements of one output and makes one CHECK naming the first.
+class ElementCheck {
+public:
+    explicit ElementCheck(std::string what) : what_(std::move(what)) {}
+    void add(bool ok, index_t i, long double got, long double expected, long double input = NAN) {
+        if (ok) return;
+        if (bad_++ == 0) {
+            first_ = i;
+            got_ = got;
+            expected_ = expected;
+            input_ = input;
+        }
+    }
+    ~ElementCheck() {
+        CHECK_MSG(bad_ == 0, what_ << ": " << bad_ << " elements wrong; first at index " << first_ << ": got " << got_
+                                   << ", expected " << expected_ << " (input " << input_ << ")");
+    }
+    ElementCheck(const ElementCheck&) = delete;
+    ElementCheck& operator=(const ElementCheck&) = delete;
+
+private:
+    std::string what_;
+    long long bad_ = 0;
+    index_t first_ = 0;
+    long double got_ = 0, expected_ = 0, input_ = 0;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Error in units in the last place of T, measured against a long double reference. The ulp of the
 // reference is the spacing of T at that magnitude; below the smallest normal number that is the

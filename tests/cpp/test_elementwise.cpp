@@ -27,43 +27,12 @@ using nntest::Scope;
 // 0, around every vector width (1, 4, 8, 16 lanes) and a size with many full vectors.
 const index_t kSizes[] = {0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 127, 1000};
 
-template <class T>
-long double eps() { return std::numeric_limits<T>::epsilon(); }
-
-template <class T>
-long double tiny() { return std::numeric_limits<T>::denorm_min(); }
-
-template <class T>
-Guarded<T> random_guarded(index_t n, Rng& rng, double lo, double hi) {
-    return Guarded<T>(nntest::random_vector<T>(static_cast<std::size_t>(n), rng, lo, hi));
-}
+using nntest::ElementCheck;
+using nntest::eps;
+using nntest::random_guarded;
+using nntest::tiny;
 
 std::string size_text(index_t n) { return "n=" + std::to_string(n); }
-
-// Counts the bad elements of one output and makes one CHECK naming the first.
-class ElementCheck {
-public:
-    explicit ElementCheck(const char* what) : what_(what) {}
-    void add(bool ok, index_t i, long double got, long double expected, long double input = NAN) {
-        if (ok) return;
-        if (bad_++ == 0) {
-            first_ = i;
-            got_ = got;
-            expected_ = expected;
-            input_ = input;
-        }
-    }
-    ~ElementCheck() {
-        CHECK_MSG(bad_ == 0, what_ << ": " << bad_ << " elements wrong; first at index " << first_ << ": got " << got_
-                                   << ", expected " << expected_ << " (input " << input_ << ")");
-    }
-
-private:
-    const char* what_;
-    long long bad_ = 0;
-    index_t first_ = 0;
-    long double got_ = 0, expected_ = 0, input_ = 0;
-};
 
 double ulp_bound(Act act) { return act == Act::tanh ? nntest::kTanhMaxUlp : nntest::kSigmoidMaxUlp; }
 

@@ -29,8 +29,7 @@ constexpr double kErfMaxUlp = 4.0;
 constexpr double kGeluMaxUlp = 8.0;      // x >= -1
 constexpr double kGeluTailMaxUlp = 8.0;  // x < -1: 8 (1 + x^2) ulp
 
-template <class T>
-long double eps() { return std::numeric_limits<T>::epsilon(); }
+using nntest::eps;
 
 long double gelu_ref(long double x) { return x * 0.5L * std::erfc(-x / std::sqrt(2.0L)); }
 long double gelu_grad_ref(long double x) {
@@ -40,20 +39,7 @@ long double gelu_grad_ref(long double x) {
 constexpr long double kBeta = 0.797884560802865355879892119868763737L, kKappa = 0.044715L;
 long double gelu_tanh_ref(long double x) { return 0.5L * x * (1 + std::tanh(kBeta * (x + kKappa * x * x * x))); }
 
-template <class T>
-T random_finite(Rng& rng) {
-    for (;;) {
-        T v;
-        if constexpr (sizeof(T) == 4) {
-            const std::uint32_t bits = static_cast<std::uint32_t>(rng.next());
-            std::memcpy(&v, &bits, sizeof v);
-        } else {
-            const std::uint64_t bits = rng.next();
-            std::memcpy(&v, &bits, sizeof v);
-        }
-        if (std::isfinite(v)) return v;
-    }
-}
+using nntest::random_finite;
 
 template <class T>
 std::vector<T> sweep_inputs(Rng& rng, double dense_lo, double dense_hi) {
@@ -78,9 +64,6 @@ std::vector<T> sweep_inputs(Rng& rng, double dense_lo, double dense_hi) {
     return x;
 }
 
-struct Measured {
-    std::string line;
-};
 std::vector<std::string>& summary() {
     static std::vector<std::string> s;
     return s;

@@ -25,35 +25,10 @@ using nntest::Scope;
 
 const index_t kSizes[] = {0, 1, 2, 3, 7, 8, 9, 13, 15, 16, 17, 31, 32, 33, 61, 127, 1000, 1023, 1024, 1025, 3001};
 
-template <class T>
-long double eps() { return std::numeric_limits<T>::epsilon(); }
-template <class T>
-long double tiny() { return std::numeric_limits<T>::denorm_min(); }
-
-template <class T>
-Guarded<T> random_guarded(index_t n, Rng& rng, double lo, double hi) {
-    return Guarded<T>(nntest::random_vector<T>(static_cast<std::size_t>(n), rng, lo, hi));
-}
-
-// Counts the bad elements of one output and makes one CHECK naming the first.
-class ElementCheck {
-public:
-    explicit ElementCheck(std::string what) : what_(std::move(what)) {}
-    void add(bool ok, index_t i, long double got, long double expected) {
-        if (ok) return;
-        if (bad_++ == 0) first_ = i, got_ = got, expected_ = expected;
-    }
-    ~ElementCheck() {
-        CHECK_MSG(bad_ == 0, what_ << ": " << bad_ << " elements wrong; first at index " << first_ << ": got " << got_
-                                   << ", expected " << expected_);
-    }
-
-private:
-    std::string what_;
-    long long bad_ = 0;
-    index_t first_ = 0;
-    long double got_ = 0, expected_ = 0;
-};
+using nntest::ElementCheck;
+using nntest::eps;
+using nntest::random_guarded;
+using nntest::tiny;
 
 const char* loss_name(LossKind k) {
     switch (k) {
