@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,9 @@ def check_gradient_shape(gradient: np.ndarray, expected: tuple[int, ...], where:
         )
 
 
-def resolve_named(value: Any, base: type, factories: Mapping[str, Callable[[], Any]], what: str, where: str) -> Any:
+def resolve_named(
+    value: Any, base: type, factories: Mapping[str, Callable[[], Any]], what: str, where: str
+) -> Any:
     """``value`` itself if it is a ``base``, else a fresh object from ``factories[value]``.
 
     Unknown names raise ValueError listing the known ones; other types raise TypeError.
@@ -96,6 +99,10 @@ def resolve_named(value: Any, base: type, factories: Mapping[str, Callable[[], A
     if isinstance(value, str):
         factory = factories.get(value)
         if factory is None:
-            raise ValueError(f"{where}: unknown {what} {value!r}; expected one of {', '.join(factories)}")
+            raise ValueError(
+                f"{where}: unknown {what} {value!r}; expected one of {', '.join(factories)}"
+            )
         return factory()
-    raise TypeError(f"{where}: expected a {what} name (str) or a {base.__name__}, got {type(value).__name__}")
+    raise TypeError(
+        f"{where}: expected a {what} name (str) or a {base.__name__}, got {type(value).__name__}"
+    )

@@ -8,12 +8,19 @@ each gradient is d(mean)/d(y_pred), so a batch of samples averages over the batc
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from . import _core
-from ._validation import FLOAT_DTYPES, as_float_array, as_numeric_array, check_float_dtype, resolve_named
+from ._validation import (
+    FLOAT_DTYPES,
+    as_float_array,
+    as_numeric_array,
+    check_float_dtype,
+    resolve_named,
+)
 
 
 def _pair(y_true: Any, y_pred: Any, where: str) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -24,13 +24,23 @@ from ._validation import FLOAT_DTYPES, check_positive_int, resolve_named
 
 
 def _number(value: Any, name: str, where: str) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
         raise TypeError(f"{where}: expected {name} to be a number, got {type(value).__name__}")
     return float(value)
 
 
-def _in_range(value: Any, name: str, where: str, low: float, high: float, *, low_open: bool = False,
-              high_open: bool = False) -> float:
+def _in_range(
+    value: Any,
+    name: str,
+    where: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     number = _number(value, name, where)
     above = number > low if low_open else number >= low
     below = number < high if high_open else number <= high
@@ -84,7 +94,7 @@ class _Slot:
     """The state of one parameter array: the array itself (so its id cannot be reused while the
     state lives), its shape and dtype when first seen, and the named state arrays."""
 
-    __slots__ = ("param", "shape", "dtype", "arrays", "steps")
+    __slots__ = ("arrays", "dtype", "param", "shape", "steps")
 
     def __init__(self, param: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
         self.param = param
@@ -101,7 +111,7 @@ class Optimizer:
     global L2 norm is at most ``clip_norm`` (see ``clip_grad_norm``).
     """
 
-    def __init__(self, lr: float, *, clip_norm: Optional[float] = None) -> None:
+    def __init__(self, lr: float, *, clip_norm: float | None = None) -> None:
         where = type(self).__name__
         self.lr = lr
         self.clip_norm = None if clip_norm is None else _positive(clip_norm, "clip_norm", where)
@@ -154,15 +164,25 @@ class Optimizer:
         try:
             param, grad = pair
         except (TypeError, ValueError):
-            raise TypeError(f"{where}: expected (param, grad) pairs of numpy arrays, got {pair!r:.80}") from None
+            raise TypeError(
+                f"{where}: expected (param, grad) pairs of numpy arrays, got {pair!r:.80}"
+            ) from None
         if not isinstance(param, np.ndarray):
-            raise TypeError(f"{where}: expected param to be a numpy array, got {type(param).__name__}")
+            raise TypeError(
+                f"{where}: expected param to be a numpy array, got {type(param).__name__}"
+            )
         if param.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{where}: expected param of dtype float32 or float64, got {param.dtype}")
+            raise TypeError(
+                f"{where}: expected param of dtype float32 or float64, got {param.dtype}"
+            )
         if not param.flags.c_contiguous or not param.flags.writeable:
-            raise ValueError(f"{where}: param of shape {param.shape} must be C-contiguous and writable (it is updated in place)")
+            raise ValueError(
+                f"{where}: param of shape {param.shape} must be C-contiguous and writable (it is updated in place)"
+            )
         if not isinstance(grad, np.ndarray):
-            raise TypeError(f"{where}: expected grad to be a numpy array, got {type(grad).__name__}")
+            raise TypeError(
+                f"{where}: expected grad to be a numpy array, got {type(grad).__name__}"
+            )
         if grad.shape != param.shape or grad.dtype != param.dtype:
             raise ValueError(
                 f"{where}: grad of shape {grad.shape} and dtype {grad.dtype} does not match its param "
@@ -190,8 +210,15 @@ class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay
     (``torch.optim.SGD`` with dampening 0)."""
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, *, clip_norm: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        *,
+        clip_norm: float | None = None,
+    ) -> None:
         super().__init__(lr, clip_norm=clip_norm)
         self.momentum = _in_range(momentum, "momentum", "SGD", 0.0, 1.0, high_open=True)
         self.nesterov = _flag(nesterov, "nesterov", "SGD")
@@ -203,12 +230,24 @@ class SGD(Optimizer):
         return ("momentum_buffer",) if self.momentum != 0 else ()
 
     def _update(self, param: np.ndarray, grad: np.ndarray, slot: _Slot) -> None:
-        _core.sgd_update(param, grad, slot.arrays.get("momentum_buffer"), self.lr, self.momentum,
-                         self.nesterov, self.weight_decay)
+        _core.sgd_update(
+            param,
+            grad,
+            slot.arrays.get("momentum_buffer"),
+            self.lr,
+            self.momentum,
+            self.nesterov,
+            self.weight_decay,
+        )
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay, "clip_norm": self.clip_norm}
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+            "clip_norm": self.clip_norm,
+        }
 
 
 class Adam(Optimizer):
@@ -217,24 +256,49 @@ class Adam(Optimizer):
     _decoupled = False
     _state_names = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, clip_norm: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        clip_norm: float | None = None,
+    ) -> None:
         super().__init__(lr, clip_norm=clip_norm)
         where = type(self).__name__
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"{where}: expected betas to be a pair of numbers, got {betas!r}")
-        self.betas = (_in_range(betas[0], "betas[0]", where, 0.0, 1.0, high_open=True),
-                      _in_range(betas[1], "betas[1]", where, 0.0, 1.0, high_open=True))
+        self.betas = (
+            _in_range(betas[0], "betas[0]", where, 0.0, 1.0, high_open=True),
+            _in_range(betas[1], "betas[1]", where, 0.0, 1.0, high_open=True),
+        )
         self.eps = _positive(eps, "eps", where)
         self.weight_decay = _non_negative(weight_decay, "weight_decay", where)
 
     def _update(self, param: np.ndarray, grad: np.ndarray, slot: _Slot) -> None:
-        _core.adam_update(param, grad, slot.arrays["exp_avg"], slot.arrays["exp_avg_sq"], slot.steps, self.lr,
-                          self.betas[0], self.betas[1], self.eps, self.weight_decay, self._decoupled)
+        _core.adam_update(
+            param,
+            grad,
+            slot.arrays["exp_avg"],
+            slot.arrays["exp_avg_sq"],
+            slot.steps,
+            self.lr,
+            self.betas[0],
+            self.betas[1],
+            self.eps,
+            self.weight_decay,
+            self._decoupled,
+        )
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "weight_decay": self.weight_decay,
-                "clip_norm": self.clip_norm}
+        return {
+            "lr": self.lr,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "clip_norm": self.clip_norm,
+        }
 
 
 class AdamW(Adam):
@@ -242,16 +306,32 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, *, clip_norm: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        *,
+        clip_norm: float | None = None,
+    ) -> None:
         super().__init__(lr, betas, eps, weight_decay, clip_norm=clip_norm)
 
 
 class RMSprop(Optimizer):
     """RMSprop, optionally centered and with momentum (``torch.optim.RMSprop``)."""
 
-    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-                 momentum: float = 0.0, centered: bool = False, *, clip_norm: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        lr: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        clip_norm: float | None = None,
+    ) -> None:
         super().__init__(lr, clip_norm=clip_norm)
         self.alpha = _in_range(alpha, "alpha", "RMSprop", 0.0, 1.0)
         self.eps = _positive(eps, "eps", "RMSprop")
@@ -269,12 +349,30 @@ class RMSprop(Optimizer):
 
     def _update(self, param: np.ndarray, grad: np.ndarray, slot: _Slot) -> None:
         state = slot.arrays
-        _core.rmsprop_update(param, grad, state["square_avg"], self.lr, self.alpha, self.eps, self.weight_decay,
-                             self.momentum, state.get("momentum_buffer"), self.centered, state.get("grad_avg"))
+        _core.rmsprop_update(
+            param,
+            grad,
+            state["square_avg"],
+            self.lr,
+            self.alpha,
+            self.eps,
+            self.weight_decay,
+            self.momentum,
+            state.get("momentum_buffer"),
+            self.centered,
+            state.get("grad_avg"),
+        )
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps, "weight_decay": self.weight_decay,
-                "momentum": self.momentum, "centered": self.centered, "clip_norm": self.clip_norm}
+        return {
+            "lr": self.lr,
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "centered": self.centered,
+            "clip_norm": self.clip_norm,
+        }
 
 
 _OPTIMIZERS: dict[str, type] = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
@@ -294,7 +392,9 @@ class LRScheduler:
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__}: expected an Optimizer, got {type(optimizer).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: expected an Optimizer, got {type(optimizer).__name__}"
+            )
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0
@@ -328,10 +428,13 @@ class CosineAnnealingLR(LRScheduler):
     """``eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2``
     (``torch.optim.lr_scheduler.CosineAnnealingLR``)."""
 
-    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:  # noqa: N803 (torch's name)
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
         self.T_max = check_positive_int(T_max, "T_max", "CosineAnnealingLR")
         self.eta_min = _non_negative(eta_min, "eta_min", "CosineAnnealingLR")
         super().__init__(optimizer)
 
     def lr_at(self, epoch: int) -> float:
-        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+        return (
+            self.eta_min
+            + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+        )

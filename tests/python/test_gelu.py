@@ -20,14 +20,18 @@ def test_gelu_gradient_matches_finite_differences(approximate, shape, rng):
     g = rng.standard_normal(y.shape)
     analytic = layer.backward(g, None)
     assert analytic.shape == x.shape and analytic.dtype == np.float64
-    assert_gradients_close(analytic, numerical_gradient(lambda: float(np.sum(g * layer.forward(x))), x))
+    assert_gradients_close(
+        analytic, numerical_gradient(lambda: float(np.sum(g * layer.forward(x))), x)
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_matches_torch(approximate, dtype, rng):
     torch = pytest.importorskip("torch")
-    x = np.concatenate([rng.uniform(-8, 8, 2000), [0.0, -0.0, 1e-30, -1e-30, 30.0, 5.0, -5.0]]).astype(dtype)
+    x = np.concatenate(
+        [rng.uniform(-8, 8, 2000), [0.0, -0.0, 1e-30, -1e-30, 30.0, 5.0, -5.0]]
+    ).astype(dtype)
     tx = torch.tensor(x, requires_grad=True)
     ty = torch.nn.functional.gelu(tx, approximate=approximate)
     g = rng.standard_normal(x.shape).astype(dtype)
@@ -38,8 +42,12 @@ def test_gelu_matches_torch(approximate, dtype, rng):
     eps = float(np.finfo(dtype).eps)
     # PyTorch computes 1 + erf(x / sqrt 2) (or 1 + tanh), which cancels for negative x: compare
     # with an absolute tolerance relative to |x| there.
-    np.testing.assert_array_less(np.abs(y - ty.detach().numpy()), 16 * eps * (np.abs(y) + np.abs(x)) + 1e-37)
-    np.testing.assert_array_less(np.abs(dx - tdx.numpy()), 32 * eps * np.abs(g) * (1 + np.abs(x)) + 1e-37)
+    np.testing.assert_array_less(
+        np.abs(y - ty.detach().numpy()), 16 * eps * (np.abs(y) + np.abs(x)) + 1e-37
+    )
+    np.testing.assert_array_less(
+        np.abs(dx - tdx.numpy()), 32 * eps * np.abs(g) * (1 + np.abs(x)) + 1e-37
+    )
 
 
 def test_gelu_core_names_and_special_values():
@@ -47,7 +55,9 @@ def test_gelu_core_names_and_special_values():
     y = _core.activation("gelu", x)
     assert y[0] == 0 and np.signbit(y[1]) and y[2] == np.inf and np.isnan(y[3])
     assert y[4] == pytest.approx(0.8413447460685429, rel=1e-15)
-    assert _core.activation("gelu_tanh", np.array([1.0]))[0] == pytest.approx(0.8411919906082768, rel=1e-15)
+    assert _core.activation("gelu_tanh", np.array([1.0]))[0] == pytest.approx(
+        0.8411919906082768, rel=1e-15
+    )
     with pytest.raises(ValueError, match="activation 'gelu' needs x"):
         _core.activation_backward("gelu", None, None, np.ones(2))
 

@@ -47,7 +47,9 @@ def test_elementwise_loss_gradient_matches_finite_differences(name, shape, rng):
     loss = ELEMENTWISE[name]()
     y_true, y_pred = _inputs(name, rng, shape, np.float64)
     if name == "mae":  # keep away from the kink at y_pred == y_true
-        y_pred = y_true + np.where(rng.uniform(size=shape) > 0.5, 1.0, -1.0) * rng.uniform(0.1, 1.0, shape)
+        y_pred = y_true + np.where(rng.uniform(size=shape) > 0.5, 1.0, -1.0) * rng.uniform(
+            0.1, 1.0, shape
+        )
     value, gradient = loss.value_and_gradient(y_true, y_pred)
     assert value == pytest.approx(loss(y_true, y_pred), rel=1e-15)
     assert gradient.shape == y_pred.shape and gradient.dtype == np.float64
@@ -117,8 +119,12 @@ def test_elementwise_losses_match_torch(name, dtype, rng):
         # off by ~4e-9 relative (its 1/n is not rounded in float64), so these two are looser.
         np.testing.assert_allclose(gradient[1, :2], expected_grad[1, :2], rtol=1e-7)
         gradient[1, :2] = expected_grad[1, :2] = 0
-    np.testing.assert_allclose(gradient, expected_grad, rtol=GRAD_RTOL[np.dtype(dtype)],
-                               atol=float(np.finfo(dtype).eps) * np.abs(expected_grad).max())
+    np.testing.assert_allclose(
+        gradient,
+        expected_grad,
+        rtol=GRAD_RTOL[np.dtype(dtype)],
+        atol=float(np.finfo(dtype).eps) * np.abs(expected_grad).max(),
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -139,8 +145,12 @@ def test_cross_entropy_matches_torch(dtype, target_kind, scale, rng):
     value, gradient = losses.CrossEntropy().value_and_gradient(target, logits)
     assert np.isfinite(value)
     assert value == pytest.approx(expected.item(), rel=VALUE_RTOL[np.dtype(dtype)])
-    np.testing.assert_allclose(gradient, expected_grad.numpy(), rtol=GRAD_RTOL[np.dtype(dtype)],
-                               atol=4 * float(np.finfo(dtype).eps) / 23)
+    np.testing.assert_allclose(
+        gradient,
+        expected_grad.numpy(),
+        rtol=GRAD_RTOL[np.dtype(dtype)],
+        atol=4 * float(np.finfo(dtype).eps) / 23,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -150,14 +160,21 @@ def test_cross_entropy_matches_torch(dtype, target_kind, scale, rng):
 def test_means_are_over_all_elements_and_rows(rng):
     y_true, y_pred = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
     assert losses.MSE()(y_true, y_pred) == pytest.approx(np.mean((y_pred - y_true) ** 2), rel=1e-14)
-    assert losses.MAE()(y_true, y_pred) == pytest.approx(np.mean(np.abs(y_pred - y_true)), rel=1e-14)
+    assert losses.MAE()(y_true, y_pred) == pytest.approx(
+        np.mean(np.abs(y_pred - y_true)), rel=1e-14
+    )
     # the classic functions agree with the objects
     assert losses.MSE()(y_true, y_pred) == pytest.approx(nncore.mse(y_true, y_pred), rel=1e-14)
-    np.testing.assert_allclose(losses.MSE().value_and_gradient(y_true, y_pred)[1], nncore.mse_prime(y_true, y_pred),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        losses.MSE().value_and_gradient(y_true, y_pred)[1],
+        nncore.mse_prime(y_true, y_pred),
+        rtol=1e-14,
+    )
     p = rng.uniform(0.1, 0.9, (4, 3))
     t = (rng.uniform(size=(4, 3)) > 0.5).astype(float)
-    assert losses.BinaryCrossEntropy()(t, p) == pytest.approx(nncore.binary_cross_entropy(t, p), rel=1e-14)
+    assert losses.BinaryCrossEntropy()(t, p) == pytest.approx(
+        nncore.binary_cross_entropy(t, p), rel=1e-14
+    )
 
 
 def test_accuracy_counts():
@@ -166,15 +183,23 @@ def test_accuracy_counts():
     t = np.array([[1.0], [0.0], [1.0], [0.0]])
     p = np.array([[0.9], [0.2], [0.4], [0.7]])
     assert losses.BinaryCrossEntropy().correct(t, p) == (2, 4)
-    assert losses.BinaryCrossEntropy(from_logits=True).correct(t, np.array([[2.0], [-1.0], [-0.5], [0.5]])) == (2, 4)
+    assert losses.BinaryCrossEntropy(from_logits=True).correct(
+        t, np.array([[2.0], [-1.0], [-0.5], [0.5]])
+    ) == (2, 4)
     logits = np.array([[1.0, 3.0, 0.0], [2.0, 0.0, 1.0], [0.0, 0.0, 5.0]])
     assert losses.CrossEntropy().correct(np.array([1, 0, 0]), logits) == (2, 3)
     assert losses.CrossEntropy().correct(np.eye(3)[[1, 2, 2]], logits) == (2, 3)
 
 
 def test_get_names_and_configs():
-    assert type(losses.get("mse")) is losses.MSE and type(losses.get("mean_squared_error")) is losses.MSE
-    assert type(losses.get("mae")) is losses.MAE and type(losses.get("mean_absolute_error")) is losses.MAE
+    assert (
+        type(losses.get("mse")) is losses.MSE
+        and type(losses.get("mean_squared_error")) is losses.MSE
+    )
+    assert (
+        type(losses.get("mae")) is losses.MAE
+        and type(losses.get("mean_absolute_error")) is losses.MAE
+    )
     for name in ("binary_cross_entropy", "bce"):
         loss = losses.get(name)
         assert isinstance(loss, losses.BinaryCrossEntropy) and not loss.from_logits
@@ -235,7 +260,9 @@ def test_cross_entropy_bad_input():
         ce.value_and_gradient(np.array([-1, 1, 2]), logits)
     with pytest.raises(ValueError, match=r"y_true has shape \(2,\) but y_pred has shape \(3, 4\)"):
         ce(np.array([0, 1]), logits)
-    with pytest.raises(ValueError, match=r"y_true has shape \(3, 3\) but y_pred has shape \(3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"y_true has shape \(3, 3\) but y_pred has shape \(3, 4\)"
+    ):
         ce(np.zeros((3, 3)), logits)
     with pytest.raises(ValueError, match=r"shape \(batch, classes\), got shape \(4,\)"):
         ce(np.array([0]), np.zeros(4))
@@ -247,7 +274,9 @@ def test_cross_entropy_bad_input():
 
 def test_core_bindings_check_their_arguments():
     x = np.zeros(3)
-    with pytest.raises(ValueError, match="unknown loss 'huber'.*squared_error.*binary_cross_entropy_logits"):
+    with pytest.raises(
+        ValueError, match="unknown loss 'huber'.*squared_error.*binary_cross_entropy_logits"
+    ):
         _core.loss("huber", x, x, 1.0)
     with pytest.raises(TypeError, match="same dtype"):
         _core.loss("squared_error", x, x.astype(np.float32), 1.0)
@@ -261,7 +290,9 @@ def test_core_bindings_check_their_arguments():
         _core.softmax_cross_entropy(np.zeros((2, 2)), np.zeros((2, 2), np.float32), 1.0)
     with pytest.raises(ValueError, match="classes >= 1"):
         _core.softmax_cross_entropy(np.zeros((2, 0)), np.zeros(2, dtype=int), 1.0)
-    value, gradient = _core.softmax_cross_entropy(np.zeros((2, 4)), np.array([1, 3], np.uint16), 1.0, False)
+    value, gradient = _core.softmax_cross_entropy(
+        np.zeros((2, 4)), np.array([1, 3], np.uint16), 1.0, False
+    )
     assert value == pytest.approx(2 * np.log(4)) and gradient is None
 
 
@@ -274,8 +305,15 @@ def test_large_losses_are_bit_identical_for_any_thread_count(dtype, rng, restore
     outcomes = []
     for threads in (1, 2):
         nncore.set_num_threads(threads)
-        runs = [_core.loss(name, y_true, y_pred, 0.5) for name in
-                ("squared_error", "absolute_error", "binary_cross_entropy", "binary_cross_entropy_logits")]
+        runs = [
+            _core.loss(name, y_true, y_pred, 0.5)
+            for name in (
+                "squared_error",
+                "absolute_error",
+                "binary_cross_entropy",
+                "binary_cross_entropy_logits",
+            )
+        ]
         runs.append(_core.softmax_cross_entropy(logits, labels, 0.1))
         outcomes.append(runs)
     for (v1, g1), (v2, g2) in zip(*outcomes):

@@ -22,22 +22,57 @@ ATOL = {np.dtype(np.float32): 2e-7, np.dtype(np.float64): 1e-15}
 
 CONFIGS = {
     "sgd": (optim.SGD, {"lr": 0.1}, "SGD", {"lr": 0.1}),
-    "sgd_momentum": (optim.SGD, {"lr": 0.05, "momentum": 0.9}, "SGD", {"lr": 0.05, "momentum": 0.9}),
-    "sgd_nesterov_wd": (optim.SGD, {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01},
-                        "SGD", {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01}),
-    "sgd_wd": (optim.SGD, {"lr": 0.1, "weight_decay": 0.1}, "SGD", {"lr": 0.1, "weight_decay": 0.1}),
+    "sgd_momentum": (
+        optim.SGD,
+        {"lr": 0.05, "momentum": 0.9},
+        "SGD",
+        {"lr": 0.05, "momentum": 0.9},
+    ),
+    "sgd_nesterov_wd": (
+        optim.SGD,
+        {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01},
+        "SGD",
+        {"lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01},
+    ),
+    "sgd_wd": (
+        optim.SGD,
+        {"lr": 0.1, "weight_decay": 0.1},
+        "SGD",
+        {"lr": 0.1, "weight_decay": 0.1},
+    ),
     "adam": (optim.Adam, {}, "Adam", {}),
-    "adam_l2": (optim.Adam, {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
-                "Adam", {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
+    "adam_l2": (
+        optim.Adam,
+        {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+        "Adam",
+        {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1},
+    ),
     "adamw": (optim.AdamW, {"lr": 0.01}, "AdamW", {"lr": 0.01}),
-    "adamw_beta1_large_weight": (optim.AdamW, {"lr": 0.01, "betas": (0.3, 0.9), "weight_decay": 0.5},
-                                 "AdamW", {"lr": 0.01, "betas": (0.3, 0.9), "weight_decay": 0.5}),
+    "adamw_beta1_large_weight": (
+        optim.AdamW,
+        {"lr": 0.01, "betas": (0.3, 0.9), "weight_decay": 0.5},
+        "AdamW",
+        {"lr": 0.01, "betas": (0.3, 0.9), "weight_decay": 0.5},
+    ),
     "rmsprop": (optim.RMSprop, {}, "RMSprop", {}),
-    "rmsprop_centered": (optim.RMSprop, {"lr": 0.01, "centered": True}, "RMSprop", {"lr": 0.01, "centered": True}),
-    "rmsprop_momentum_wd": (optim.RMSprop, {"lr": 0.01, "alpha": 0.9, "momentum": 0.9, "weight_decay": 0.05},
-                            "RMSprop", {"lr": 0.01, "alpha": 0.9, "momentum": 0.9, "weight_decay": 0.05}),
-    "rmsprop_all": (optim.RMSprop, {"lr": 0.005, "momentum": 0.5, "centered": True, "weight_decay": 0.01},
-                    "RMSprop", {"lr": 0.005, "momentum": 0.5, "centered": True, "weight_decay": 0.01}),
+    "rmsprop_centered": (
+        optim.RMSprop,
+        {"lr": 0.01, "centered": True},
+        "RMSprop",
+        {"lr": 0.01, "centered": True},
+    ),
+    "rmsprop_momentum_wd": (
+        optim.RMSprop,
+        {"lr": 0.01, "alpha": 0.9, "momentum": 0.9, "weight_decay": 0.05},
+        "RMSprop",
+        {"lr": 0.01, "alpha": 0.9, "momentum": 0.9, "weight_decay": 0.05},
+    ),
+    "rmsprop_all": (
+        optim.RMSprop,
+        {"lr": 0.005, "momentum": 0.5, "centered": True, "weight_decay": 0.01},
+        "RMSprop",
+        {"lr": 0.005, "momentum": 0.5, "centered": True, "weight_decay": 0.01},
+    ),
 }
 
 
@@ -71,7 +106,9 @@ def test_optimizers_match_torch(name, dtype, rng):
     assert ours.iterations == 6
     for got, want in zip(params, expected):
         assert got.dtype == np.dtype(dtype)
-        np.testing.assert_allclose(got, want, rtol=RTOL[np.dtype(dtype)], atol=ATOL[np.dtype(dtype)])
+        np.testing.assert_allclose(
+            got, want, rtol=RTOL[np.dtype(dtype)], atol=ATOL[np.dtype(dtype)]
+        )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -79,7 +116,9 @@ def test_optimizers_match_torch(name, dtype, rng):
 def test_clip_norm_matches_torch(name, dtype, rng):
     params, expected, _ = _run_both(name, dtype, rng, steps=4, clip_norm=0.5)
     for got, want in zip(params, expected):
-        np.testing.assert_allclose(got, want, rtol=10 * RTOL[np.dtype(dtype)], atol=10 * ATOL[np.dtype(dtype)])
+        np.testing.assert_allclose(
+            got, want, rtol=10 * RTOL[np.dtype(dtype)], atol=10 * ATOL[np.dtype(dtype)]
+        )
 
 
 def test_clip_grad_norm(rng):
@@ -104,9 +143,13 @@ def test_clip_grad_norm(rng):
 
 def test_core_sum_of_squares_and_scale():
     exact = sum(float(v) ** 2 for v in range(1, 2001))
-    assert _core.sum_of_squares(np.arange(1, 2001, dtype=np.float64)) == exact  # every partial sum exact
+    assert (
+        _core.sum_of_squares(np.arange(1, 2001, dtype=np.float64)) == exact
+    )  # every partial sum exact
     x = np.arange(1, 2001, dtype=np.float32)
-    assert _core.sum_of_squares(x) == pytest.approx(exact, rel=1e-6)  # float32 within a block of 1024
+    assert _core.sum_of_squares(x) == pytest.approx(
+        exact, rel=1e-6
+    )  # float32 within a block of 1024
     _core.scale(x, 0.5)
     assert x[-1] == 1000.0
     with pytest.raises(ValueError, match="C-contiguous"):
@@ -155,7 +198,10 @@ def test_changed_parameter_and_bad_pairs_are_errors():
     with pytest.raises(ValueError, match=r"changed from shape \(6,\).*to shape \(7,\)"):
         opt.step([(p, np.ones(7))])
     q = np.zeros((2, 3))
-    with pytest.raises(ValueError, match=r"grad of shape \(3, 2\) and dtype float64 does not match its param of shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"grad of shape \(3, 2\) and dtype float64 does not match its param of shape \(2, 3\)",
+    ):
         opt.step([(q, np.zeros((3, 2)))])
     with pytest.raises(ValueError, match="dtype float32 does not match.*float64"):
         opt.step([(q, np.zeros((2, 3), np.float32))])
@@ -213,9 +259,17 @@ BAD_ARGUMENTS = [
     (lambda: optim.StepLR(optim.SGD(), step_size=2.5), TypeError, "step_size.*float"),
     (lambda: optim.StepLR(optim.SGD(), step_size=True), TypeError, "step_size.*bool"),
     (lambda: optim.CosineAnnealingLR(optim.SGD(), T_max=-3), ValueError, "T_max > 0, got -3"),
-    (lambda: optim.CosineAnnealingLR(optim.SGD(), T_max=10, eta_min=-1.0), ValueError, "eta_min.*-1.0"),
+    (
+        lambda: optim.CosineAnnealingLR(optim.SGD(), T_max=10, eta_min=-1.0),
+        ValueError,
+        "eta_min.*-1.0",
+    ),
     (lambda: optim.StepLR("sgd", step_size=1), TypeError, "Optimizer, got str"),
-    (lambda: optim.get("adagrad"), ValueError, "unknown optimizer 'adagrad'.*sgd, adam, adamw, rmsprop"),
+    (
+        lambda: optim.get("adagrad"),
+        ValueError,
+        "unknown optimizer 'adagrad'.*sgd, adam, adamw, rmsprop",
+    ),
     (lambda: optim.get(None), TypeError, "NoneType"),
 ]
 
@@ -240,7 +294,10 @@ def test_core_update_bindings_check_their_arguments():
     p, g = np.zeros(3), np.zeros(3)
     with pytest.raises(ValueError, match="momentum_buffer"):
         _core.sgd_update(p, g, None, 0.1, momentum=0.9)
-    with pytest.raises(ValueError, match=r"param and momentum_buffer must have the same shape, got \(3,\) and \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"param and momentum_buffer must have the same shape, got \(3,\) and \(2,\)",
+    ):
         _core.sgd_update(p, g, np.zeros(2), 0.1, momentum=0.9)
     with pytest.raises(ValueError, match="step >= 1"):
         _core.adam_update(p, g, np.zeros(3), np.zeros(3), 0, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
@@ -263,11 +320,25 @@ def test_get_and_configs():
     assert optim.get("adam") is not optim.get("adam")
     opt = optim.RMSprop(lr=0.1, centered=True, clip_norm=2.0)
     assert optim.get(opt) is opt
-    assert opt.get_config() == {"lr": 0.1, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
-                                "centered": True, "clip_norm": 2.0}
-    assert optim.AdamW().get_config() == {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01,
-                                          "clip_norm": None}
-    assert optim.SGD(**{k: v for k, v in optim.SGD(momentum=0.5).get_config().items()}).momentum == 0.5
+    assert opt.get_config() == {
+        "lr": 0.1,
+        "alpha": 0.99,
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "momentum": 0.0,
+        "centered": True,
+        "clip_norm": 2.0,
+    }
+    assert optim.AdamW().get_config() == {
+        "lr": 1e-3,
+        "betas": [0.9, 0.999],
+        "eps": 1e-8,
+        "weight_decay": 0.01,
+        "clip_norm": None,
+    }
+    assert (
+        optim.SGD(**{k: v for k, v in optim.SGD(momentum=0.5).get_config().items()}).momentum == 0.5
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,7 +364,9 @@ def test_schedulers_match_torch(kind):
         theirs.step()
         scheduler.step()
         assert scheduler.last_epoch == epoch
-        assert scheduler.get_last_lr() == pytest.approx(theirs.get_last_lr()[0], rel=1e-12, abs=1e-15)
+        assert scheduler.get_last_lr() == pytest.approx(
+            theirs.get_last_lr()[0], rel=1e-12, abs=1e-15
+        )
         assert ours.lr == scheduler.get_last_lr()
 
 
@@ -371,7 +444,7 @@ def test_every_isa_path_agrees():
         process = run_python(ISA_SCRIPT.format(), {"NNCORE_ISA": isa})
         assert process.returncode == 0, process.stderr
         line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT="))
-        results[isa] = json.loads(line[len("RESULT="):])
+        results[isa] = json.loads(line[len("RESULT=") :])
     reference = results["scalar"]
     assert len(reference) == 2 * 12
     for isa, result in results.items():
@@ -379,4 +452,6 @@ def test_every_isa_path_agrees():
         for name, values in result.items():
             rtol = 1e-5 if name.endswith("float32") else 1e-12
             got, want = np.array(values), np.array(reference[name])
-            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max(), err_msg=f"{name} on {isa}")
+            np.testing.assert_allclose(
+                got, want, rtol=rtol, atol=rtol * np.abs(want).max(), err_msg=f"{name} on {isa}"
+            )

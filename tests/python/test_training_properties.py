@@ -37,8 +37,11 @@ def test_losses_never_crash(name, data):
 
 @SETTINGS
 @given(
-    rows=st.integers(1, 6), cols=st.integers(1, 9), dtype=st.sampled_from([np.float32, np.float64]),
-    labels=st.booleans(), data=st.data(),
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 9),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    labels=st.booleans(),
+    data=st.data(),
 )
 def test_softmax_cross_entropy_finite_for_finite_logits(rows, cols, dtype, labels, data):
     logits = data.draw(hnp.arrays(dtype, (rows, cols), elements=st.floats(-1e4, 1e4, width=32)))
@@ -57,8 +60,11 @@ def test_softmax_cross_entropy_finite_for_finite_logits(rows, cols, dtype, label
 
 @SETTINGS
 @given(
-    name=st.sampled_from(["sgd", "adam", "adamw", "rmsprop"]), shape=shapes,
-    dtype=st.sampled_from([np.float32, np.float64]), grad_dtype=dtypes, data=st.data(),
+    name=st.sampled_from(["sgd", "adam", "adamw", "rmsprop"]),
+    shape=shapes,
+    dtype=st.sampled_from([np.float32, np.float64]),
+    grad_dtype=dtypes,
+    data=st.data(),
 )
 def test_optimizers_never_crash(name, shape, dtype, grad_dtype, data):
     param = data.draw(hnp.arrays(dtype, shape, elements=st.floats(-10, 10, width=32)))
