@@ -2,9 +2,9 @@
 //   - erf through the table's erf entry: max error in ulp against std::erf in long double over
 //     more than 1e6 inputs (a dense sweep, the branch point at |x| = 2, random bit patterns of every
 //     finite value, every decade, specials);
-//   - gelu forward: ulp error for x >= -1; below, the relative error is allowed to grow like x^2
-//     (the rounding of x / sqrt 2 is amplified by the Gaussian tail; measured and printed as
-//     ulp / (1 + x^2));
+//   - gelu forward: ulp error for x >= -1 and, separately, below (where Phi(x) = 0.5 erfc loses
+//     a few bits to 1 - erf for -1.41 < x < -1, and the deep tail relies on the correction for
+//     the rounding of x / sqrt 2);
 //   - gelu_tanh forward and both backwards against long double formulas with stated tolerances;
 //   - the act kernels at every size around the vector widths, with NaN poison and guards.
 // The measured maxima are printed; the bounds asserted are those stated in math.h.
@@ -26,8 +26,8 @@ using nntest::Rng;
 using nntest::Scope;
 
 constexpr double kErfMaxUlp = 4.0;
-constexpr double kGeluMaxUlp = 8.0;      // x >= -1
-constexpr double kGeluTailMaxUlp = 8.0;  // x < -1: 8 (1 + x^2) ulp
+constexpr double kGeluMaxUlp = 8.0;       // x >= -1
+constexpr double kGeluTailMaxUlp = 16.0;  // x < -1, down to where gelu underflows
 
 using nntest::eps;
 
@@ -108,8 +108,7 @@ void measure_gelu(nncore::Isa isa, const KernelTable<T>& kt) {
         if (xi >= -1) {
             if (e > worst_near || std::isnan(e)) worst_near = e, worst_near_x = xi;
         } else {
-            const long double scaled = e / (1 + xi * xi);
-            if (scaled > worst_tail || std::isnan(scaled)) worst_tail = scaled, worst_tail_x = xi;
+            if (e > worst_tail || std::isnan(e)) worst_tail = e, worst_tail_x = xi;
         }
         if (std::fabs(xi) > 1e6) continue;  // derivatives below: x^3 terms overflow far out
         // Backward of gelu: Phi(x) + x phi(x); error relative to the size of both terms.
@@ -135,7 +134,7 @@ void measure_gelu(nncore::Isa isa, const KernelTable<T>& kt) {
     }
     char line[240];
     std::snprintf(line, sizeof line,
-                  "  %-7s %-8s gelu      %7.3f ulp for x >= -1 (<= %.0f), %7.3f ulp/(1+x^2) below (<= %.0f); "
+                  "  %-7s %-8s gelu      %7.3f ulp for x >= -1 (<= %.0f), %7.3f ulp below (<= %.0f); "
                   "worst x = %.6Lg / %.6Lg",
                   nncore::isa_name(isa), nntest::dtype_name<T>(), static_cast<double>(worst_near), kGeluMaxUlp,
                   static_cast<double>(worst_tail), kGeluTailMaxUlp, worst_near_x, worst_tail_x);
@@ -146,7 +145,7 @@ void measure_gelu(nncore::Isa isa, const KernelTable<T>& kt) {
                   static_cast<double>(worst_tanh_back));
     summary().push_back(line);
     CHECK_MSG(worst_near <= kGeluMaxUlp, "gelu max error " << static_cast<double>(worst_near) << " ulp at x = " << worst_near_x);
-    CHECK_MSG(worst_tail <= kGeluTailMaxUlp, "gelu tail error " << static_cast<double>(worst_tail) << " ulp/(1+x^2) at x = " << worst_tail_x);
+    CHECK_MSG(worst_tail <= kGeluTailMaxUlp, "gelu tail error " << static_cast<double>(worst_tail) << " ulp at x = " << worst_tail_x);
     CHECK_MSG(worst_back <= 16, "gelu backward error " << static_cast<double>(worst_back));
     CHECK_MSG(worst_tanh <= 16, "gelu_tanh error " << static_cast<double>(worst_tanh));
     CHECK_MSG(worst_tanh_back <= 16, "gelu_tanh backward error " << static_cast<double>(worst_tanh_back));
