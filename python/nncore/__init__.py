@@ -4,9 +4,9 @@ The classic from-scratch API (layers with ``forward``/``backward``, a network is
 layers, ``train``/``predict``) backed by SIMD C++ kernels chosen at import for this CPU.
 """
 
-from . import _core, datasets, initializers, ops, serialization
+from . import _core, datasets, initializers, losses, ops, optim, serialization
 from ._random import seed
-from .activations import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .activations import GELU, Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .dense import Dense
 from .layer import Layer, register_layer
 from .losses import binary_cross_entropy, binary_cross_entropy_prime, mse, mse_prime
@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activation",
     "Dense",
+    "GELU",
     "Layer",
     "LeakyReLU",
     "ReLU",
@@ -32,9 +33,11 @@ __all__ = [
     "datasets",
     "get_num_threads",
     "initializers",
+    "losses",
     "mse",
     "mse_prime",
     "ops",
+    "optim",
     "predict",
     "register_layer",
     "seed",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -84,3 +85,24 @@ def check_gradient_shape(gradient: np.ndarray, expected: tuple[int, ...], where:
             f"{where}: expected output_gradient of shape {expected} (the shape of the forward "
             f"output), got {gradient.shape}"
         )
+
+
+def resolve_named(
+    value: Any, base: type, factories: Mapping[str, Callable[[], Any]], what: str, where: str
+) -> Any:
+    """``value`` itself if it is a ``base``, else a fresh object from ``factories[value]``.
+
+    Unknown names raise ValueError listing the known ones; other types raise TypeError.
+    """
+    if isinstance(value, base):
+        return value
+    if isinstance(value, str):
+        factory = factories.get(value)
+        if factory is None:
+            raise ValueError(
+                f"{where}: unknown {what} {value!r}; expected one of {', '.join(factories)}"
+            )
+        return factory()
+    raise TypeError(
+        f"{where}: expected a {what} name (str) or a {base.__name__}, got {type(value).__name__}"
+    )

@@ -120,6 +120,30 @@ class LeakyReLU(_NativeActivation):
 
 
 @register_layer
+class GELU(_NativeActivation):
+    """x * Phi(x), Phi the standard normal CDF (``approximate="none"``, PyTorch's default), or
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (``approximate="tanh"``). The backward reads
+    the forward input. erf is vectorised natively (max error stated in kernels/math.h)."""
+
+    _backward_reads_input = True
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if not isinstance(approximate, str):
+            raise TypeError(f"GELU: expected approximate to be a str, got {type(approximate).__name__}")
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: expected approximate 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self._kind = "gelu" if approximate == "none" else "gelu_tanh"
+
+    def __repr__(self) -> str:
+        return f"GELU(approximate={self.approximate!r})"
+
+    def get_config(self) -> dict[str, Any]:
+        return {"approximate": self.approximate}
+
+
+@register_layer
 class Softmax(Layer):
     """Numerically stable softmax over each sample's features.
 

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <string>
@@ -138,8 +139,10 @@ Act parse_act(const std::string& name, const char* op) {
     if (name == "leaky_relu") return Act::leaky_relu;
     if (name == "tanh") return Act::tanh;
     if (name == "sigmoid") return Act::sigmoid;
+    if (name == "gelu") return Act::gelu;
+    if (name == "gelu_tanh") return Act::gelu_tanh;
     throw py::value_error(std::string(op) + ": unknown activation '" + name +
-                          "'; expected one of identity, relu, leaky_relu, tanh, sigmoid");
+                          "'; expected one of identity, relu, leaky_relu, tanh, sigmoid, gelu, gelu_tanh");
 }
 
 // Element strides of a 2-D array, or false when a stride is not a whole number of elements.
@@ -320,18 +323,19 @@ py::array activation_backward_impl(Act act, const py::object& x_in, const py::ob
     return std::move(dx);
 }
 
-py::array activation_backward_py(const std::string& name, const py::object& x_obj, const py::object& y_obj,
+py::array activation_backward_py(const std::string& activation, const py::object& x_obj, const py::object& y_obj,
                                  const py::object& dy_obj, double alpha, const py::object& out) {
     const char* op = "activation_backward";
-    const Act act = parse_act(name, op);
+    const Act act = parse_act(activation, op);
     py::array dy = as_array(dy_obj, op, "output_gradient");
     const Float kind = float_kind(dy, op, "output_gradient");
-    // The derivative of relu/leaky_relu is read from the forward input, of tanh/sigmoid from the output.
-    const bool needs_x = act == Act::relu || act == Act::leaky_relu;
-    const bool needs_y = act == Act::tanh || act == Act::sigmoid;
+    // The derivative of relu/leaky_relu/gelu is read from the forward input, of tanh/sigmoid from the output.
+    const bool needs_x = act_backward_reads_input(act);
+    const bool needs_y = act_backward_reads_output(act);
     py::object x = py::none(), y = py::none();
     auto take = [&](const py::object& obj, const char* name) -> py::object {
-        if (obj.is_none()) throw py::value_error(std::string(op) + ": activation '" + name + "' needs " + name);
+        if (obj.is_none())
+            throw py::value_error(std::string(op) + ": activation '" + activation + "' needs " + name + ", got None");
         py::array a = as_array(obj, op, name);
         require_same_dtype(a, dy, op, name, "output_gradient");
         require_same_shape(a, dy, op, name, "output_gradient");
@@ -493,6 +497,281 @@ void sgd_step_py(const py::object& param_obj, const py::object& grad_obj, double
     if (kind == Float::f32) sgd_impl<float>(param, grad, lr); else sgd_impl<double>(param, grad, lr);
 }
 
+// ------------------------------------------------------------------------------------------------
+// Losses with value and gradient in one pass.
+LossKind parse_loss(const std::string& name) {
+    if (name == "squared_error") return LossKind::squared_error;
+    if (name == "absolute_error") return LossKind::absolute_error;
+    if (name == "binary_cross_entropy") return LossKind::binary_cross_entropy;
+    if (name == "binary_cross_entropy_logits") return LossKind::binary_cross_entropy_logits;
+    throw py::value_error("loss: unknown loss '" + name +
+                          "'; expected one of squared_error, absolute_error, binary_cross_entropy, "
+                          "binary_cross_entropy_logits");
+}
+
+void require_non_empty(const py::array& a, const char* op, const char* name) {
+    if (a.size() == 0) throw py::value_error(std::string(op) + ": expected a non-empty " + name + ", got shape " + shape_str(a));
+}
+
+template <class T>
+py::tuple loss_value_impl(LossKind kind, const py::array& yt_in, const py::array& yp_in, double scale, bool need_gradient) {
+    auto yt = contiguous<T>(yt_in);
+    auto yp = contiguous<T>(yp_in);
+    py::array_t<T> grad;
+    if (need_gradient) grad = py::array_t<T>(shape_of(yp_in));
+    const T *pt = yt.data(), *pp = yp.data();
+    T* pg = need_gradient ? grad.mutable_data() : nullptr;
+    const index_t n = yp.size();
+    double total;
+    {
+        py::gil_scoped_release release;
+        total = nncore::loss(active_table<T>(), kind, pt, pp, pg, static_cast<T>(scale), n);
+    }
+    return py::make_tuple(total, need_gradient ? py::object(grad) : py::object(py::none()));
+}
+
+py::tuple loss_value_py(const std::string& name, const py::object& yt_obj, const py::object& yp_obj, double scale,
+                        bool need_gradient) {
+    const LossKind kind = parse_loss(name);
+    auto [yt, yp] = loss_args(yt_obj, yp_obj, "loss");
+    require_non_empty(yp, "loss", "y_pred");
+    return yp.dtype().is(py::dtype::of<float>()) ? loss_value_impl<float>(kind, yt, yp, scale, need_gradient)
+                                                 : loss_value_impl<double>(kind, yt, yp, scale, need_gradient);
+}
+
+template <class T>
+py::tuple softmax_cross_entropy_impl(const py::array& logits_in, const py::array& target_in, bool labels, double scale,
+                                     bool need_gradient) {
+    const char* op = "softmax_cross_entropy";
+    auto logits = contiguous<T>(logits_in);
+    const index_t rows = logits.shape(0), cols = logits.shape(1);
+    py::array_t<std::int64_t, py::array::c_style> label_array;
+    py::array_t<T, py::array::c_style> probabilities;
+    if (labels) {
+        label_array = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(target_in);
+        const std::int64_t* pl = label_array.data();
+        for (index_t r = 0; r < rows; ++r)
+            if (pl[r] < 0 || pl[r] >= cols)
+                throw py::value_error(std::string(op) + ": label " + std::to_string(pl[r]) + " of sample " + std::to_string(r) +
+                                      " is out of range for " + std::to_string(cols) + " classes (expected 0 <= label < " +
+                                      std::to_string(cols) + ")");
+    } else {
+        probabilities = contiguous<T>(target_in);
+    }
+    py::array_t<T> grad;
+    if (need_gradient) grad = py::array_t<T>(shape_of(logits_in));
+    const T* pz = logits.data();
+    const T* pt = labels ? nullptr : probabilities.data();
+    const std::int64_t* pl = labels ? label_array.data() : nullptr;
+    T* pg = need_gradient ? grad.mutable_data() : nullptr;
+    double total;
+    {
+        py::gil_scoped_release release;
+        total = nncore::softmax_cross_entropy(active_table<T>(), pz, pt, pl, pg, static_cast<T>(scale), rows, cols);
+    }
+    return py::make_tuple(total, need_gradient ? py::object(grad) : py::object(py::none()));
+}
+
+py::tuple softmax_cross_entropy_py(const py::object& logits_obj, const py::object& target_obj, double scale,
+                                   bool need_gradient) {
+    const char* op = "softmax_cross_entropy";
+    py::array logits = as_array(logits_obj, op, "logits"), target = as_array(target_obj, op, "target");
+    const Float kind = float_kind(logits, op, "logits");
+    require_ndim(logits, 2, op, "logits");
+    if (logits.shape(0) == 0 || logits.shape(1) == 0)
+        throw py::value_error(std::string(op) + ": expected logits of shape (batch, classes) with batch >= 1 and classes >= 1, got " +
+                              shape_str(logits));
+    const char dtype_kind = target.dtype().kind();
+    const bool labels = dtype_kind == 'i' || dtype_kind == 'u';
+    if (labels) {
+        if (target.ndim() != 1 || target.shape(0) != logits.shape(0))
+            throw py::value_error(std::string(op) + ": expected integer labels of shape (" + std::to_string(logits.shape(0)) +
+                                  ",) for logits of shape " + shape_str(logits) + ", got " + shape_str(target));
+    } else if (dtype_kind == 'f') {
+        require_same_dtype(logits, target, op, "logits", "target");
+        require_same_shape(logits, target, op, "logits", "target");
+    } else {
+        throw py::type_error(std::string(op) + ": expected target of an integer dtype (class labels) or of the logits' dtype " +
+                             dtype_str(logits) + " (probabilities), got " + dtype_str(target));
+    }
+    return kind == Float::f32 ? softmax_cross_entropy_impl<float>(logits, target, labels, scale, need_gradient)
+                              : softmax_cross_entropy_impl<double>(logits, target, labels, scale, need_gradient);
+}
+
+// ------------------------------------------------------------------------------------------------
+// In-place updates: every array that is written must already be a writable, C-contiguous float
+// array (it is never copied); the others must match its shape and dtype.
+py::array inplace_array(const py::object& obj, const char* op, const char* name) {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(op) + ": " + name + " must be a numpy array (it is updated in place), got " +
+                             py::str(py::type::of(obj)).cast<std::string>());
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    float_kind(a, op, name);
+    if (!a.writeable()) throw py::value_error(std::string(op) + ": " + name + " is read-only");
+    if (!(a.flags() & py::array::c_style))
+        throw py::value_error(std::string(op) + ": " + name + " must be C-contiguous (it is updated in place, so it is never copied)");
+    return a;
+}
+
+// A state array beside `param`: same shape and dtype, writable, contiguous, not sharing its memory.
+py::array state_array(const py::object& obj, const py::array& param, const char* op, const char* name,
+                      std::vector<py::array>& seen) {
+    py::array a = inplace_array(obj, op, name);
+    require_same_dtype(param, a, op, "param", name);
+    require_same_shape(param, a, op, "param", name);
+    seen.push_back(a);
+    for (std::size_t i = 0; i + 1 < seen.size(); ++i)
+        if (overlaps(seen[i], a)) throw py::value_error(std::string(op) + ": " + name + " shares memory with another updated array");
+    return a;
+}
+
+py::array grad_array(const py::object& obj, const py::array& param, const char* op) {
+    py::array g = as_array(obj, op, "grad");
+    float_kind(g, op, "grad");
+    require_same_dtype(param, g, op, "param", "grad");
+    require_same_shape(param, g, op, "param", "grad");
+    return g;
+}
+
+void require_hyper(bool ok, const char* op, const char* name, double value, const char* expected) {
+    if (!ok) throw py::value_error(std::string(op) + ": expected " + name + " " + expected + ", got " + py::str(py::float_(value)).cast<std::string>());
+}
+
+// The data pointer of an optional array (null when absent), taken while the GIL is held.
+void* pointer_of(py::array& a, bool present) { return present ? a.mutable_data() : nullptr; }
+
+// The arrays of one in-place update: param (checked), grad (matching it), and every written array
+// so far (for the no-overlap check of state arrays).
+struct UpdateArrays {
+    py::array param, grad;
+    std::vector<py::array> written;
+};
+
+UpdateArrays update_arrays(const py::object& param_obj, const py::object& grad_obj, double lr, const char* op) {
+    UpdateArrays u;
+    u.param = inplace_array(param_obj, op, "param");
+    u.written.push_back(u.param);
+    u.grad = grad_array(grad_obj, u.param, op);
+    require_hyper(std::isfinite(lr) && lr >= 0, op, "lr", lr, "finite and >= 0");
+    return u;
+}
+
+// Calls update(T(), grad data, n) for param's dtype with the GIL released; the gradient is made
+// contiguous (and private when it overlaps param) first.
+template <class Update>
+void run_update(const UpdateArrays& u, const char* op, Update&& update) {
+    auto run = [&](auto tag) {
+        using T = decltype(tag);
+        auto grad = contiguous<T>(u.grad);
+        if (overlaps(grad, u.param) && grad.data() != u.param.data())  // keep the gradient intact while param changes
+            grad = py::array_t<T, py::array::c_style>(py::array(grad.dtype(), shape_of(grad), grad.data()));
+        const T* pg = grad.data();
+        const index_t n = u.param.size();
+        py::gil_scoped_release release;
+        update(tag, pg, n);
+    };
+    if (float_kind(u.param, op, "param") == Float::f32) run(float()); else run(double());
+}
+
+void sgd_update_py(const py::object& param_obj, const py::object& grad_obj, const py::object& buf_obj, double lr,
+                   double momentum, bool nesterov, double weight_decay) {
+    const char* op = "sgd_update";
+    UpdateArrays u = update_arrays(param_obj, grad_obj, lr, op);
+    require_hyper(momentum >= 0 && momentum < 1, op, "momentum", momentum, "in [0, 1)");
+    require_hyper(std::isfinite(weight_decay) && weight_decay >= 0, op, "weight_decay", weight_decay, "finite and >= 0");
+    if (nesterov && momentum == 0) throw py::value_error("sgd_update: nesterov needs momentum > 0, got momentum 0.0");
+    py::array buf;
+    const bool use_buf = momentum != 0;
+    if (use_buf) {
+        if (buf_obj.is_none()) throw py::value_error("sgd_update: momentum " + std::to_string(momentum) + " needs a momentum_buffer, got None");
+        buf = state_array(buf_obj, u.param, op, "momentum_buffer", u.written);
+    }
+    const SgdOptions o{lr, momentum, weight_decay, nesterov};
+    void *pp = u.param.mutable_data(), *pb = pointer_of(buf, use_buf);
+    run_update(u, op, [&](auto tag, const auto* g, index_t n) {
+        using T = decltype(tag);
+        sgd_update(active_table<T>(), o, static_cast<T*>(pp), g, static_cast<T*>(pb), n);
+    });
+}
+
+void adam_update_py(const py::object& param_obj, const py::object& grad_obj, const py::object& m_obj, const py::object& v_obj,
+                    long long step, double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled) {
+    const char* op = "adam_update";
+    UpdateArrays u = update_arrays(param_obj, grad_obj, lr, op);
+    py::array m = state_array(m_obj, u.param, op, "exp_avg", u.written);
+    py::array v = state_array(v_obj, u.param, op, "exp_avg_sq", u.written);
+    if (step < 1) throw py::value_error("adam_update: expected step >= 1 (the count after this update), got " + std::to_string(step));
+    require_hyper(beta1 >= 0 && beta1 < 1, op, "beta1", beta1, "in [0, 1)");
+    require_hyper(beta2 >= 0 && beta2 < 1, op, "beta2", beta2, "in [0, 1)");
+    require_hyper(std::isfinite(eps) && eps > 0, op, "eps", eps, "finite and > 0");
+    require_hyper(std::isfinite(weight_decay) && weight_decay >= 0, op, "weight_decay", weight_decay, "finite and >= 0");
+    AdamOptions o;
+    o.lr = lr, o.beta1 = beta1, o.beta2 = beta2, o.eps = eps, o.weight_decay = weight_decay, o.step = step, o.decoupled = decoupled;
+    void *pp = u.param.mutable_data(), *pm = m.mutable_data(), *pv = v.mutable_data();
+    run_update(u, op, [&](auto tag, const auto* g, index_t n) {
+        using T = decltype(tag);
+        adam_update(active_table<T>(), o, static_cast<T*>(pp), g, static_cast<T*>(pm), static_cast<T*>(pv), n);
+    });
+}
+
+void rmsprop_update_py(const py::object& param_obj, const py::object& grad_obj, const py::object& sq_obj, double lr, double alpha,
+                       double eps, double weight_decay, double momentum, const py::object& buf_obj, bool centered,
+                       const py::object& grad_avg_obj) {
+    const char* op = "rmsprop_update";
+    UpdateArrays u = update_arrays(param_obj, grad_obj, lr, op);
+    py::array sq = state_array(sq_obj, u.param, op, "square_avg", u.written);
+    require_hyper(alpha >= 0 && alpha <= 1, op, "alpha", alpha, "in [0, 1]");
+    require_hyper(std::isfinite(eps) && eps > 0, op, "eps", eps, "finite and > 0");
+    require_hyper(std::isfinite(weight_decay) && weight_decay >= 0, op, "weight_decay", weight_decay, "finite and >= 0");
+    require_hyper(momentum >= 0 && momentum < 1, op, "momentum", momentum, "in [0, 1)");
+    const bool use_buf = momentum > 0;
+    py::array buf, grad_avg;
+    if (use_buf) {
+        if (buf_obj.is_none()) throw py::value_error("rmsprop_update: momentum " + std::to_string(momentum) + " needs a momentum_buffer, got None");
+        buf = state_array(buf_obj, u.param, op, "momentum_buffer", u.written);
+    }
+    if (centered) {
+        if (grad_avg_obj.is_none()) throw py::value_error("rmsprop_update: centered=True needs a grad_avg array, got None");
+        grad_avg = state_array(grad_avg_obj, u.param, op, "grad_avg", u.written);
+    }
+    RmspropOptions o;
+    o.lr = lr, o.alpha = alpha, o.eps = eps, o.weight_decay = weight_decay, o.momentum = momentum, o.centered = centered;
+    void *pp = u.param.mutable_data(), *ps = sq.mutable_data(), *pb = pointer_of(buf, use_buf),
+         *pa = pointer_of(grad_avg, centered);
+    run_update(u, op, [&](auto tag, const auto* g, index_t n) {
+        using T = decltype(tag);
+        rmsprop_update(active_table<T>(), o, static_cast<T*>(pp), g, static_cast<T*>(ps), static_cast<T*>(pb),
+                       static_cast<T*>(pa), n);
+    });
+}
+
+double sum_of_squares_py(const py::object& x_obj) {
+    const char* op = "sum_of_squares";
+    py::array x = as_array(x_obj, op, "x");
+    auto run = [&](auto tag) {
+        using T = decltype(tag);
+        auto xc = contiguous<T>(x);
+        const T* px = xc.data();
+        const index_t n = xc.size();
+        py::gil_scoped_release release;
+        return nncore::sum_of_squares(active_table<T>(), px, n);
+    };
+    return float_kind(x, op, "x") == Float::f32 ? run(float()) : run(double());
+}
+
+void scale_py(const py::object& x_obj, double factor) {
+    const char* op = "scale";
+    py::array x = inplace_array(x_obj, op, "x");
+    auto run = [&](auto tag) {
+        using T = decltype(tag);
+        T* px = static_cast<T*>(x.mutable_data());
+        const index_t n = x.size();
+        py::gil_scoped_release release;
+        nncore::scale(active_table<T>(), static_cast<T>(factor), px, n);
+    };
+    if (float_kind(x, op, "x") == Float::f32) run(float()); else run(double());
+}
+
 py::dict cpu_info() {
     py::dict info;
     const IsaChoice& choice = isa_choice();
@@ -555,4 +834,15 @@ PYBIND11_MODULE(_core, m) {
         return loss_grad_py(Loss::binary_cross_entropy, t, p, scale, out);
     }, arg("y_true"), arg("y_pred"), arg("scale"), arg("out") = none);
     m.def("sgd_step", &sgd_step_py, arg("param"), arg("grad"), arg("lr"));
+    m.def("loss", &loss_value_py, arg("name"), arg("y_true"), arg("y_pred"), arg("scale"), arg("need_gradient") = true);
+    m.def("softmax_cross_entropy", &softmax_cross_entropy_py, arg("logits"), arg("target"), arg("scale"),
+          arg("need_gradient") = true);
+    m.def("sgd_update", &sgd_update_py, arg("param"), arg("grad"), arg("momentum_buffer"), arg("lr"), arg("momentum") = 0.0,
+          arg("nesterov") = false, arg("weight_decay") = 0.0);
+    m.def("adam_update", &adam_update_py, arg("param"), arg("grad"), arg("exp_avg"), arg("exp_avg_sq"), arg("step"), arg("lr"),
+          arg("beta1"), arg("beta2"), arg("eps"), arg("weight_decay"), arg("decoupled"));
+    m.def("rmsprop_update", &rmsprop_update_py, arg("param"), arg("grad"), arg("square_avg"), arg("lr"), arg("alpha"), arg("eps"),
+          arg("weight_decay"), arg("momentum"), arg("momentum_buffer"), arg("centered"), arg("grad_avg"));
+    m.def("sum_of_squares", &sum_of_squares_py, arg("x"));
+    m.def("scale", &scale_py, arg("x"), arg("factor"));
 }

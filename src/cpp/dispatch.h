@@ -21,6 +21,7 @@ struct KernelTable {
     void (*act_forward)(Act act, T alpha, const T* x, T* y, index_t n);
     void (*act_backward)(Act act, T alpha, const T* x, const T* y, const T* dy, T* dx, index_t n);
     void (*exp)(const T* x, T* y, index_t n);
+    void (*erf)(const T* x, T* y, index_t n);
     void (*axpy)(T a, const T* x, T* y, index_t n);  // y += a * x (the SGD step)
 
     // Row-wise over `rows` contiguous rows of `cols` values.
@@ -33,7 +34,31 @@ struct KernelTable {
     void (*squared_error_grad)(const T* y_true, const T* y_pred, T* grad, index_t n, T scale);
     double (*binary_cross_entropy_sum)(const T* y_true, const T* y_pred, index_t n);
     void (*binary_cross_entropy_grad)(const T* y_true, const T* y_pred, T* grad, index_t n, T scale);
+
+    // One pass of an elementwise loss over n values: block_sums[b] receives the loss summed over
+    // values [b * kLossBlock, (b + 1) * kLossBlock) (accumulated in T within the block, so that a
+    // split at block boundaries over threads gives identical sums), and grad (unless null) the
+    // gradient times scale.
+    void (*loss)(LossKind kind, const T* y_true, const T* y_pred, T* grad, T scale, index_t n, double* block_sums);
+    // Softmax + cross-entropy over `rows` rows of `cols` logits. The target is either class labels
+    // (labels[r] in [0, cols), checked by the caller; probabilities null) or rows of probabilities
+    // (labels null). row_losses[r] = logsumexp(z) sum(t) - sum(t z), computed stably in double;
+    // grad (unless null) = (softmax(z) sum(t) - t) * scale.
+    void (*softmax_cross_entropy)(const T* logits, const T* probabilities, const std::int64_t* labels, T* grad,
+                                  T scale, index_t rows, index_t cols, double* row_losses);
+    void (*sum_of_squares)(const T* x, index_t n, double* block_sums);  // blocks as in loss
+    void (*scale)(T factor, T* x, index_t n);                           // x *= factor
+
+    // Fused in-place optimizer updates over n contiguous values (PyTorch's single-tensor formulas).
+    void (*sgd_update)(const SgdCoefficients<T>& c, T* param, const T* grad, T* momentum_buffer, index_t n);
+    void (*adam_update)(const AdamCoefficients<T>& c, T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n);
+    void (*rmsprop_update)(const RmspropCoefficients<T>& c, T* param, const T* grad, T* square_avg,
+                           T* momentum_buffer, T* grad_avg, index_t n);
 };
+
+// Loss and sum-of-squares kernels sum blocks of this many values (see KernelTable::loss).
+constexpr index_t kLossBlock = 1024;
+inline index_t loss_block_count(index_t n) { return (n + kLossBlock - 1) / kLossBlock; }
 
 struct Tables {
     Isa isa;

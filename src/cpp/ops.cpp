@@ -1,6 +1,8 @@
 #include "ops.h"
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 
 #include "gemm.h"
 #include "thread_pool.h"
@@ -12,20 +14,51 @@ namespace {
 // Elementwise work below this many values per thread is not worth a thread wake-up.
 constexpr index_t kMinElementsPerThread = 1 << 15;
 
-// Splits [0, n) into contiguous chunks over the pool; chunk boundaries are multiples of 64 values
-// so that every chunk but the last runs full vectors.
+// Splits [0, n) into contiguous chunks over the pool; chunk boundaries are multiples of `align`
+// values (64 by default, so that every chunk but the last runs full vectors).
 template <class Body>
-void parallel_chunks(index_t n, index_t min_per_thread, Body&& body) {
+void parallel_chunks(index_t n, index_t min_per_thread, Body&& body, index_t align = 64) {
     const index_t parts = std::max<index_t>(1, std::min<index_t>(get_num_threads(), n / min_per_thread));
     if (parts == 1) {
         body(index_t(0), n);
         return;
     }
     parallel_for(static_cast<int>(parts), [&](int part) {
-        const index_t begin = std::min(n, (n * part / parts) / 64 * 64);
-        const index_t end = part + 1 == parts ? n : std::min(n, (n * (part + 1) / parts) / 64 * 64);
+        const index_t begin = std::min(n, (n * part / parts) / align * align);
+        const index_t end = part + 1 == parts ? n : std::min(n, (n * (part + 1) / parts) / align * align);
         if (end > begin) body(begin, end);
     });
+}
+
+// Splits `rows` rows of `cols` values over the pool, at least kMinElementsPerThread values a part.
+template <class Body>
+void parallel_rows(index_t rows, index_t cols, Body&& body) {
+    const index_t min_rows = std::max<index_t>(1, kMinElementsPerThread / std::max<index_t>(cols, 1));
+    const index_t parts = std::max<index_t>(1, std::min<index_t>(get_num_threads(), rows / min_rows));
+    if (parts == 1) {
+        body(index_t(0), rows);
+        return;
+    }
+    parallel_for(static_cast<int>(parts), [&](int part) {
+        const index_t r0 = rows * part / parts, r1 = rows * (part + 1) / parts;
+        if (r1 > r0) body(r0, r1);
+    });
+}
+
+// Block sums (from any split of the blocks over threads) added in one fixed order.
+double ordered_sum(const std::vector<double>& partial) {
+    double total = 0.0;
+    for (double v : partial) total += v;
+    return total;
+}
+
+// Coefficients of PyTorch's lerp_(end, w): fma(w, end - start, start) for |w| < 0.5, else
+// fma(w - 1, end - start, end); w rounded to T first.
+template <class T, class C>
+void set_lerp(C& c, double weight) {
+    const T w = static_cast<T>(weight);
+    c.lerp_from_end = !(std::abs(w) < T(0.5));
+    c.lerp_coefficient = c.lerp_from_end ? w - T(1) : w;
 }
 
 }  // namespace
@@ -71,23 +104,105 @@ void exp(const KernelTable<T>& kt, const T* x, T* y, index_t n) {
 template <class T>
 void softmax_forward(const KernelTable<T>& kt, const T* x, T* y, index_t rows, index_t cols) {
     if (cols == 0) return;
-    const index_t min_rows = std::max<index_t>(1, kMinElementsPerThread / cols);
-    const index_t parts = std::max<index_t>(1, std::min<index_t>(get_num_threads(), rows / min_rows));
-    parallel_for(static_cast<int>(parts), [&](int part) {
-        const index_t r0 = rows * part / parts, r1 = rows * (part + 1) / parts;
-        kt.softmax_forward(x + r0 * cols, y + r0 * cols, r1 - r0, cols);
-    });
+    parallel_rows(rows, cols, [&](index_t r0, index_t r1) { kt.softmax_forward(x + r0 * cols, y + r0 * cols, r1 - r0, cols); });
 }
 
 template <class T>
 void softmax_backward(const KernelTable<T>& kt, const T* y, const T* dy, T* dx, index_t rows,
                       index_t cols) {
     if (cols == 0) return;
-    const index_t min_rows = std::max<index_t>(1, kMinElementsPerThread / cols);
-    const index_t parts = std::max<index_t>(1, std::min<index_t>(get_num_threads(), rows / min_rows));
-    parallel_for(static_cast<int>(parts), [&](int part) {
-        const index_t r0 = rows * part / parts, r1 = rows * (part + 1) / parts;
+    parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
         kt.softmax_backward(y + r0 * cols, dy + r0 * cols, dx + r0 * cols, r1 - r0, cols);
+    });
+}
+
+template <class T>
+double loss(const KernelTable<T>& kt, LossKind kind, const T* y_true, const T* y_pred, T* grad, T scale, index_t n) {
+    std::vector<double> blocks(static_cast<std::size_t>(loss_block_count(n)));
+    parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) {
+        kt.loss(kind, y_true + b, y_pred + b, grad ? grad + b : nullptr, scale, e - b, blocks.data() + b / kLossBlock);
+    }, kLossBlock);
+    return ordered_sum(blocks);
+}
+
+template <class T>
+double softmax_cross_entropy(const KernelTable<T>& kt, const T* logits, const T* probabilities,
+                             const std::int64_t* labels, T* grad, T scale, index_t rows, index_t cols) {
+    if (cols == 0) return 0.0;
+    std::vector<double> row_losses(static_cast<std::size_t>(rows));
+    parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
+        kt.softmax_cross_entropy(logits + r0 * cols, probabilities ? probabilities + r0 * cols : nullptr,
+                                 labels ? labels + r0 : nullptr, grad ? grad + r0 * cols : nullptr, scale, r1 - r0, cols,
+                                 row_losses.data() + r0);
+    });
+    return ordered_sum(row_losses);
+}
+
+template <class T>
+double sum_of_squares(const KernelTable<T>& kt, const T* x, index_t n) {
+    std::vector<double> blocks(static_cast<std::size_t>(loss_block_count(n)));
+    parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) {
+        kt.sum_of_squares(x + b, e - b, blocks.data() + b / kLossBlock);
+    }, kLossBlock);
+    return ordered_sum(blocks);
+}
+
+template <class T>
+void scale(const KernelTable<T>& kt, T factor, T* x, index_t n) {
+    parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) { kt.scale(factor, x + b, e - b); });
+}
+
+template <class T>
+void sgd_update(const KernelTable<T>& kt, const SgdOptions& o, T* param, const T* grad, T* momentum_buffer, index_t n) {
+    SgdCoefficients<T> c;
+    c.lr = static_cast<T>(o.lr);
+    c.momentum = static_cast<T>(o.momentum);
+    c.weight_decay = static_cast<T>(o.weight_decay);
+    c.nesterov = o.nesterov;
+    parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) {
+        kt.sgd_update(c, param + b, grad + b, momentum_buffer ? momentum_buffer + b : nullptr, e - b);
+    });
+}
+
+template <class T>
+void adam_update(const KernelTable<T>& kt, const AdamOptions& o, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
+                 index_t n) {
+    // As torch/optim/adam.py computes them, in Python floats (double).
+    const double step = static_cast<double>(o.step);
+    const double bias_correction1 = 1.0 - std::pow(o.beta1, step);
+    const double bias_correction2 = 1.0 - std::pow(o.beta2, step);
+    AdamCoefficients<T> c;
+    if (o.weight_decay != 0.0) {
+        if (o.decoupled) c.param_factor = static_cast<T>(1.0 - o.lr * o.weight_decay);
+        else c.weight_decay = static_cast<T>(o.weight_decay);
+    }
+    set_lerp<T>(c, 1.0 - o.beta1);
+    c.beta2 = static_cast<T>(o.beta2);
+    c.one_minus_beta2 = static_cast<T>(1.0 - o.beta2);
+    c.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
+    c.eps = static_cast<T>(o.eps);
+    c.neg_step_size = static_cast<T>(-(o.lr / bias_correction1));
+    parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) {
+        kt.adam_update(c, param + b, grad + b, exp_avg + b, exp_avg_sq + b, e - b);
+    });
+}
+
+template <class T>
+void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, T* param, const T* grad, T* square_avg,
+                    T* momentum_buffer, T* grad_avg, index_t n) {
+    RmspropCoefficients<T> c;
+    c.neg_lr = static_cast<T>(-o.lr);
+    c.alpha = static_cast<T>(o.alpha);
+    c.one_minus_alpha = static_cast<T>(1.0 - o.alpha);
+    set_lerp<T>(c, 1.0 - o.alpha);
+    c.eps = static_cast<T>(o.eps);
+    c.weight_decay = static_cast<T>(o.weight_decay);
+    c.momentum = static_cast<T>(o.momentum);
+    c.use_momentum = o.momentum > 0.0;
+    c.centered = o.centered;
+    parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) {
+        kt.rmsprop_update(c, param + b, grad + b, square_avg + b, momentum_buffer ? momentum_buffer + b : nullptr,
+                          grad_avg ? grad_avg + b : nullptr, e - b);
     });
 }
 
@@ -102,7 +217,17 @@ void softmax_backward(const KernelTable<T>& kt, const T* y, const T* dy, T* dx, 
     template void exp<T>(const KernelTable<T>&, const T*, T*, index_t);                           \
     template void softmax_forward<T>(const KernelTable<T>&, const T*, T*, index_t, index_t);      \
     template void softmax_backward<T>(const KernelTable<T>&, const T*, const T*, T*, index_t,     \
-                                      index_t);
+                                      index_t);                                                    \
+    template double loss<T>(const KernelTable<T>&, LossKind, const T*, const T*, T*, T, index_t);   \
+    template double softmax_cross_entropy<T>(const KernelTable<T>&, const T*, const T*,            \
+                                             const std::int64_t*, T*, T, index_t, index_t);        \
+    template double sum_of_squares<T>(const KernelTable<T>&, const T*, index_t);                  \
+    template void scale<T>(const KernelTable<T>&, T, T*, index_t);                                 \
+    template void sgd_update<T>(const KernelTable<T>&, const SgdOptions&, T*, const T*, T*, index_t); \
+    template void adam_update<T>(const KernelTable<T>&, const AdamOptions&, T*, const T*, T*, T*,  \
+                                 index_t);                                                         \
+    template void rmsprop_update<T>(const KernelTable<T>&, const RmspropOptions&, T*, const T*, T*, \
+                                    T*, T*, index_t);
 
 NNCORE_INSTANTIATE_OPS(float)
 NNCORE_INSTANTIATE_OPS(double)

@@ -2,6 +2,8 @@
 // use (so tests can run every ISA) and splits its work over the thread pool.
 #pragma once
 
+#include <cstdint>
+
 #include "common.h"
 #include "dispatch.h"
 
@@ -30,5 +32,43 @@ void softmax_forward(const KernelTable<T>& kt, const T* x, T* y, index_t rows, i
 template <class T>
 void softmax_backward(const KernelTable<T>& kt, const T* y, const T* dy, T* dx, index_t rows,
                       index_t cols);
+
+// Losses: the sum over all values (or rows) of the per-value (per-row) loss, accumulated in double
+// in a fixed order; the gradient times scale is written when grad is not null. Work is split over
+// threads at block (row) boundaries only, so the result is bit-identical for any thread count.
+template <class T>
+double loss(const KernelTable<T>& kt, LossKind kind, const T* y_true, const T* y_pred, T* grad, T scale, index_t n);
+template <class T>
+double softmax_cross_entropy(const KernelTable<T>& kt, const T* logits, const T* probabilities,
+                             const std::int64_t* labels, T* grad, T scale, index_t rows, index_t cols);
+template <class T>
+double sum_of_squares(const KernelTable<T>& kt, const T* x, index_t n);
+template <class T>
+void scale(const KernelTable<T>& kt, T factor, T* x, index_t n);
+
+// Hyper-parameters of one optimizer step as the user gives them (Python floats); the ops turn
+// them into the per-step coefficients the kernels take, as PyTorch does.
+struct SgdOptions {
+    double lr = 0, momentum = 0, weight_decay = 0;
+    bool nesterov = false;
+};
+struct AdamOptions {
+    double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
+    long long step = 1;  // the count after this update, >= 1
+    bool decoupled = false;
+};
+struct RmspropOptions {
+    double lr = 0, alpha = 0, eps = 0, weight_decay = 0, momentum = 0;
+    bool centered = false;
+};
+
+template <class T>
+void sgd_update(const KernelTable<T>& kt, const SgdOptions& o, T* param, const T* grad, T* momentum_buffer, index_t n);
+template <class T>
+void adam_update(const KernelTable<T>& kt, const AdamOptions& o, T* param, const T* grad, T* exp_avg, T* exp_avg_sq,
+                 index_t n);
+template <class T>
+void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, T* param, const T* grad, T* square_avg,
+                    T* momentum_buffer, T* grad_avg, index_t n);
 
 }  // namespace nncore

@@ -221,6 +221,61 @@ private:
     index_t n_;
 };
 
+template <class T>
+long double eps() { return std::numeric_limits<T>::epsilon(); }
+
+template <class T>
+long double tiny() { return std::numeric_limits<T>::denorm_min(); }
+
+template <class T>
+Guarded<T> random_guarded(index_t n, Rng& rng, double lo, double hi) {
+    return Guarded<T>(random_vector<T>(static_cast<std::size_t>(n), rng, lo, hi));
+}
+
+// A random finite value of T with a uniformly random bit pattern: the magnitudes are log-uniform
+// from the smallest subnormal to the largest finite value.
+template <class T>
+T random_finite(Rng& rng) {
+    for (;;) {
+        T v;
+        if constexpr (sizeof(T) == 4) {
+            const std::uint32_t bits = static_cast<std::uint32_t>(rng.next());
+            std::memcpy(&v, &bits, sizeof v);
+        } else {
+            const std::uint64_t bits = rng.next();
+            std::memcpy(&v, &bits, sizeof v);
+        }
+        if (std::isfinite(v)) return v;
+    }
+}
+
+// Counts the bad elements of one output and makes one CHECK naming the first.
+class ElementCheck {
+public:
+    explicit ElementCheck(std::string what) : what_(std::move(what)) {}
+    void add(bool ok, index_t i, long double got, long double expected, long double input = NAN) {
+        if (ok) return;
+        if (bad_++ == 0) {
+            first_ = i;
+            got_ = got;
+            expected_ = expected;
+            input_ = input;
+        }
+    }
+    ~ElementCheck() {
+        CHECK_MSG(bad_ == 0, what_ << ": " << bad_ << " elements wrong; first at index " << first_ << ": got " << got_
+                                   << ", expected " << expected_ << " (input " << input_ << ")");
+    }
+    ElementCheck(const ElementCheck&) = delete;
+    ElementCheck& operator=(const ElementCheck&) = delete;
+
+private:
+    std::string what_;
+    long long bad_ = 0;
+    index_t first_ = 0;
+    long double got_ = 0, expected_ = 0, input_ = 0;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Error in units in the last place of T, measured against a long double reference. The ulp of the
 // reference is the spacing of T at that magnitude; below the smallest normal number that is the
@@ -252,7 +307,9 @@ long double ulp_error(T got, long double ref) {
 // ---------------------------------------------------------------------------------------------
 // Activations: names, the long double reference, and the bounds kernels/math.h states.
 constexpr nncore::Act kActs[] = {nncore::Act::identity, nncore::Act::relu, nncore::Act::leaky_relu,
-                                 nncore::Act::tanh, nncore::Act::sigmoid};
+                                 nncore::Act::tanh, nncore::Act::sigmoid, nncore::Act::gelu,
+                                 nncore::Act::gelu_tanh};
+constexpr std::uint64_t kActCount = sizeof(kActs) / sizeof(kActs[0]);
 constexpr double kLeakyAlpha = 0.1;
 
 // Max error in ulp stated in kernels/math.h, for float and double alike.
@@ -267,6 +324,8 @@ inline const char* act_name(nncore::Act act) {
         case nncore::Act::leaky_relu: return "leaky_relu";
         case nncore::Act::tanh: return "tanh";
         case nncore::Act::sigmoid: return "sigmoid";
+        case nncore::Act::gelu: return "gelu";
+        case nncore::Act::gelu_tanh: return "gelu_tanh";
     }
     return "?";
 }
@@ -278,6 +337,9 @@ inline long double act_ref(nncore::Act act, long double alpha, long double x) {
         case nncore::Act::leaky_relu: return x < 0 ? alpha * x : x;
         case nncore::Act::tanh: return std::tanh(x);
         case nncore::Act::sigmoid: return 1.0L / (1.0L + std::exp(-x));
+        case nncore::Act::gelu: return x * 0.5L * std::erfc(-x / std::sqrt(2.0L));
+        case nncore::Act::gelu_tanh:
+            return 0.5L * x * (1 + std::tanh(0.797884560802865355879892119868763737L * (x + 0.044715L * x * x * x)));
     }
     return x;
 }

@@ -27,43 +27,12 @@ using nntest::Scope;
 // 0, around every vector width (1, 4, 8, 16 lanes) and a size with many full vectors.
 const index_t kSizes[] = {0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 127, 1000};
 
-template <class T>
-long double eps() { return std::numeric_limits<T>::epsilon(); }
-
-template <class T>
-long double tiny() { return std::numeric_limits<T>::denorm_min(); }
-
-template <class T>
-Guarded<T> random_guarded(index_t n, Rng& rng, double lo, double hi) {
-    return Guarded<T>(nntest::random_vector<T>(static_cast<std::size_t>(n), rng, lo, hi));
-}
+using nntest::ElementCheck;
+using nntest::eps;
+using nntest::random_guarded;
+using nntest::tiny;
 
 std::string size_text(index_t n) { return "n=" + std::to_string(n); }
-
-// Counts the bad elements of one output and makes one CHECK naming the first.
-class ElementCheck {
-public:
-    explicit ElementCheck(const char* what) : what_(what) {}
-    void add(bool ok, index_t i, long double got, long double expected, long double input = NAN) {
-        if (ok) return;
-        if (bad_++ == 0) {
-            first_ = i;
-            got_ = got;
-            expected_ = expected;
-            input_ = input;
-        }
-    }
-    ~ElementCheck() {
-        CHECK_MSG(bad_ == 0, what_ << ": " << bad_ << " elements wrong; first at index " << first_ << ": got " << got_
-                                   << ", expected " << expected_ << " (input " << input_ << ")");
-    }
-
-private:
-    const char* what_;
-    long long bad_ = 0;
-    index_t first_ = 0;
-    long double got_ = 0, expected_ = 0, input_ = 0;
-};
 
 double ulp_bound(Act act) { return act == Act::tanh ? nntest::kTanhMaxUlp : nntest::kSigmoidMaxUlp; }
 
@@ -96,6 +65,13 @@ void test_act_forward(const KernelTable<T>& kt, Rng& rng) {
                             check.add(nntest::ulp_error(yi, ref) <= ulp_bound(act), i, yi, ref, xi);
                             break;
                         }
+                        case Act::gelu:
+                        case Act::gelu_tanh: {  // accuracy measured in test_erf_gelu
+                            const long double ref = act_ref(act, alpha, xi);
+                            check.add(std::fabs(yi - ref) <= 16 * eps<T>() * (std::fabs(ref) + std::fabs(xi)) + tiny<T>(), i,
+                                      yi, ref, xi);
+                            break;
+                        }
                     }
                 }
             }
@@ -124,8 +100,8 @@ void test_act_backward(const KernelTable<T>& kt, Rng& rng) {
             Guarded<T> dx(n, nntest::quiet_nan<T>());
             // The kernel reads only the operand the derivative needs (x for relu and leaky_relu,
             // y for tanh and sigmoid); the other is passed as null, as ops.cpp may do.
-            const bool uses_x = act == Act::relu || act == Act::leaky_relu;
-            const bool uses_y = act == Act::tanh || act == Act::sigmoid;
+            const bool uses_x = nncore::act_backward_reads_input(act);
+            const bool uses_y = nncore::act_backward_reads_output(act);
             kt.act_backward(act, alpha, uses_x ? x.data() : nullptr, uses_y ? y.data() : nullptr, dy.data(), dx.data(), n);
             {
                 ElementCheck check("dx");
@@ -151,6 +127,14 @@ void test_act_backward(const KernelTable<T>& kt, Rng& rng) {
                         case Act::sigmoid: {
                             const long double yl = yi, ref = dyi * yl * (1 - yl);
                             check.add(std::fabs(got - ref) <= 4 * eps<T>() * std::fabs(ref) + tiny<T>(), i, got, ref, xi);
+                            break;
+                        }
+                        case Act::gelu:
+                        case Act::gelu_tanh: {  // d/dx by a long double central difference of act_ref
+                            const long double h = 1e-7L * (1 + std::fabs(static_cast<long double>(xi)));
+                            const long double slope = (act_ref(act, alpha, xi + h) - act_ref(act, alpha, xi - h)) / (2 * h);
+                            const long double ref = dyi * slope;
+                            check.add(std::fabs(got - ref) <= 64 * eps<T>() * std::fabs(static_cast<long double>(dyi)) * (1 + std::fabs(static_cast<long double>(xi))) + 1e-9L * std::fabs(static_cast<long double>(dyi)), i, got, ref, xi);
                             break;
                         }
                     }

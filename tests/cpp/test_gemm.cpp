@@ -130,7 +130,7 @@ GemmSpec random_spec(index_t m, index_t n, index_t k, Rng& rng) {
     s.pad_c = rng.coin() ? 0 : 1 + static_cast<index_t>(rng.below(7));
     s.beta = rng.coin() ? 1 : 0;
     s.bias = rng.coin();
-    s.act = kActs[rng.below(5)];
+    s.act = kActs[rng.below(nntest::kActCount)];
     return s;
 }
 
@@ -271,7 +271,7 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
             GemmSpec s = random_spec(shape[0], shape[1], shape[2], rng);
             s.beta = variant & 1;
             s.bias = variant & 2;
-            s.act = variant == 3 ? Act::tanh : kActs[rng.below(5)];
+            s.act = variant == 3 ? Act::tanh : kActs[rng.below(nntest::kActCount)];
             check_gemm(kt, s, rng);
             ++cases;
         }
@@ -436,7 +436,7 @@ void test_linear(const KernelTable<T>& kt, Rng& rng) {
         for (index_t in : {1, 5, 33})
             for (index_t out : {1, 7, 40}) {
                 ++variant;
-                run_and_check_linear(kt, batch, in, out, variant % 2 == 0, kActs[variant % 5], variant % 3 != 0,
+                run_and_check_linear(kt, batch, in, out, variant % 2 == 0, kActs[variant % nntest::kActCount], variant % 3 != 0,
                                      variant % 4 != 0, rng);
             }
     // Threaded: the results must be bit-identical to the single-threaded ones (same inputs: the

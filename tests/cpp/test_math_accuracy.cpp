@@ -95,22 +95,7 @@ struct Domain<double> {
     }
 };
 
-// A random finite value of T with a uniformly random bit pattern: the magnitudes are log-uniform
-// from the smallest subnormal to the largest finite value.
-template <class T>
-T random_finite(Rng& rng) {
-    for (;;) {
-        T v;
-        if constexpr (sizeof(T) == 4) {
-            const std::uint32_t bits = static_cast<std::uint32_t>(rng.next());
-            std::memcpy(&v, &bits, sizeof v);
-        } else {
-            const std::uint64_t bits = rng.next();
-            std::memcpy(&v, &bits, sizeof v);
-        }
-        if (std::isfinite(v)) return v;
-    }
-}
+using nntest::random_finite;
 
 template <class T>
 std::vector<T> make_inputs(Fn f, Rng& rng) {

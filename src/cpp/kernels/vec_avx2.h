@@ -19,8 +19,11 @@ struct Vec<float> {
     static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
     static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+    // a * b - p exactly, for p = fl(a * b).
+    static reg product_error(reg a, reg b, reg p) { return _mm256_fmsub_ps(a, b, p); }
     static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
     static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
+    static reg sqrt(reg a) { return _mm256_sqrt_ps(a); }
     static reg abs(reg a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
     static reg copysign(reg magnitude, reg sign) {
         const reg sign_bit = _mm256_set1_ps(-0.0f);
@@ -71,8 +74,10 @@ struct Vec<double> {
     static reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
     static reg div(reg a, reg b) { return _mm256_div_pd(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
+    static reg product_error(reg a, reg b, reg p) { return _mm256_fmsub_pd(a, b, p); }
     static reg max(reg a, reg b) { return _mm256_max_pd(a, b); }
     static reg min(reg a, reg b) { return _mm256_min_pd(a, b); }
+    static reg sqrt(reg a) { return _mm256_sqrt_pd(a); }
     static reg abs(reg a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
     static reg copysign(reg magnitude, reg sign) {
         const reg sign_bit = _mm256_set1_pd(-0.0);

@@ -19,9 +19,12 @@ struct Vec<float> {
     static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
     static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+    // a * b - p exactly, for p = fl(a * b).
+    static reg product_error(reg a, reg b, reg p) { return _mm512_fmsub_ps(a, b, p); }
     static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
     static reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
     static reg abs(reg a) { return _mm512_abs_ps(a); }
+    static reg sqrt(reg a) { return _mm512_sqrt_ps(a); }
     static reg copysign(reg magnitude, reg sign) {
         const __m512i sign_bit = _mm512_set1_epi32(INT32_MIN);
         return _mm512_castsi512_ps(_mm512_or_si512(
@@ -55,9 +58,11 @@ struct Vec<double> {
     static reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
     static reg div(reg a, reg b) { return _mm512_div_pd(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
+    static reg product_error(reg a, reg b, reg p) { return _mm512_fmsub_pd(a, b, p); }
     static reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
     static reg min(reg a, reg b) { return _mm512_min_pd(a, b); }
     static reg abs(reg a) { return _mm512_abs_pd(a); }
+    static reg sqrt(reg a) { return _mm512_sqrt_pd(a); }
     static reg copysign(reg magnitude, reg sign) {
         const __m512i sign_bit = _mm512_set1_epi64(INT64_MIN);
         return _mm512_castsi512_pd(_mm512_or_si512(

@@ -16,9 +16,22 @@ struct Vec {
     static reg div(reg a, reg b) { return a / b; }
     // Plain multiply-add: std::fma would be a slow software routine on CPUs without FMA.
     static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
+    // a * b - p exactly, for p = fl(a * b) (|a b| well inside the range): Dekker's product with
+    // Veltkamp's split, or one fused multiply-add where the compiler says it is fast.
+    static reg product_error(reg a, reg b, reg p) {
+#if defined(FP_FAST_FMA) && defined(FP_FAST_FMAF)
+        return std::fma(a, b, -p);
+#else
+        const T split = sizeof(T) == 4 ? T(4097) : T(134217729);  // 2^12 + 1, 2^27 + 1
+        const T ca = split * a, a_hi = ca - (ca - a), a_lo = a - a_hi;
+        const T cb = split * b, b_hi = cb - (cb - b), b_lo = b - b_hi;
+        return ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo;
+#endif
+    }
     static reg max(reg a, reg b) { return a > b ? a : b; }
     static reg min(reg a, reg b) { return a < b ? a : b; }
     static reg abs(reg a) { return std::fabs(a); }
+    static reg sqrt(reg a) { return std::sqrt(a); }
     static reg copysign(reg magnitude, reg sign) { return std::copysign(magnitude, sign); }
     static reg round(reg a) { return std::nearbyint(a); }
     // a * 2^n for integral n already clamped to the range the caller documents.
