@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ._validation import check_gradient_shape, check_positive_int
+from ._validation import check_gradient_shape, check_positive_int, layer_input
 from .layer import Layer, register_layer
 
 
@@ -68,4 +68,27 @@ class Reshape(Layer):
         self._require_forward()
         gradient = np.asarray(output_gradient)
         check_gradient_shape(gradient, self.output.shape, "Reshape.backward")
+        return np.reshape(gradient, self.input.shape)
+
+
+@register_layer
+class Flatten(Layer):
+    """``(batch, d1, d2, ...)`` -> ``(batch, d1 * d2 * ...)``: keeps the first axis as the batch
+    (like ``torch.nn.Flatten``), for feeding image-shaped data or feature maps to Dense."""
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        x = layer_input(input, None, "Flatten.forward")
+        if x.ndim < 2:
+            raise ValueError(f"Flatten.forward: expected input of shape (batch, ...) with at least 2 dimensions, got {x.shape}")
+        self.input = x
+        self.output = np.reshape(x, (x.shape[0], -1))
+        return self.output
+
+    def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
+        self._require_forward()
+        gradient = np.asarray(output_gradient)
+        check_gradient_shape(gradient, self.output.shape, "Flatten.backward")
         return np.reshape(gradient, self.input.shape)
