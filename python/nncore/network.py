@@ -23,7 +23,11 @@ def network_dtype(network: Sequence[Any]) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _check_network(network: Any, where: str) -> list[Any]:
+def check_network(network: Any, where: str) -> list[Any]:
+    """The layers of ``network`` (a list or tuple of layers, or a Sequential) as a new list."""
+    layers = getattr(network, "layers", None)
+    if isinstance(layers, list) and not isinstance(network, (list, tuple)):
+        network = layers
     if not isinstance(network, (list, tuple)):
         raise TypeError(f"{where}: expected the network as a list of layers, got {type(network).__name__}")
     if not network:
@@ -40,7 +44,7 @@ def predict(network: Sequence[Any], input: Any) -> np.ndarray:
     The input is converted once to the network's dtype (float32 unless its Dense layers are
     float64).
     """
-    layers = _check_network(network, "predict")
+    layers = check_network(network, "predict")
     output = as_float_array(input, network_dtype(layers), "input", "predict")
     if output.size == 0:
         raise ValueError(f"predict: got an empty input of shape {output.shape}")
@@ -72,7 +76,7 @@ def train(
     and sample, as soon as the loss becomes NaN or infinite.
     """
     where = "train"
-    layers = _check_network(network, where)
+    layers = check_network(network, where)
     dtype = network_dtype(layers)
     x = as_float_array(x_train, dtype, "x_train", where)
     y = as_float_array(y_train, dtype, "y_train", where)

@@ -1,0 +1,492 @@
+"""Sequential: a list of layers with Keras-style ``fit``/``predict``/``evaluate``/``save``."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+from . import losses as losses_module
+from . import optim
+from ._random import generator, seed as seed_generator
+from ._validation import as_float_array, check_positive_int
+from .activations import Softmax
+from .callbacks import Callback
+from .history import History
+from .network import check_network, network_dtype
+from .serialization import load_layers, save_layers
+
+PathLike = Union[str, "os.PathLike[str]"]
+Data = Any  # numpy arrays or nested lists
+
+
+class Sequential:
+    """A network: ``layers`` applied in order, trained with ``fit``.
+
+    ``Sequential([Dense(784, 256), ReLU(), Dense(256, 10)])``. The layers stay ordinary objects
+    (``model.layers[0].weights``), and a user's own ``Layer`` subclass can sit beside the native
+    ones. The model is also a sequence of its layers, so the classic ``nncore.predict(model, x)``
+    and ``nncore.train(model, ...)`` accept it.
+    """
+
+    def __init__(self, layers: Sequence[Any]) -> None:
+        self.layers: list[Any] = check_network(layers, "Sequential")
+        self.loss: Optional[losses_module.Loss] = None
+        self.optimizer: Optional[optim.Optimizer] = None
+        self.stop_training = False
+
+    # -- the list of layers ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.layers[index]
+
+    def __iter__(self) -> Any:
+        return iter(self.layers)
+
+    def __repr__(self) -> str:
+        return "Sequential([" + ", ".join(repr(layer) for layer in self.layers) + "])"
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype inputs are converted to: that of the first Dense layer, else float32."""
+        return network_dtype(self.layers)
+
+    def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every layer's ``(parameter, gradient)`` pairs, in layer order."""
+        return [pair for layer in self.layers for pair in _parameters_of(layer)]
+
+    def copy_state(self) -> list[dict[str, np.ndarray]]:
+        """A copy of every layer's ``state_dict()`` (for ``load_state``)."""
+        return [{name: np.array(value, copy=True) for name, value in _state_of(layer).items()} for layer in self.layers]
+
+    def load_state(self, state: list[dict[str, np.ndarray]]) -> None:
+        """Copy what ``copy_state`` returned back into the parameters, in place."""
+        if len(state) != len(self.layers):
+            raise ValueError(f"Sequential.load_state: expected {len(self.layers)} layer states, got {len(state)}")
+        for layer, layer_state in zip(self.layers, state):
+            if layer_state or _state_of(layer):
+                layer.load_state_dict(layer_state)
+
+    # -- running the network --------------------------------------------------------------------
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        """Run one batch through every layer, with ``training`` set on each layer."""
+        self._set_training(training)
+        return self._run(x)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
+        """Back-propagate ``gradient`` (d loss / d output) through every layer, filling the
+        parameter gradients. Layers that list their parameters get ``learning_rate=None`` (an
+        optimizer updates them); a user's classic layer that keeps its parameters to itself gets
+        ``learning_rate`` and updates itself as in ``nncore.train``."""
+        for layer in reversed(self.layers):
+            gradient = layer.backward(gradient, None if _lists_parameters(layer) else learning_rate)
+        return gradient
+
+    def _set_training(self, training: bool) -> None:
+        for layer in self.layers:
+            layer.training = training
+
+    def predict(self, x: Data, batch_size: Optional[int] = None) -> np.ndarray:
+        """Outputs for ``x`` (rows are samples), in inference mode (Dropout off). With
+        ``batch_size``, the samples go through in chunks of that many, bounding memory."""
+        inputs = self._inputs(x, "Sequential.predict")
+        return self._predict_rows(inputs, _batch_size_or_all(batch_size, len(inputs), "Sequential.predict"))
+
+    def _predict_rows(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+        if batch_size >= len(inputs):
+            return np.array(self.forward(inputs, training=False), copy=True)
+        first = self.forward(inputs[:batch_size], training=False)
+        outputs = np.empty((len(inputs),) + first.shape[1:], dtype=first.dtype)
+        outputs[:batch_size] = first
+        for start in range(batch_size, len(inputs), batch_size):
+            outputs[start : start + batch_size] = self.forward(inputs[start : start + batch_size], training=False)
+        return outputs
+
+    def evaluate(
+        self, x: Data, y: Data, batch_size: Optional[int] = None, *, loss: Any = None
+    ) -> dict[str, float]:
+        """Mean loss (and accuracy, for classification losses) over all of ``x``/``y``, in
+        inference mode. ``loss`` defaults to the one the last ``fit`` used."""
+        where = "Sequential.evaluate"
+        loss_fn = self._resolve_loss(loss, where)
+        inputs = self._inputs(x, where)
+        targets = self._targets(loss_fn, y, inputs, where)
+        return self._evaluate_rows(loss_fn, inputs, targets, _batch_size_or_all(batch_size, len(inputs), where))
+
+    def _evaluate_rows(
+        self, loss_fn: losses_module.Loss, inputs: np.ndarray, targets: np.ndarray, batch_size: int
+    ) -> dict[str, float]:
+        meter = _Meter(loss_fn)
+        for start in range(0, len(inputs), batch_size):
+            outputs = self.forward(inputs[start : start + batch_size], training=False)
+            y_batch = targets[start : start + batch_size]
+            meter.add(loss_fn(y_batch, outputs), y_batch, outputs)
+        return meter.logs()
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(
+        self,
+        x: Data,
+        y: Data,
+        epochs: int = 1,
+        batch_size: int = 32,
+        loss: Any = None,
+        optimizer: Any = None,
+        validation_data: Optional[tuple[Data, Data]] = None,
+        validation_split: float = 0.0,
+        shuffle: bool = True,
+        seed: Optional[int] = None,
+        callbacks: Iterable[Any] = (),
+        verbose: int = 1,
+    ) -> History:
+        """Train on ``x``/``y`` for ``epochs`` passes in mini-batches of ``batch_size``.
+
+        - ``loss``: a name (``"mse"``, ``"mae"``, ``"binary_cross_entropy"``, ``"cross_entropy"``,
+          ...) or a ``nncore.losses.Loss``; defaults to the previous fit's. For ``"cross_entropy"``
+          the network outputs logits and ``y`` holds integer labels or one-hot rows.
+        - ``optimizer``: a name (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, default
+          settings) or a ``nncore.optim`` optimizer; defaults to the previous fit's, else
+          ``Adam()``. Passing the same optimizer object again continues with its state.
+        - ``validation_data=(x_val, y_val)`` or ``validation_split`` (the last fraction of the
+          samples, taken before shuffling) adds ``val_loss``/``val_accuracy`` after each epoch.
+        - ``shuffle``: reorder the samples every epoch; ``seed``: calls ``nncore.seed(seed)``
+          first, which fixes shuffling and dropout (weights are initialised when layers are made).
+          The last batch of an epoch may be smaller than ``batch_size``.
+        - ``callbacks``: ``nncore.callbacks`` objects (EarlyStopping, ModelCheckpoint, your own
+          ``Callback``) and learning-rate schedulers from ``nncore.optim`` (stepped once per epoch).
+        - ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+
+        Returns a ``History``. Raises FloatingPointError naming the epoch and batch if the loss
+        becomes NaN or infinite; the parameters then hold the last update's values.
+        """
+        where = "Sequential.fit"
+        loss_fn = self._resolve_loss(loss, where)
+        opt = self._resolve_optimizer(optimizer, where)
+        epochs = _check_count(epochs, "epochs", where)
+        batch_size = check_positive_int(batch_size, "batch_size", where)
+        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+            raise ValueError(f"{where}: expected verbose to be 0, 1 or 2, got {verbose!r}")
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"{where}: expected shuffle to be a bool, got {type(shuffle).__name__}")
+        hooks, schedulers = _split_callbacks(callbacks, opt, where)
+        _warn_about_double_softmax(self.layers, loss_fn)
+
+        inputs = self._inputs(x, where, check_finite=True)
+        targets = self._targets(loss_fn, y, inputs, where)
+        validation = self._validation(loss_fn, inputs, targets, validation_data, validation_split, where)
+        if validation is not None and validation_data is None:
+            n_train = len(inputs) - len(validation[0])
+            inputs, targets = inputs[:n_train], targets[:n_train]
+        if seed is not None:
+            seed_generator(seed)
+
+        self.loss, self.optimizer = loss_fn, opt
+        self.stop_training = False
+        history = History()
+        for hook in hooks:
+            hook.set_model(self)
+            hook.on_train_begin()
+        logs: dict[str, float] = {}
+        try:
+            for epoch in range(epochs):
+                for hook in hooks:
+                    hook.on_epoch_begin(epoch)
+                started = time.perf_counter()
+                logs = self._train_epoch(loss_fn, opt, inputs, targets, batch_size, bool(shuffle), epoch, epochs, verbose)
+                if validation is not None:
+                    val = self._evaluate_rows(loss_fn, validation[0], validation[1], max(batch_size, 1024))
+                    logs.update({f"val_{name}": value for name, value in val.items()})
+                logs["lr"] = opt.lr
+                seconds = time.perf_counter() - started
+                history.append(epoch, logs)
+                if verbose:
+                    _report_epoch(epoch, epochs, seconds, logs, verbose)
+                for scheduler in schedulers:
+                    scheduler.step()
+                for hook in hooks:
+                    hook.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            self._set_training(False)
+        for hook in hooks:
+            hook.on_train_end(logs)
+        return history
+
+    def _train_epoch(
+        self,
+        loss_fn: losses_module.Loss,
+        opt: optim.Optimizer,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        batch_size: int,
+        shuffle: bool,
+        epoch: int,
+        epochs: int,
+        verbose: int,
+    ) -> dict[str, float]:
+        n = len(inputs)
+        n_batches = -(-n // batch_size)
+        order = generator().permutation(n) if shuffle else None
+        # Shuffled batches are gathered into buffers reused across the epoch.
+        x_buffer = np.empty((min(batch_size, n),) + inputs.shape[1:], dtype=inputs.dtype) if shuffle else None
+        y_buffer = np.empty((min(batch_size, n),) + targets.shape[1:], dtype=targets.dtype) if shuffle else None
+        parameters = self.parameters()
+        meter = _Meter(loss_fn)
+        bar = _progress_bar(n_batches, epoch, epochs) if verbose == 1 else None
+        self._set_training(True)
+        try:
+            for batch in range(n_batches):
+                start = batch * batch_size
+                stop = min(start + batch_size, n)
+                if order is None:
+                    x_batch, y_batch = inputs[start:stop], targets[start:stop]
+                else:
+                    assert x_buffer is not None and y_buffer is not None
+                    x_batch = np.take(inputs, order[start:stop], axis=0, out=x_buffer[: stop - start])
+                    y_batch = np.take(targets, order[start:stop], axis=0, out=y_buffer[: stop - start])
+                outputs = self._run(x_batch)
+                value, gradient = loss_fn.value_and_gradient(y_batch, outputs)
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"Sequential.fit: the loss became {value} at epoch {epoch + 1}, batch {batch + 1} "
+                        f"of {n_batches} (samples {start}..{stop - 1} of this epoch's order); "
+                        "lower the learning rate, clip gradients (clip_norm=...) or check the data"
+                    )
+                self.backward(gradient, opt.lr)
+                opt.step(parameters)
+                meter.add(value, y_batch, outputs)
+                if bar is not None:
+                    bar.update(1)
+                    if batch % 25 == 0 or batch == n_batches - 1:
+                        bar.set_postfix(meter.logs(), refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        return meter.logs()
+
+    # -- argument handling ----------------------------------------------------------------------
+    def _resolve_loss(self, loss: Any, where: str) -> losses_module.Loss:
+        if loss is not None:
+            return losses_module.get(loss)
+        if self.loss is None:
+            raise ValueError(f"{where}: no loss given; pass loss='mse', 'cross_entropy', ... or a nncore.losses.Loss")
+        return self.loss
+
+    def _resolve_optimizer(self, optimizer: Any, where: str) -> optim.Optimizer:
+        if optimizer is not None:
+            return optim.get(optimizer)
+        return self.optimizer if self.optimizer is not None else optim.Adam()
+
+    def _inputs(self, x: Data, where: str, check_finite: bool = False) -> np.ndarray:
+        inputs = as_float_array(x, self.dtype, "x", where)
+        if inputs.ndim == 0:
+            raise ValueError(f"{where}: expected x with a sample axis (rows are samples), got a scalar")
+        if len(inputs) == 0:
+            raise ValueError(f"{where}: x has no samples (shape {inputs.shape})")
+        if check_finite and not np.isfinite(inputs).all():
+            raise ValueError(f"{where}: x contains NaN or infinity")
+        return inputs
+
+    def _targets(self, loss_fn: losses_module.Loss, y: Data, inputs: np.ndarray, where: str) -> np.ndarray:
+        targets = loss_fn.prepare_targets(y, self.dtype)
+        if targets.ndim == 0 or len(targets) != len(inputs):
+            raise ValueError(
+                f"{where}: x has {len(inputs)} samples (shape {inputs.shape}) but y has "
+                f"{len(targets) if targets.ndim else 0} (shape {targets.shape})"
+            )
+        if targets.dtype.kind == "f" and not np.isfinite(targets).all():
+            raise ValueError(f"{where}: y contains NaN or infinity")
+        return targets
+
+    def _validation(
+        self,
+        loss_fn: losses_module.Loss,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        validation_data: Optional[tuple[Data, Data]],
+        validation_split: float,
+        where: str,
+    ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.floating)):
+            raise TypeError(f"{where}: expected validation_split to be a number, got {type(validation_split).__name__}")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"{where}: expected 0 <= validation_split < 1, got {validation_split}")
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError(f"{where}: pass validation_data or validation_split, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError(f"{where}: expected validation_data=(x_val, y_val)")
+            x_val = self._inputs(validation_data[0], f"{where} (validation_data)", check_finite=True)
+            return x_val, self._targets(loss_fn, validation_data[1], x_val, f"{where} (validation_data)")
+        if not validation_split:
+            return None
+        n_val = int(len(inputs) * validation_split)
+        if n_val == 0 or n_val == len(inputs):
+            raise ValueError(
+                f"{where}: validation_split={validation_split} of {len(inputs)} samples leaves "
+                f"{n_val} for validation and {len(inputs) - n_val} for training; both must be >= 1"
+            )
+        return inputs[-n_val:], targets[-n_val:]
+
+    # -- description and files ------------------------------------------------------------------
+    def summary(self, input_shape: Optional[Sequence[int]] = None, *, print_fn: Any = print) -> str:
+        """A table of the layers, their output shapes (for one sample of ``input_shape``,
+        inferred from the first layer when it is a Dense or Reshape) and parameter counts;
+        printed with ``print_fn`` (None: only returned)."""
+        shape = _input_shape(self.layers[0], input_shape)
+        rows = [("Layer", "Output shape", "Parameters")]
+        total = 0
+        sample = np.zeros((1,) + shape, dtype=self.dtype) if shape is not None else None
+        self._set_training(False)
+        for i, layer in enumerate(self.layers):
+            count = sum(int(np.asarray(p).size) for p in _state_of(layer).values())
+            total += count
+            output_text = "?"
+            if sample is not None:
+                sample = layer.forward(sample)
+                output_text = str((None,) + tuple(np.shape(sample))[1:])
+            rows.append((f"{i}: {layer!r}", output_text, f"{count:,}"))
+        widths = [max(len(row[c]) for row in rows) for c in range(3)]
+        rule = "-" * (sum(widths) + 4)
+        lines = [rule]
+        for r, row in enumerate(rows):
+            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
+            if r == 0:
+                lines.append(rule)
+        lines += [rule, f"Total parameters: {total:,} ({self.dtype.name})"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def save(self, path: PathLike) -> None:
+        """Write the architecture and parameters to one ``.safetensors`` file, atomically (a
+        crash mid-save keeps any previous file). Layers must be native or registered with
+        ``@nncore.register_layer``; otherwise nothing is written and TypeError says why."""
+        save_layers(self.layers, path, extra_metadata={"model": "Sequential"})
+
+
+def load(path: PathLike) -> Sequential:
+    """Read a model written by ``Sequential.save``. Every problem with the file raises
+    ``nncore.ModelFileError``; no code from the file is ever run."""
+    return Sequential(load_layers(path))
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _parameters_of(layer: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    parameters = getattr(layer, "parameters", None)
+    return list(parameters()) if callable(parameters) else []
+
+
+def _lists_parameters(layer: Any) -> bool:
+    return bool(_parameters_of(layer))
+
+
+def _state_of(layer: Any) -> dict[str, np.ndarray]:
+    state_dict = getattr(layer, "state_dict", None)
+    return dict(state_dict()) if callable(state_dict) else {}
+
+
+def _check_count(value: Any, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: expected {name} to be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{where}: expected {name} >= 0, got {value}")
+    return int(value)
+
+
+def _batch_size_or_all(batch_size: Optional[int], n: int, where: str) -> int:
+    return n if batch_size is None else check_positive_int(batch_size, "batch_size", where)
+
+
+def _split_callbacks(callbacks: Iterable[Any], opt: optim.Optimizer, where: str) -> tuple[list[Callback], list[Any]]:
+    if isinstance(callbacks, (Callback, optim.LRScheduler)):
+        callbacks = [callbacks]
+    hooks, schedulers = [], []
+    for item in callbacks:
+        if isinstance(item, optim.LRScheduler):
+            if item.optimizer is not opt:
+                raise ValueError(f"{where}: the scheduler {type(item).__name__} drives another optimizer than the one fit uses")
+            schedulers.append(item)
+        elif isinstance(item, Callback):
+            hooks.append(item)
+        else:
+            raise TypeError(
+                f"{where}: expected callbacks to hold nncore.callbacks.Callback or nncore.optim.LRScheduler "
+                f"objects, got {type(item).__name__}"
+            )
+    return hooks, schedulers
+
+
+def _warn_about_double_softmax(layers: list[Any], loss_fn: losses_module.Loss) -> None:
+    if isinstance(loss_fn, losses_module.CrossEntropy) and isinstance(layers[-1], Softmax):
+        warnings.warn(
+            "Sequential.fit: the network ends in Softmax but the cross_entropy loss applies softmax "
+            "itself (it expects logits); remove the final Softmax layer",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _input_shape(first: Any, given: Optional[Sequence[int]]) -> Optional[tuple[int, ...]]:
+    if given is not None:
+        return tuple(check_positive_int(d, "every dimension of input_shape", "Sequential.summary") for d in given)
+    if hasattr(first, "input_size"):
+        return (int(first.input_size),)
+    if hasattr(first, "input_shape"):
+        return tuple(first.input_shape)
+    return None
+
+
+class _Meter:
+    """Running mean loss (weighted by batch size) and accuracy over an epoch."""
+
+    def __init__(self, loss_fn: losses_module.Loss) -> None:
+        self.loss_fn = loss_fn
+        self.loss_sum = 0.0
+        self.samples = 0
+        self.correct = 0
+        self.counted = 0
+        self.classification = False
+
+    def add(self, value: float, y_true: np.ndarray, y_pred: np.ndarray) -> None:
+        self.loss_sum += value * len(y_true)
+        self.samples += len(y_true)
+        result = self.loss_fn.correct(y_true, y_pred)
+        if result is not None:
+            self.classification = True
+            self.correct += result[0]
+            self.counted += result[1]
+
+    def logs(self) -> dict[str, float]:
+        logs = {"loss": self.loss_sum / max(self.samples, 1)}
+        if self.classification:
+            logs["accuracy"] = self.correct / max(self.counted, 1)
+        return logs
+
+
+def _progress_bar(n_batches: int, epoch: int, epochs: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=True, file=sys.stdout, dynamic_ncols=True)
+
+
+def _report_epoch(epoch: int, epochs: int, seconds: float, logs: dict[str, float], verbose: int) -> None:
+    metrics = " - ".join(f"{name}: {value:.4g}" if name == "lr" else f"{name}: {value:.4f}" for name, value in logs.items())
+    if verbose == 2:
+        print(f"Epoch {epoch + 1}/{epochs} - {seconds:.2f}s - {metrics}", flush=True)
+    elif any(name.startswith("val_") for name in logs):
+        print("  validation: " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k.startswith("val_")), flush=True)
