@@ -75,10 +75,10 @@ struct Domain<float> {
     static constexpr double exp_second[2] = {-1, 1};
     static constexpr double act_dense[2] = {-20, 20};
     static constexpr double sigmoid_second[2] = {-110, 110};  // sigmoid(x) is subnormal down to -103.3
-    static constexpr double tanh_second[2] = {-1, 1};        // both branches, near the switch at 0.35
+    static constexpr double tanh_second[2] = {-1, 1};        // where u / (u + 2) has the smallest u
     static std::vector<double> boundaries() {
         return {88.72283935546875, 88.72283172607422, -87.33654022216797, -103.27892303466797, -103.97208404541016,
-                89.0, -104.0, 0.35, -0.35, 9.01091289520263671875 /* tanh rounds to 1 */};
+                89.0, -104.0, 0.35, -0.35, 9.01091289520263671875 /* tanh rounds to 1 */, 9.1, -9.1 /* tanh clamp */};
     }
 };
 
@@ -91,7 +91,7 @@ struct Domain<double> {
     static constexpr double tanh_second[2] = {-1, 1};
     static std::vector<double> boundaries() {
         return {709.782712893384, -708.3964185322641, -744.4400719213812, -745.1332191019411, 710.0, -746.0,
-                0.35, -0.35, 19.061547465398498 /* tanh rounds to 1 */};
+                0.35, -0.35, 19.061547465398498 /* tanh rounds to 1 */, 19.1, -19.1 /* tanh clamp */};
     }
 };
 

@@ -36,6 +36,8 @@ struct Vec<float> {
         __m256i bits = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
         return _mm256_castsi256_ps(_mm256_slli_epi32(bits, 23));
     }
+    // 2^n for integral n with a normal result.
+    static reg exp2i(reg n) { return pow2(n); }
     static reg scale2(reg a, reg n) {
         reg half = _mm256_floor_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.5f)));
         return _mm256_mul_ps(_mm256_mul_ps(a, pow2(half)), pow2(_mm256_sub_ps(n, half)));
@@ -88,6 +90,7 @@ struct Vec<double> {
         __m128i n32 = _mm_add_epi32(_mm256_cvtpd_epi32(n), _mm_set1_epi32(1023));
         return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_cvtepi32_epi64(n32), 52));
     }
+    static reg exp2i(reg n) { return pow2(n); }
     static reg scale2(reg a, reg n) {
         reg half = _mm256_floor_pd(_mm256_mul_pd(n, _mm256_set1_pd(0.5)));
         return _mm256_mul_pd(_mm256_mul_pd(a, pow2(half)), pow2(_mm256_sub_pd(n, half)));

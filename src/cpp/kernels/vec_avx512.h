@@ -26,14 +26,15 @@ struct Vec<float> {
     static reg abs(reg a) { return _mm512_abs_ps(a); }
     static reg sqrt(reg a) { return _mm512_sqrt_ps(a); }
     static reg copysign(reg magnitude, reg sign) {
-        const __m512i sign_bit = _mm512_set1_epi32(INT32_MIN);
-        return _mm512_castsi512_ps(_mm512_or_si512(
-            _mm512_andnot_si512(sign_bit, _mm512_castps_si512(magnitude)),
-            _mm512_and_si512(sign_bit, _mm512_castps_si512(sign))));
+        // One bitwise select: sign bit from `sign`, the rest from `magnitude` (0xCA = a ? b : c).
+        return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+            _mm512_set1_epi32(INT32_MIN), _mm512_castps_si512(sign), _mm512_castps_si512(magnitude), 0xCA));
     }
     static reg round(reg a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     // scalef computes a * 2^floor(n) with correct overflow, underflow and subnormal results.
     static reg scale2(reg a, reg n) { return _mm512_scalef_ps(a, n); }
+    // 2^n for integral n with a normal result.
+    static reg exp2i(reg n) { return _mm512_scalef_ps(_mm512_set1_ps(1.0f), n); }
     static mask lt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
     static mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
     static mask isnan(reg a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
@@ -64,13 +65,12 @@ struct Vec<double> {
     static reg abs(reg a) { return _mm512_abs_pd(a); }
     static reg sqrt(reg a) { return _mm512_sqrt_pd(a); }
     static reg copysign(reg magnitude, reg sign) {
-        const __m512i sign_bit = _mm512_set1_epi64(INT64_MIN);
-        return _mm512_castsi512_pd(_mm512_or_si512(
-            _mm512_andnot_si512(sign_bit, _mm512_castpd_si512(magnitude)),
-            _mm512_and_si512(sign_bit, _mm512_castpd_si512(sign))));
+        return _mm512_castsi512_pd(_mm512_ternarylogic_epi64(
+            _mm512_set1_epi64(INT64_MIN), _mm512_castpd_si512(sign), _mm512_castpd_si512(magnitude), 0xCA));
     }
     static reg round(reg a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static reg scale2(reg a, reg n) { return _mm512_scalef_pd(a, n); }
+    static reg exp2i(reg n) { return _mm512_scalef_pd(_mm512_set1_pd(1.0), n); }
     static mask lt(reg a, reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_LT_OQ); }
     static mask gt(reg a, reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
     static mask isnan(reg a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q); }

@@ -36,6 +36,8 @@ struct Vec {
     static reg round(reg a) { return std::nearbyint(a); }
     // a * 2^n for integral n already clamped to the range the caller documents.
     static reg scale2(reg a, reg n) { return std::ldexp(a, static_cast<int>(n)); }
+    // 2^n for integral n with a normal result.
+    static reg exp2i(reg n) { return std::ldexp(T(1), static_cast<int>(n)); }
     static mask lt(reg a, reg b) { return a < b; }
     static mask gt(reg a, reg b) { return a > b; }
     static mask isnan(reg a) { return a != a; }
