@@ -2,111 +2,149 @@
 
 Usage: python benchmarks/bench_ops.py [--threads N] [--quick]
 
-Prints a markdown table of medians (after warm-up) and the ratio to the faster peer. Peers that are
-not installed are reported as such. numpy's BLAS threads are capped with threadpoolctl when it is
-installed (otherwise that is printed, since numpy may then use every core).
+Prints markdown tables of medians (interleaved rounds after warm-up) and the ratio to each peer:
+matmul in GFLOP/s, and the elementwise functions (tanh, sigmoid, relu, exp, softmax, float32) in
+Gelem/s with the maximum error of every implementation against a float64 reference. Peers that are
+not installed are reported as such. ``run_elementwise`` is also used by ``run_all.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 import nncore
+from common import NOT_INSTALLED, compare, markdown_table, max_ulp, ratio, threads, threadpool_limits, torch
 
-try:
-    import torch
-except ImportError:
-    torch = None
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:
-    threadpool_limits = None
+ELEMENTWISE = ("tanh", "sigmoid", "relu", "exp", "softmax")
+SOFTMAX_COLUMNS = 64  # softmax runs over rows of this many logits
 
 
-def median_seconds(fn: Callable[[], object], min_time: float = 0.2, min_runs: int = 5) -> float:
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def _reference(name: str, x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    if name == "tanh":
+        return np.tanh(x64)
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x64))
+    if name == "relu":
+        return np.maximum(x64, 0.0)
+    if name == "exp":
+        return np.exp(x64)
+    e = np.exp(x64 - x64.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
-def row(name: str, unit: str, work: float, ours: float, numpy_t: Optional[float], torch_t: Optional[float]) -> str:
-    def fmt(t: Optional[float]) -> str:
-        return "not installed" if t is None else f"{work / t / 1e9:.2f}"
+def _implementations(name: str, x: np.ndarray, out: np.ndarray) -> dict[str, Optional[Callable[[], np.ndarray]]]:
+    """nncore, numpy and torch versions of ``name`` on ``x``, each returning its result."""
+    if name == "softmax":
+        def numpy_softmax() -> np.ndarray:
+            e = np.exp(x - x.max(axis=1, keepdims=True))
+            e /= e.sum(axis=1, keepdims=True)
+            return e
+        impls = {"nncore": lambda: nncore.ops.softmax(x, out=out), "numpy": numpy_softmax}
+    else:
+        ours = getattr(nncore.ops, name)
+        numpy_fns = {
+            "tanh": lambda: np.tanh(x, out=out),
+            "sigmoid": lambda: np.divide(1.0, np.add(1.0, np.exp(np.negative(x, out=out), out=out), out=out), out=out),
+            "relu": lambda: np.maximum(x, 0, out=out),
+            "exp": lambda: np.exp(x, out=out),
+        }
+        impls = {"nncore": lambda: ours(x, out=out), "numpy": numpy_fns[name]}
+    if torch is None:
+        impls["torch"] = None
+    else:
+        tx, tout = torch.from_numpy(x), torch.from_numpy(out)
+        torch_fns = {
+            "tanh": lambda: torch.tanh(tx, out=tout),
+            "sigmoid": lambda: torch.sigmoid(tx, out=tout),
+            "relu": lambda: torch.clamp(tx, min=0, out=tout),
+            "exp": lambda: torch.exp(tx, out=tout),
+            "softmax": lambda: torch.softmax(tx, dim=1),
+        }
+        impls["torch"] = lambda: torch_fns[name]().numpy()
+    return impls
 
-    peers = [t for t in (numpy_t, torch_t) if t is not None]
-    ratio = min(peers) / ours if peers else float("nan")
-    return f"| {name} | {unit} | {fmt(ours)} | {fmt(numpy_t)} | {fmt(torch_t)} | {ratio:.2f}x |"
+
+def run_elementwise(sizes: Sequence[int], n_threads: int = 1, names: Sequence[str] = ELEMENTWISE,
+                    min_time: float = 0.2, seed: int = 0) -> list[dict]:
+    """One row per (function, size): Gelem/s of nncore, numpy and torch at ``n_threads`` threads,
+    nncore's speed-up over each, and each implementation's max error in float32 ulp against a
+    float64 reference (inputs uniform in [-10, 10])."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    with threads(n_threads):
+        for size in sizes:
+            x_flat = rng.uniform(-10, 10, size).astype(np.float32)
+            for name in names:
+                x = x_flat.reshape(-1, SOFTMAX_COLUMNS) if name == "softmax" and size % SOFTMAX_COLUMNS == 0 else x_flat
+                if name == "softmax" and x.ndim == 1:
+                    x = x.reshape(1, -1)
+                out = np.empty_like(x)
+                impls = _implementations(name, x, out)
+                reference = _reference(name, x)
+                errors = {peer: (None if fn is None else max_ulp(np.array(fn(), copy=True), reference))
+                          for peer, fn in impls.items()}
+                seconds = compare(impls, min_time=min_time)
+                shape = "x".join(map(str, x.shape)) if name == "softmax" else str(size)
+                row = {"function": name, "elements": shape, "threads": n_threads}
+                for peer, t in seconds.items():
+                    row[f"{peer} Gelem/s"] = NOT_INSTALLED if t is None else size / t / 1e9
+                row["vs numpy"] = ratio(seconds["numpy"], seconds["nncore"])
+                row["vs torch"] = ratio(seconds["torch"], seconds["nncore"]) if impls["torch"] else NOT_INSTALLED
+                for peer, e in errors.items():
+                    row[f"{peer} max err (ulp)"] = NOT_INSTALLED if e is None else e
+                rows.append(row)
+    return rows
+
+
+def run_matmul(shapes: Sequence[tuple[int, int, int]], n_threads: int = 1, min_time: float = 0.2) -> list[dict]:
+    """GFLOP/s of nncore.ops.matmul against numpy and torch for each (m, k, n), float32 and float64."""
+    rng = np.random.default_rng(0)
+    rows = []
+    with threads(n_threads):
+        for dtype in (np.float32, np.float64):
+            for m, k, n in shapes:
+                a = rng.standard_normal((m, k)).astype(dtype)
+                b = rng.standard_normal((k, n)).astype(dtype)
+                out = np.empty((m, n), dtype)
+                impls: dict[str, Optional[Callable[[], object]]] = {
+                    "nncore": lambda: nncore.ops.matmul(a, b, out=out),
+                    "numpy": lambda: np.matmul(a, b, out=out),
+                    "torch": None,
+                }
+                if torch is not None:
+                    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+                    impls["torch"] = lambda: torch.matmul(ta, tb)
+                seconds = compare(impls, min_time=min_time)
+                row = {"matmul": f"{m}x{k}x{n}", "dtype": np.dtype(dtype).name, "threads": n_threads}
+                for peer, t in seconds.items():
+                    row[f"{peer} GFLOP/s"] = NOT_INSTALLED if t is None else 2.0 * m * n * k / t / 1e9
+                row["vs numpy"] = ratio(seconds["numpy"], seconds["nncore"])
+                row["vs torch"] = ratio(seconds["torch"], seconds["nncore"])
+                rows.append(row)
+    return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="fewer sizes")
     args = parser.parse_args()
-
-    nncore.set_num_threads(args.threads)
-    if torch is not None:
-        torch.set_num_threads(args.threads)
-    limits = threadpool_limits(args.threads) if threadpool_limits else None
     info = nncore.cpu_info()
     print(f"nncore {nncore.__version__}, isa={info['isa']}, threads={args.threads}, numpy {np.__version__}, "
-          f"torch {torch.__version__ if torch else 'not installed'}, "
-          f"threadpoolctl {'on' if limits else 'not installed (numpy threads not capped)'}, {platform.processor() or platform.machine()}")
-    print()
-    print("| case | unit | nncore | numpy | torch | nncore vs best peer |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    rng = np.random.default_rng(0)
-
+          f"torch {torch.__version__ if torch else NOT_INSTALLED}, "
+          f"threadpoolctl {'on' if threadpool_limits else 'not installed (numpy threads not capped)'}, "
+          f"{platform.processor() or platform.machine()}\n")
     shapes = [(1, 784, 256), (64, 784, 256), (256, 784, 256), (64, 256, 128), (64, 128, 10), (1024, 1024, 1024)]
     if args.quick:
         shapes = shapes[1:2] + shapes[-1:]
-    for dtype in (np.float32, np.float64):
-        for m, k, n in shapes:
-            a = rng.standard_normal((m, k)).astype(dtype)
-            b = rng.standard_normal((k, n)).astype(dtype)
-            out = np.empty((m, n), dtype)
-            ours = median_seconds(lambda: nncore.ops.matmul(a, b, out=out))
-            ref = median_seconds(lambda: np.matmul(a, b, out=out))
-            tt = None
-            if torch is not None:
-                ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-                tt = median_seconds(lambda: torch.matmul(ta, tb))
-            print(row(f"matmul {m}x{k}x{n} {np.dtype(dtype).name}", "GFLOP/s", 2.0 * m * n * k, ours, ref, tt))
-
-    sizes = [1 << 14, 1 << 20] if args.quick else [1 << 10, 1 << 14, 1 << 17, 1 << 20]
-    for size in sizes:
-        x = rng.uniform(-5, 5, size).astype(np.float32)
-        out = np.empty_like(x)
-        tx = torch.from_numpy(x) if torch is not None else None
-        cases = {
-            "tanh": (lambda: nncore.ops.tanh(x, out=out), lambda: np.tanh(x, out=out), lambda: torch.tanh(tx)),
-            "sigmoid": (lambda: nncore.ops.sigmoid(x, out=out),
-                        lambda: np.divide(1.0, np.add(1.0, np.exp(-x)), out=out), lambda: torch.sigmoid(tx)),
-            "exp": (lambda: nncore.ops.exp(x, out=out), lambda: np.exp(x, out=out), lambda: torch.exp(tx)),
-        }
-        for name, (ours_fn, numpy_fn, torch_fn) in cases.items():
-            print(row(f"{name} {size} float32", "Gelem/s", size, median_seconds(ours_fn), median_seconds(numpy_fn),
-                      median_seconds(torch_fn) if torch is not None else None))
-        logits = x.reshape(-1, 64)
-        sm_out = np.empty_like(logits)
-
-        def numpy_softmax() -> None:
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            e /= e.sum(axis=1, keepdims=True)
-
-        print(row(f"softmax {logits.shape[0]}x64 float32", "Gelem/s", size,
-                  median_seconds(lambda: nncore.ops.softmax(logits, out=sm_out)), median_seconds(numpy_softmax),
-                  median_seconds(lambda: torch.softmax(torch.from_numpy(logits), 1)) if torch is not None else None))
+    print(markdown_table(run_matmul(shapes, args.threads)))
+    sizes = [1 << 14, 1 << 20] if args.quick else [1 << 10, 1 << 14, 1 << 18, 1 << 20]
+    print(markdown_table(run_elementwise(sizes, args.threads)))
 
 
 if __name__ == "__main__":

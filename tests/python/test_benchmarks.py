@@ -1,0 +1,125 @@
+"""Smoke test of the benchmark suite (benchmarks/): every case runs on tiny sizes and returns
+well-formed rows. No timing is asserted (the machines are noisy); only shapes and correctness."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+import bench_classic  # noqa: E402
+import bench_mnist  # noqa: E402
+import bench_ops  # noqa: E402
+import classic_numpy  # noqa: E402
+import common  # noqa: E402
+import run_all  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    data, note = bench_mnist.load_data(None, n_train=256, n_test=64)
+    assert "random data" in note
+    assert data[0].shape == (256, 784) and data[0].dtype == np.float32
+    assert data[2].shape == (64, 784) and data[3].shape == (64,)
+    return data
+
+
+def _well_formed(rows, keys):
+    assert rows and all(isinstance(row, dict) for row in rows)
+    for row in rows:
+        assert set(keys) <= set(row), f"missing {set(keys) - set(row)} in {row}"
+    table = common.markdown_table(rows)
+    lines = table.strip().splitlines()
+    assert len(lines) == len(rows) + 2 and all(line.startswith("|") for line in lines)
+
+
+def _speed(value):
+    return value == common.NOT_INSTALLED or (isinstance(value, float) and value > 0 and math.isfinite(value))
+
+
+def test_elementwise_rows_and_errors():
+    rows = bench_ops.run_elementwise([64 * 3, 1000], 1, min_time=0.001)
+    _well_formed(rows, ["function", "elements", "nncore Gelem/s", "numpy Gelem/s", "torch Gelem/s", "vs numpy",
+                        "nncore max err (ulp)"])
+    assert {row["function"] for row in rows} == set(bench_ops.ELEMENTWISE)
+    for row in rows:
+        assert _speed(row["nncore Gelem/s"]) and _speed(row["numpy Gelem/s"]) and _speed(row["torch Gelem/s"])
+        # nncore's stated bounds: 4 ulp for tanh/sigmoid, 2 for exp, exact relu; softmax inherits the
+        # float32 rounding of x - max, for every implementation alike.
+        limit = {"tanh": 4, "sigmoid": 4, "exp": 2, "relu": 0, "softmax": 64}[row["function"]]
+        assert row["nncore max err (ulp)"] <= limit
+
+
+def test_matmul_rows():
+    _well_formed(bench_ops.run_matmul([(3, 5, 4)], 1, min_time=0.001), ["matmul", "nncore GFLOP/s", "vs numpy"])
+
+
+def test_compare_keeps_missing_peers_missing():
+    seconds = common.compare({"a": lambda: None, "b": None}, min_time=0.001)
+    assert seconds["b"] is None and seconds["a"] >= 0
+    assert common.ratio(None, 1.0) == "n/a" and common.ratio(2.0, 1.0) == "2.00x"
+
+
+def test_training_and_inference_rows(tiny_data):
+    rows = bench_mnist.run_training(tiny_data, batch_sizes=(64,), epochs=1, optimizers=("sgd", "adam"))
+    _well_formed(rows, ["optimizer", "batch", "nncore s/epoch", "nncore acc", "torch s/epoch", "sklearn s/epoch",
+                        "vs torch", "vs sklearn"])
+    assert len(rows) == 2 and all(_speed(row["nncore s/epoch"]) for row in rows)
+    rows = bench_mnist.run_inference(tiny_data, batch=100, min_time=0.001)
+    _well_formed(rows, ["implementation", "1-sample latency (us)", "batch 100 (samples/s)"])
+
+
+def test_same_network_in_every_framework(tiny_data):
+    weights = bench_mnist.initial_weights(0)
+    x = tiny_data[2][:8]
+    ours = bench_mnist.nncore_model(weights).predict(x)
+    if common.torch is not None:
+        with common.torch.no_grad():
+            theirs = bench_mnist.torch_model(weights)(common.torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    if common.sklearn is not None:
+        clf = bench_mnist._fitted_sklearn(weights, tiny_data)
+        e = np.exp(ours - ours.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(clf.predict_proba(x), e / e.sum(axis=1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
+def test_classic_rows_and_reference_agree(tiny_data):
+    rows = bench_classic.run_classic(tiny_data, epochs=1, n_train=20)
+    _well_formed(rows, ["implementation", "training s", "test acc", "speed-up vs numpy"])
+    # The numpy reference follows the classic equations: one step on one sample matches nncore's.
+    w = bench_classic._glorot_weights(1, (6, 4, 3))
+    x = np.linspace(-1, 1, 6).reshape(6, 1)
+    y = np.array([[1.0], [0.0], [0.0]])
+    net = []
+    for wi in w:
+        net += [classic_numpy.Dense(wi, np.zeros(wi.shape[0])), classic_numpy.Tanh()]
+    classic_numpy.train(net, classic_numpy.mse, classic_numpy.mse_prime, x[None], y[None], epochs=1, learning_rate=0.1)
+    import nncore
+
+    ours = []
+    for wi in w:
+        dense = nncore.Dense(wi.shape[1], wi.shape[0], dtype=np.float64)
+        dense.weights[...] = wi
+        ours += [dense, nncore.Tanh()]
+    nncore.train(ours, nncore.mse, nncore.mse_prime, x[None], y[None], epochs=1, learning_rate=0.1, verbose=False)
+    np.testing.assert_allclose(ours[0].weights, net[0].weights, rtol=1e-12, atol=1e-14)
+
+
+def test_memory_and_determinism_rows(tiny_data):
+    rows = bench_mnist.run_memory(n_train=256, path=None, frameworks=("nncore",))
+    _well_formed(rows, ["framework", "peak RSS (MB)", "training data (MB)"])
+    assert isinstance(rows[0]["peak RSS (MB)"], float) and rows[0]["peak RSS (MB)"] > 0
+    rows = bench_mnist.run_determinism(tiny_data, n_samples=128, batch_size=32)
+    assert rows[0]["bit-identical"] == "yes"
+
+
+def test_run_all_reports_missing_gemm_bench_and_peak():
+    text = run_all.gemm_section(quick=True)
+    assert "gemm bench not present" in text or text.startswith("|")
+    assert all(line.startswith("- FMA peak") for line in run_all.fma_peak_lines())
