@@ -152,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         "out= buffers. The softmax error of every implementation (~17-18 ulp on the smallest "
         "probabilities) comes from rounding x - max in float32.\n\n1 thread:\n\n"
         + markdown_table(bench_ops.run_elementwise(s["elementwise_sizes"], 1, min_time=s["elementwise_min_time"]))
-        + "\n2 threads (nncore splits arrays of >= 64K elements over its pool):\n\n"
+        + "\n2 threads (nncore splits arrays of >= 64K elements over its pool, the calling thread taking "
+        "chunks too). On a loaded 2-CPU machine (see the load average above) a second thread often "
+        "cannot run at once: nncore then gains nothing, and a runtime that splits work statically "
+        "(PyTorch's OpenMP) waits for the descheduled thread, which is what its collapse below 10M "
+        "elements shows when it happens:\n\n"
         + markdown_table(bench_ops.run_elementwise(s["elementwise_threaded_sizes"], 2,
                                                    min_time=s["elementwise_min_time"]))))
     section("3. MNIST MLP training (784-256-128-10 ReLU, softmax cross-entropy)", lambda: (
