@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
          f"torch {torch.__version__ if torch else NOT_INSTALLED}, "
          f"scikit-learn {sklearn.__version__ if sklearn else NOT_INSTALLED}, Python {platform.python_version()}; "
          f"threadpoolctl {'caps numpy BLAS threads' if threadpool_limits else 'not installed: numpy threads NOT capped'}")
+    emit(f"- threads: elementwise at 1 and at 2; training, inference, the classic script and memory at "
+         f"{s['train_threads']}; nncore's pool defaults to {info['num_threads']} on this machine")
     emit("- timing: every case times its peers in the same run, interleaved in rounds, after a warm-up; "
          "figures are medians. The machine is shared (other builds and benchmarks run on it), so "
          f"expect noise of 10-20%. Load average at the start: {load()}.")

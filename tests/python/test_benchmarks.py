@@ -119,7 +119,18 @@ def test_memory_and_determinism_rows(tiny_data):
     assert rows[0]["bit-identical"] == "yes"
 
 
-def test_run_all_reports_missing_gemm_bench_and_peak():
-    text = run_all.gemm_section(quick=True)
-    assert "gemm bench not present" in text or text.startswith("|")
-    assert all(line.startswith("- FMA peak") for line in run_all.fma_peak_lines())
+def test_run_all_reports_missing_gemm_bench_and_peak(monkeypatch):
+    import importlib
+
+    import nncore
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    assert "gemm bench not present" in run_all.gemm_section(quick=True)
+    monkeypatch.delattr(nncore._core, "fma_peak", raising=False)
+    assert run_all.fma_peak_lines() == ["- FMA peak: unavailable (this build's `nncore._core` has no `fma_peak`)"]
+    monkeypatch.setattr(nncore._core, "fma_peak", lambda dtype, seconds, threads: 100.0 * threads, raising=False)
+    lines = run_all.fma_peak_lines()
+    assert len(lines) == 4 and "float32, 2 thread(s): 200.0 GFLOP/s" in lines[1]
