@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             emit(body())
         except Exception:  # noqa: BLE001 - one failing case must not lose the others
             emit("FAILED:\n```\n" + traceback.format_exc() + "```\n")
-        emit(f"_({time.perf_counter() - t0:.0f} s)_\n")
+        emit(f"_({time.perf_counter() - t0:.0f} s; load average now {load()}: above ~1 per CPU, other "
+             "processes compete for the cores and multi-threaded peers that spin-wait (OpenMP, OpenBLAS) "
+             "can lose several times their speed)_\n")
 
     emit("# nncore benchmarks\n")
     emit(f"- command: `{command}`")
