@@ -260,7 +260,7 @@ class Sequential:
         data = engine.prepare(self, self.layers, loss_fn, inputs, targets)
         spec = engine.optimizer_spec(opt) if data is not None else None
         if data is not None and spec is not None:
-            return self._train_epoch_engine(data, spec, opt, batch_size, shuffle, epoch, epochs, verbose)
+            return self._train_epoch_engine(data, spec, opt, batch_size, shuffle, (epoch, epochs, verbose))
         n = len(inputs)
         n_batches = -(-n // batch_size)
         order = generator().permutation(n) if shuffle else None
@@ -298,18 +298,13 @@ class Sequential:
         return meter.logs()
 
     def _train_epoch_engine(
-        self,
-        data: engine.Data,
-        spec: tuple[str, dict[str, Any]],
-        opt: optim.Optimizer,
-        batch_size: int,
-        shuffle: bool,
-        epoch: int,
-        epochs: int,
-        verbose: int,
+        self, data: engine.Data, spec: tuple[str, dict[str, Any]], opt: optim.Optimizer, batch_size: int,
+        shuffle: bool, progress: tuple[int, int, int],
     ) -> dict[str, float]:
         """``_train_epoch`` in the native engine: the same batches in the same order (the
-        permutation comes from the same generator), the same kernels, the same sums."""
+        permutation comes from the same generator), the same kernels, the same sums.
+        ``progress`` is (epoch, epochs, verbose)."""
+        epoch, epochs, verbose = progress
         n = len(data.x)
         n_batches = -(-n // batch_size)
         order = generator().permutation(n) if shuffle else None

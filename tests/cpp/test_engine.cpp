@@ -49,6 +49,25 @@ void check_close(const std::vector<T>& got, const std::vector<double>& want, con
     CHECK_MSG(worst <= tolerance<T>(), what << ": max relative error " << worst);
 }
 
+// want = (w, b) - lr * (g^T input, column sums of g) for a Dense(fan_in, fan_out) layer.
+template <class T>
+void reference_sgd(const std::vector<double>& g, const std::vector<double>& input, const std::vector<T>& w,
+                   const std::vector<T>& b, index_t rows, index_t fan_in, index_t fan_out, double lr,
+                   std::vector<double>& want_w, std::vector<double>& want_b) {
+    want_w.assign(w.size(), 0.0);
+    want_b.assign(b.size(), 0.0);
+    for (index_t j = 0; j < fan_out; ++j) {
+        double sb = 0;
+        for (index_t r = 0; r < rows; ++r) sb += g[r * fan_out + j];
+        want_b[j] = b[j] - lr * sb;
+        for (index_t k = 0; k < fan_in; ++k) {
+            double s = 0;
+            for (index_t r = 0; r < rows; ++r) s += g[r * fan_out + j] * input[r * fan_in + k];
+            want_w[j * fan_in + k] = w[j * fan_in + k] - lr * s;
+        }
+    }
+}
+
 // One SGD step of x (rows x 5) -> Dense(5, 7) + act -> Dense(7, 3), mean squared error.
 template <class T>
 void test_one_step(const nncore::KernelTable<T>& kt, Act act, Rng& rng) {
@@ -81,33 +100,16 @@ void test_one_step(const nncore::KernelTable<T>& kt, Act act, Rng& rng) {
         }
     }
     loss /= double(rows * out);
-    std::vector<double> want_w2(w2.size()), want_b2(out), want_w1(w1.size()), want_b1(hidden);
-    for (index_t j = 0; j < out; ++j) {
-        double sb = 0;
-        for (index_t r = 0; r < rows; ++r) sb += g2[r * out + j];
-        want_b2[j] = b2[j] - lr * sb;
-        for (index_t k = 0; k < hidden; ++k) {
-            double s = 0;
-            for (index_t r = 0; r < rows; ++r) s += g2[r * out + j] * h[r * hidden + k];
-            want_w2[j * hidden + k] = w2[j * hidden + k] - lr * s;
-        }
-    }
+    std::vector<double> want_w2, want_b2, want_w1, want_b1;
+    reference_sgd(g2, h, w2, b2, rows, hidden, out, lr, want_w2, want_b2);
     for (index_t r = 0; r < rows; ++r)
         for (index_t k = 0; k < hidden; ++k) {
             double s = 0;
             for (index_t j = 0; j < out; ++j) s += g2[r * out + j] * w2[j * hidden + k];
             g1[r * hidden + k] = s * act_slope(act, z1[r * hidden + k]);
         }
-    for (index_t j = 0; j < hidden; ++j) {
-        double sb = 0;
-        for (index_t r = 0; r < rows; ++r) sb += g1[r * hidden + j];
-        want_b1[j] = b1[j] - lr * sb;
-        for (index_t k = 0; k < in; ++k) {
-            double s = 0;
-            for (index_t r = 0; r < rows; ++r) s += g1[r * hidden + j] * x[r * in + k];
-            want_w1[j * in + k] = w1[j * in + k] - lr * s;
-        }
-    }
+    const std::vector<double> x64(x.begin(), x.end());
+    reference_sgd(g1, x64, w1, b1, rows, in, hidden, lr, want_w1, want_b1);
 
     std::vector<nncore::EngineLayer<T>> layers = {
         {in, hidden, w1.data(), b1.data(), dw1.data(), db1.data(), act, T(0)},
