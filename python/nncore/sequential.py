@@ -308,7 +308,7 @@ class Sequential:
         n = len(data.x)
         n_batches = -(-n // batch_size)
         order = generator().permutation(n) if shuffle else None
-        state = engine.OptimizerState(opt, engine.parameters_of(data.plan), "Sequential.fit")
+        state = engine.OptimizerState(opt, engine.parameters_of(data.plan), f"{type(opt).__name__}.step")
         bar = _progress_bar(n_batches, epoch, epochs) if verbose == 1 else None
         chunk = n_batches if bar is None else max(1, -(-n_batches // 50))
         result: dict[str, Any] = {"loss_sum": 0.0, "correct": 0, "counted": 0}
