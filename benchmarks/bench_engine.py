@@ -7,9 +7,8 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
 import nncore
+import numpy as np
 from nncore import Dense, ReLU, Sequential, engine
 from nncore.optim import SGD, Adam
 

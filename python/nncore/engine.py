@@ -29,9 +29,8 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from . import _core
+from . import _core, optim
 from . import losses as losses_module
-from . import optim
 from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from .dense import Dense
 from .reshape import Flatten, Reshape

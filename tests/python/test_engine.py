@@ -10,7 +10,6 @@ import nncore
 import numpy as np
 import pytest
 from nncore import GELU, Dense, Dropout, Flatten, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh, engine
-from nncore.losses import MSE, BinaryCrossEntropy, CrossEntropy
 from nncore.optim import SGD, Adam, AdamW, RMSprop, StepLR
 
 
@@ -421,7 +420,7 @@ def test_many_configurations_quickly():
     for loss, make_opt in itertools.product(["mse", "cross_entropy"], [OPTIMIZERS[1], OPTIMIZERS[3], OPTIMIZERS[5]]):
         x, y = _data(9, 6, 3, loss, np.float64, seed=4)
 
-        def build():
+        def build(make_opt=make_opt):
             return _model([LeakyReLU], np.float64), make_opt()
 
         kwargs = dict(epochs=2, batch_size=4, loss=loss)
