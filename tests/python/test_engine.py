@@ -425,3 +425,27 @@ def test_many_configurations_quickly():
 
         kwargs = dict(epochs=2, batch_size=4, loss=loss)
         _assert_identical(_fit(True, build, x, y, fits=2, **kwargs), _fit(False, build, x, y, fits=2, **kwargs))
+
+
+def test_concurrent_predict_through_one_engine_matches_serial():
+    import threading
+
+    nncore.seed(0)
+    model = Sequential([Dense(64, 200), ReLU(), Dense(200, 10)])
+    rng = np.random.default_rng(1)
+    inputs = [rng.normal(size=(n, 64)).astype(np.float32) for n in (1, 7, 300, 1500)]
+    serial = [model.predict(x) for x in inputs]
+    assert model._nncore_engine is not None
+    results: list[list[np.ndarray]] = [[] for _ in inputs]
+
+    def work(i):
+        for _ in range(20):
+            results[i].append(model.predict(inputs[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for expected, got in zip(serial, results):
+        assert len(got) == 20 and all(g.tobytes() == expected.tobytes() for g in got)
