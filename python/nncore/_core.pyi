@@ -56,3 +56,40 @@ def rmsprop_update(
 ) -> None: ...
 def sum_of_squares(x: np.ndarray) -> float: ...
 def scale(x: np.ndarray, factor: float) -> None: ...
+
+class Engine:
+    """A network of Dense layers, each optionally followed by a native activation, run natively
+    (see nncore.engine). ``layers``: one ``(weights (out, in), bias (out,), weights_gradient,
+    bias_gradient, activation name, alpha)`` tuple per Dense; the arrays (writable, C-contiguous,
+    all float32 or all float64) are kept alive and updated in place."""
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, float]]) -> None: ...
+    @property
+    def dtype(self) -> np.dtype: ...
+    @property
+    def input_size(self) -> int: ...
+    @property
+    def output_size(self) -> int: ...
+    @property
+    def workspace_bytes(self) -> int:
+        """Bytes of reused workspace (grows to the largest batch seen, then stays)."""
+    def predict(self, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """x (n, input_size) of the engine's dtype -> (n, output_size)."""
+    def run_epoch(
+        self, x: np.ndarray, y: np.ndarray, order: Optional[np.ndarray], batch_size: int, loss: str,
+        optimizer: Optional[str] = None, hyper: dict[str, Any] = ..., state: list[dict[str, np.ndarray]] = ...,
+        steps: Optional[np.ndarray] = None, clip_norm: Optional[float] = None, first_batch: int = 0,
+        last_batch: Optional[int] = None, loss_sum: float = 0.0, correct: int = 0, counted: int = 0,
+        count_accuracy: bool = False,
+    ) -> dict[str, Any]:
+        """Batches [first_batch, last_batch) of an epoch over x (n, input_size) and y ((n,) int64
+        labels for cross_entropy, else (n, output_size) rows), gathered by ``order`` (an int64
+        permutation) or in order. loss: squared_error, absolute_error, binary_cross_entropy,
+        binary_cross_entropy_logits, cross_entropy (means, as nncore.losses), classic_mse or
+        classic_bce (nncore.mse / binary_cross_entropy and their _prime). optimizer: None
+        (evaluate only), sgd_step (classic plain SGD, hyper {"lr"}), sgd, adam, adamw or rmsprop
+        with ``hyper`` (lr, momentum, nesterov, weight_decay, beta1, beta2, eps, alpha, centered),
+        one dict of state arrays per parameter (weights0, bias0, weights1, ...) and ``steps``
+        (int64 per parameter, incremented in place). Totals continue from loss_sum/correct/counted.
+        Returns loss_sum, correct, counted, batches (run by this call), failed_batch (the batch
+        whose loss was not finite, where training stopped; None) and failed_value."""

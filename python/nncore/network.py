@@ -7,6 +7,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import engine
+from . import losses as losses_module
+from ._layout import to_rows
 from ._random import generator
 from ._validation import FLOAT_DTYPES, as_float_array, check_non_negative_float, check_positive_int
 
@@ -48,6 +51,9 @@ def predict(network: Sequence[Any], input: Any) -> np.ndarray:
     output = as_float_array(input, network_dtype(layers), "input", "predict")
     if output.size == 0:
         raise ValueError(f"predict: got an empty input of shape {output.shape}")
+    native = _engine_predict(network, layers, output)
+    if native is not None:
+        return native
     for layer in layers:
         output = layer.forward(output)
     return output
@@ -97,6 +103,20 @@ def train(
 
     n_samples = len(x)
     history: list[float] = []
+    native = _classic_engine(network, layers, loss, loss_prime, x, y)
+    if native is not None:
+        runner, x_rows, y_rows, loss_name = native
+        for epoch in range(int(epochs)):
+            order = generator().permutation(n_samples) if shuffle else None
+            result = runner.run_epoch(x_rows, y_rows, order, batch_size, loss_name, "sgd_step", {"lr": lr})
+            if result["failed_batch"] is not None:
+                start = result["failed_batch"] * batch_size
+                count = min(batch_size, n_samples - start)
+                raise _diverged(where, result["failed_value"], epoch, start, count)
+            history.append(result["loss_sum"] / n_samples)
+            if verbose:
+                print(f"{epoch + 1}/{epochs}, error={history[-1]}")
+        return history
     for epoch in range(int(epochs)):
         order = generator().permutation(n_samples) if shuffle else None
         error = 0.0
@@ -113,10 +133,7 @@ def train(
                 output = layer.forward(output)
             batch_error = float(loss(yb, output))
             if not math.isfinite(batch_error):
-                raise FloatingPointError(
-                    f"{where}: the loss became {batch_error} at epoch {epoch + 1}, samples "
-                    f"{start}..{start + count - 1}; lower the learning rate or check the data"
-                )
+                raise _diverged(where, batch_error, epoch, start, count)
             error += batch_error * count
             gradient = loss_prime(yb, output)
             for layer in reversed(layers):
@@ -126,3 +143,45 @@ def train(
         if verbose:
             print(f"{epoch + 1}/{epochs}, error={error}")
     return history
+
+
+def _diverged(where: str, value: float, epoch: int, start: int, count: int) -> FloatingPointError:
+    return FloatingPointError(
+        f"{where}: the loss became {value} at epoch {epoch + 1}, samples "
+        f"{start}..{start + count - 1}; lower the learning rate or check the data"
+    )
+
+
+_CLASSIC_LOSSES = {
+    (losses_module.mse, losses_module.mse_prime): "classic_mse",
+    (losses_module.binary_cross_entropy, losses_module.binary_cross_entropy_prime): "classic_bce",
+}
+
+
+def _classic_engine(
+    owner: Any, layers: list[Any], loss: Any, loss_prime: Any, x: np.ndarray, y: np.ndarray
+) -> Any:
+    """(engine, x rows, y rows, loss name) when ``train`` can run on the native engine: native
+    layers only, nncore's own classic loss pair, and sample layouts Dense reads as rows. Each
+    sample (or mini-batch) then takes the same kernels in the same order as the loop below."""
+    loss_name = _CLASSIC_LOSSES.get((loss, loss_prime))
+    p = engine.plan(layers, allow_prefix=False) if loss_name is not None else None
+    rows = engine.input_rows(p, x) if p is not None else None
+    if rows is None or rows[0].dtype != p.dtype or y.shape != (len(x),) + rows[1] or y.dtype != p.dtype:
+        return None
+    runner = engine.engine_for(owner, p)
+    if runner is None:
+        return None
+    return runner, rows[0], np.ascontiguousarray(y).reshape(len(y), p.output_size), loss_name
+
+
+def _engine_predict(owner: Any, layers: list[Any], x: np.ndarray) -> Any:
+    p = engine.plan(layers, allow_prefix=False)
+    if p is None or x.dtype != p.dtype:
+        return None
+    try:
+        rows = to_rows(x, p.input_size, "predict")
+    except ValueError:
+        return None  # the layer-by-layer path raises its own, more specific, error
+    runner = engine.engine_for(owner, p)
+    return None if runner is None else rows.restore(runner.predict(rows.rows))

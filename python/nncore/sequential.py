@@ -11,6 +11,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from . import engine
 from . import losses as losses_module
 from . import optim
 from ._random import generator, seed as seed_generator
@@ -102,7 +103,20 @@ class Sequential:
         """Outputs for ``x`` (rows are samples), in inference mode (Dropout off). With
         ``batch_size``, the samples go through in chunks of that many, bounding memory."""
         inputs = self._inputs(x, "Sequential.predict")
-        return self._predict_rows(inputs, _batch_size_or_all(batch_size, len(inputs), "Sequential.predict"))
+        batch_size = _batch_size_or_all(batch_size, len(inputs), "Sequential.predict")
+        outputs = self._engine_predict(inputs)
+        return outputs if outputs is not None else self._predict_rows(inputs, batch_size)
+
+    def _engine_predict(self, inputs: np.ndarray) -> Optional[np.ndarray]:
+        """All of ``inputs`` through the native engine (rows are independent, so ``batch_size``
+        cannot change the values), or None when the network needs the Python path."""
+        p = engine.plan(self.layers)
+        rows = engine.input_rows(p, inputs) if p is not None else None
+        runner = engine.engine_for(self, p) if rows is not None and rows[0].dtype == p.dtype else None
+        if runner is None:
+            return None
+        self._set_training(False)
+        return runner.predict(rows[0]).reshape((len(inputs),) + rows[1])
 
     def _predict_rows(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
         if batch_size >= len(inputs):
@@ -128,6 +142,10 @@ class Sequential:
     def _evaluate_rows(
         self, loss_fn: losses_module.Loss, inputs: np.ndarray, targets: np.ndarray, batch_size: int
     ) -> dict[str, float]:
+        data = engine.prepare(self, self.layers, loss_fn, inputs, targets)
+        if data is not None:
+            self._set_training(False)
+            return engine.evaluate(data, batch_size)
         meter = _Meter(loss_fn)
         for start in range(0, len(inputs), batch_size):
             outputs = self.forward(inputs[start : start + batch_size], training=False)
@@ -166,7 +184,9 @@ class Sequential:
           The last batch of an epoch may be smaller than ``batch_size``.
         - ``callbacks``: ``nncore.callbacks`` objects (EarlyStopping, ModelCheckpoint, your own
           ``Callback``) and learning-rate schedulers from ``nncore.optim`` (stepped once per epoch).
-        - ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        - ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch. (When the
+          native engine runs the epoch, see ``nncore.engine``, the bar advances in about 50 steps
+          per epoch rather than per batch.)
 
         Returns a ``History``. Raises FloatingPointError naming the epoch and batch if the loss
         becomes NaN or infinite; the parameters then hold the last update's values.
@@ -237,6 +257,10 @@ class Sequential:
         epochs: int,
         verbose: int,
     ) -> dict[str, float]:
+        data = engine.prepare(self, self.layers, loss_fn, inputs, targets)
+        spec = engine.optimizer_spec(opt) if data is not None else None
+        if data is not None and spec is not None:
+            return self._train_epoch_engine(data, spec, opt, batch_size, shuffle, (epoch, epochs, verbose))
         n = len(inputs)
         n_batches = -(-n // batch_size)
         order = generator().permutation(n) if shuffle else None
@@ -260,11 +284,7 @@ class Sequential:
                 outputs = self._run(x_batch)
                 value, gradient = loss_fn.value_and_gradient(y_batch, outputs)
                 if not math.isfinite(value):
-                    raise FloatingPointError(
-                        f"Sequential.fit: the loss became {value} at epoch {epoch + 1}, batch {batch + 1} "
-                        f"of {n_batches} (samples {start}..{stop - 1} of this epoch's order); "
-                        "lower the learning rate, clip gradients (clip_norm=...) or check the data"
-                    )
+                    raise _diverged(value, epoch, batch, n_batches, start, stop)
                 self.backward(gradient, opt.lr)
                 opt.step(parameters)
                 meter.add(value, y_batch, outputs)
@@ -276,6 +296,43 @@ class Sequential:
             if bar is not None:
                 bar.close()
         return meter.logs()
+
+    def _train_epoch_engine(
+        self, data: engine.Data, spec: tuple[str, dict[str, Any]], opt: optim.Optimizer, batch_size: int,
+        shuffle: bool, progress: tuple[int, int, int],
+    ) -> dict[str, float]:
+        """``_train_epoch`` in the native engine: the same batches in the same order (the
+        permutation comes from the same generator), the same kernels, the same sums.
+        ``progress`` is (epoch, epochs, verbose)."""
+        epoch, epochs, verbose = progress
+        n = len(data.x)
+        n_batches = -(-n // batch_size)
+        order = generator().permutation(n) if shuffle else None
+        state = engine.OptimizerState(opt, engine.parameters_of(data.plan), f"{type(opt).__name__}.step")
+        bar = _progress_bar(n_batches, epoch, epochs) if verbose == 1 else None
+        chunk = n_batches if bar is None else max(1, -(-n_batches // 50))
+        result: dict[str, Any] = {"loss_sum": 0.0, "correct": 0, "counted": 0}
+        self._set_training(True)
+        try:
+            for first in range(0, n_batches, chunk):
+                result = data.engine.run_epoch(
+                    data.x, data.y, order, batch_size, data.loss, spec[0], spec[1], state.arrays, state.steps,
+                    opt.clip_norm, first, min(first + chunk, n_batches), result["loss_sum"], result["correct"],
+                    result["counted"], data.classification,
+                )
+                state.finish(result["batches"])
+                failed = result["failed_batch"]
+                if failed is not None:
+                    start = failed * batch_size
+                    stop = min(start + batch_size, n)
+                    raise _diverged(result["failed_value"], epoch, failed, n_batches, start, stop)
+                if bar is not None:
+                    bar.update(result["batches"])
+                    bar.set_postfix(engine.logs_of(result, n, data.classification), refresh=False)
+        finally:
+            if bar is not None:
+                bar.close()
+        return engine.logs_of(result, n, data.classification)
 
     # -- argument handling ----------------------------------------------------------------------
     def _resolve_loss(self, loss: Any, where: str) -> losses_module.Loss:
@@ -398,6 +455,14 @@ def _lists_parameters(layer: Any) -> bool:
 def _state_of(layer: Any) -> dict[str, np.ndarray]:
     state_dict = getattr(layer, "state_dict", None)
     return dict(state_dict()) if callable(state_dict) else {}
+
+
+def _diverged(value: float, epoch: int, batch: int, n_batches: int, start: int, stop: int) -> FloatingPointError:
+    return FloatingPointError(
+        f"Sequential.fit: the loss became {value} at epoch {epoch + 1}, batch {batch + 1} "
+        f"of {n_batches} (samples {start}..{stop - 1} of this epoch's order); "
+        "lower the learning rate, clip gradients (clip_norm=...) or check the data"
+    )
 
 
 def _check_count(value: Any, name: str, where: str) -> int:

@@ -8,12 +8,14 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cpu_features.h"
 #include "dispatch.h"
+#include "engine.h"
 #include "gemm.h"
 #include "ops.h"
 #include "thread_pool.h"
@@ -772,6 +774,281 @@ void scale_py(const py::object& x_obj, double factor) {
     if (float_kind(x, op, "x") == Float::f32) run(float()); else run(double());
 }
 
+// ------------------------------------------------------------------------------------------------
+// The training engine: built once from the layers' own arrays (kept alive here and updated in
+// place, so the Python layers always see the current values).
+class PyEngine {
+public:
+    explicit PyEngine(const py::list& spec) {
+        const char* op = "Engine";
+        if (spec.empty()) throw py::value_error("Engine: expected at least one layer, got an empty list");
+        std::vector<EngineLayer<float>> f32;
+        std::vector<EngineLayer<double>> f64;
+        for (std::size_t i = 0; i < spec.size(); ++i) {
+            const std::string where = std::string(op) + " layer " + std::to_string(i);
+            py::tuple t = py::reinterpret_borrow<py::object>(spec[i]).cast<py::tuple>();
+            if (t.size() != 6)
+                throw py::value_error(where + ": expected (weights, bias, weights_gradient, bias_gradient, activation, alpha)");
+            py::array w = inplace_array(t[0], where.c_str(), "weights");
+            if (i == 0) kind_ = float_kind(w, op, "weights");
+            else require_same_dtype(params_.front(), w, op, "every layer's weights", "weights");
+            require_ndim(w, 2, where.c_str(), "weights");
+            const index_t out = w.shape(0), in = w.shape(1);
+            if (in < 1 || out < 1) throw py::value_error(where + ": weights must not be empty, got shape " + shape_str(w));
+            if (i > 0 && in != output_size_)
+                throw py::value_error(where + ": weights of shape " + shape_str(w) + " take " + std::to_string(in) +
+                                      " inputs but the previous layer has " + std::to_string(output_size_) + " outputs");
+            py::array b = inplace_array(t[1], where.c_str(), "bias");
+            require_same_dtype(w, b, where.c_str(), "weights", "bias");
+            if (b.ndim() != 1 || b.shape(0) != out)
+                throw py::value_error(where + ": expected bias of shape (" + std::to_string(out) + ",), got " + shape_str(b));
+            std::vector<py::array> written{w, b};
+            py::array dw = state_array(t[2], w, where.c_str(), "weights_gradient", written);
+            py::array db = state_array(t[3], b, where.c_str(), "bias_gradient", written);
+            const Act act = parse_act(t[4].cast<std::string>(), where.c_str());
+            const double alpha = t[5].cast<double>();
+            if (i == 0) input_size_ = in;
+            output_size_ = out;
+            params_.push_back(w);
+            params_.push_back(b);
+            keep_.append(py::make_tuple(w, b, dw, db));
+            if (kind_ == Float::f32)
+                f32.push_back({in, out, static_cast<float*>(w.mutable_data()), static_cast<float*>(b.mutable_data()),
+                               static_cast<float*>(dw.mutable_data()), static_cast<float*>(db.mutable_data()), act,
+                               static_cast<float>(alpha)});
+            else
+                f64.push_back({in, out, static_cast<double*>(w.mutable_data()), static_cast<double*>(b.mutable_data()),
+                               static_cast<double*>(dw.mutable_data()), static_cast<double*>(db.mutable_data()), act, alpha});
+        }
+        if (kind_ == Float::f32) f32_ = std::make_unique<Engine<float>>(std::move(f32));
+        else f64_ = std::make_unique<Engine<double>>(std::move(f64));
+    }
+
+    py::dtype dtype() const { return kind_ == Float::f32 ? py::dtype::of<float>() : py::dtype::of<double>(); }
+    index_t input_size() const { return input_size_; }
+    index_t output_size() const { return output_size_; }
+    std::size_t workspace_bytes() const { return f32_ ? f32_->workspace_bytes() : f64_->workspace_bytes(); }
+
+    py::array predict(const py::object& x_obj, const py::object& out) {
+        const char* op = "Engine.predict";
+        py::array x = rows_of(x_obj, op, "x");
+        return kind_ == Float::f32 ? predict_impl<float>(*f32_, x, out) : predict_impl<double>(*f64_, x, out);
+    }
+
+    py::dict run_epoch(const py::object& x_obj, const py::object& y_obj, const py::object& order_obj, index_t batch_size,
+                       const std::string& loss, const py::object& optimizer, const py::dict& hyper, const py::list& state,
+                       const py::object& steps_obj, const py::object& clip_norm, index_t first_batch, const py::object& last_batch,
+                       double loss_sum, long long correct, long long counted, bool count_accuracy) {
+        return kind_ == Float::f32
+                   ? run_impl<float>(*f32_, x_obj, y_obj, order_obj, batch_size, loss, optimizer, hyper, state, steps_obj, clip_norm,
+                                     first_batch, last_batch, loss_sum, correct, counted, count_accuracy)
+                   : run_impl<double>(*f64_, x_obj, y_obj, order_obj, batch_size, loss, optimizer, hyper, state, steps_obj,
+                                      clip_norm, first_batch, last_batch, loss_sum, correct, counted, count_accuracy);
+    }
+
+private:
+    // x as (n, input_size) rows of the engine's dtype (made C-contiguous, a copy only if needed).
+    py::array rows_of(const py::object& x_obj, const char* op, const char* name) const {
+        py::array x = as_array(x_obj, op, name);
+        float_kind(x, op, name);
+        if (!x.dtype().is(dtype()))
+            throw py::type_error(std::string(op) + ": expected " + name + " of dtype " + py::str(dtype()).cast<std::string>() +
+                                 " (the network's), got " + dtype_str(x));
+        require_ndim(x, 2, op, name);
+        if (x.shape(1) != input_size_)
+            throw py::value_error(std::string(op) + ": expected " + name + " of shape (n, " + std::to_string(input_size_) +
+                                  "), got " + shape_str(x));
+        if (x.shape(0) < 1) throw py::value_error(std::string(op) + ": " + name + " has no rows (shape " + shape_str(x) + ")");
+        return x;
+    }
+
+    template <class T>
+    py::array predict_impl(Engine<T>& engine, const py::array& x_in, const py::object& out) {
+        auto x = contiguous<T>(x_in);
+        const index_t n = x.shape(0);
+        auto y = output_array<T>(out, {n, output_size_}, "Engine.predict", {&x_in});
+        for (std::size_t i = 0; i < params_.size(); ++i)
+            if (overlaps(y, params_[i])) throw py::value_error("Engine.predict: out must not share memory with the parameters");
+        const T* px = x.data();
+        T* py_ = y.mutable_data();
+        {
+            py::gil_scoped_release release;
+            engine.predict(active_table<T>(), px, n, py_);
+        }
+        return std::move(y);
+    }
+
+    static double hyper_value(const py::dict& hyper, const char* key, double fallback) {
+        return hyper.contains(key) ? hyper[key].cast<double>() : fallback;
+    }
+
+    template <class T>
+    py::dict run_impl(Engine<T>& engine, const py::object& x_obj, const py::object& y_obj, const py::object& order_obj,
+                      index_t batch_size, const std::string& loss_name, const py::object& optimizer, const py::dict& hyper,
+                      const py::list& state, const py::object& steps_obj, const py::object& clip_norm, index_t first_batch,
+                      const py::object& last_batch_obj, double loss_sum, long long correct, long long counted,
+                      bool count_accuracy) {
+        const char* op = "Engine.run_epoch";
+        EpochArgs<T> a;
+        auto x = contiguous<T>(rows_of(x_obj, op, "x"));
+        a.x = x.data();
+        a.n = x.shape(0);
+        if (batch_size < 1) throw py::value_error("Engine.run_epoch: expected batch_size >= 1, got " + std::to_string(batch_size));
+        a.batch_size = batch_size;
+        const index_t n_batches = (a.n + batch_size - 1) / batch_size;
+        a.first_batch = first_batch;
+        a.last_batch = last_batch_obj.is_none() ? n_batches : last_batch_obj.cast<index_t>();
+        if (a.first_batch < 0 || a.last_batch > n_batches || a.first_batch > a.last_batch)
+            throw py::value_error("Engine.run_epoch: expected 0 <= first_batch <= last_batch <= " + std::to_string(n_batches) +
+                                  ", got " + std::to_string(a.first_batch) + " and " + std::to_string(a.last_batch));
+
+        static const std::pair<const char*, EngineLoss> losses[] = {
+            {"squared_error", EngineLoss::squared_error}, {"absolute_error", EngineLoss::absolute_error},
+            {"binary_cross_entropy", EngineLoss::binary_cross_entropy},
+            {"binary_cross_entropy_logits", EngineLoss::binary_cross_entropy_logits},
+            {"cross_entropy", EngineLoss::cross_entropy}, {"classic_mse", EngineLoss::classic_mse},
+            {"classic_bce", EngineLoss::classic_bce}};
+        bool known = false;
+        for (const auto& [name, kind] : losses)
+            if (loss_name == name) a.loss = kind, known = true;
+        if (!known)
+            throw py::value_error("Engine.run_epoch: unknown loss '" + loss_name +
+                                  "'; expected one of squared_error, absolute_error, binary_cross_entropy, "
+                                  "binary_cross_entropy_logits, cross_entropy, classic_mse, classic_bce");
+
+        // Targets: int64 labels (n,) for cross_entropy, else (n, outputs) rows of the dtype.
+        py::array y = as_array(y_obj, op, "y");
+        py::array_t<std::int64_t, py::array::c_style> labels;
+        py::array_t<T, py::array::c_style> targets;
+        if (a.loss == EngineLoss::cross_entropy && y.ndim() == 1) {
+            if (!y.dtype().is(py::dtype::of<std::int64_t>()))
+                throw py::type_error("Engine.run_epoch: expected int64 class labels, got " + dtype_str(y));
+            if (y.shape(0) != a.n)
+                throw py::value_error("Engine.run_epoch: x has " + std::to_string(a.n) + " rows but y has shape " + shape_str(y));
+            labels = py::array_t<std::int64_t, py::array::c_style>::ensure(y);
+            const std::int64_t* pl = labels.data();
+            for (index_t r = 0; r < a.n; ++r)
+                if (pl[r] < 0 || pl[r] >= output_size_)
+                    throw py::value_error("Engine.run_epoch: label " + std::to_string(pl[r]) + " of sample " + std::to_string(r) +
+                                          " is out of range for " + std::to_string(output_size_) + " classes");
+            a.labels = pl;
+        } else {
+            if (!y.dtype().is(dtype()))
+                throw py::type_error("Engine.run_epoch: expected y of dtype " + py::str(dtype()).cast<std::string>() + ", got " +
+                                     dtype_str(y));
+            if (y.ndim() != 2 || y.shape(0) != a.n || y.shape(1) != output_size_)
+                throw py::value_error("Engine.run_epoch: expected y of shape (" + std::to_string(a.n) + ", " +
+                                      std::to_string(output_size_) + "), got " + shape_str(y));
+            targets = contiguous<T>(y);
+            a.targets = targets.data();
+        }
+        a.target_width = output_size_;
+
+        py::array_t<std::int64_t, py::array::c_style> order;
+        if (!order_obj.is_none()) {
+            py::array o = as_array(order_obj, op, "order");
+            if (!o.dtype().is(py::dtype::of<std::int64_t>()) || o.ndim() != 1 || o.shape(0) != a.n)
+                throw py::value_error("Engine.run_epoch: expected order as an int64 permutation of shape (" + std::to_string(a.n) +
+                                      ",), got dtype " + dtype_str(o) + " and shape " + shape_str(o));
+            order = py::array_t<std::int64_t, py::array::c_style>::ensure(o);
+            const std::int64_t* po = order.data();
+            for (index_t r = 0; r < a.n; ++r)
+                if (po[r] < 0 || po[r] >= a.n)
+                    throw py::value_error("Engine.run_epoch: order holds " + std::to_string(po[r]) + ", outside [0, " +
+                                          std::to_string(a.n) + ")");
+            a.order = po;
+        }
+
+        // The optimizer and its state, one dict of arrays per parameter (weights0, bias0, ...).
+        std::vector<EngineParamState<T>> states(params_.size());
+        const std::string opt = optimizer.is_none() ? std::string() : optimizer.cast<std::string>();
+        const double lr = hyper_value(hyper, "lr", 0.0);
+        if (!opt.empty()) require_hyper(std::isfinite(lr) && lr >= 0, op, "lr", lr, "finite and >= 0");
+        if (opt.empty()) a.update = EngineUpdate::none;
+        else if (opt == "sgd_step") a.update = EngineUpdate::sgd_step, a.lr = lr;
+        else if (opt == "sgd") {
+            a.update = EngineUpdate::sgd;
+            a.sgd = SgdOptions{lr, hyper_value(hyper, "momentum", 0.0), hyper_value(hyper, "weight_decay", 0.0),
+                               hyper.contains("nesterov") && hyper["nesterov"].cast<bool>()};
+            require_hyper(a.sgd.momentum >= 0 && a.sgd.momentum < 1, op, "momentum", a.sgd.momentum, "in [0, 1)");
+        } else if (opt == "adam" || opt == "adamw") {
+            a.update = EngineUpdate::adam;
+            a.adam.lr = lr, a.adam.beta1 = hyper_value(hyper, "beta1", 0.9), a.adam.beta2 = hyper_value(hyper, "beta2", 0.999);
+            a.adam.eps = hyper_value(hyper, "eps", 1e-8), a.adam.weight_decay = hyper_value(hyper, "weight_decay", 0.0);
+            a.adam.decoupled = opt == "adamw";
+        } else if (opt == "rmsprop") {
+            a.update = EngineUpdate::rmsprop;
+            a.rmsprop.lr = lr, a.rmsprop.alpha = hyper_value(hyper, "alpha", 0.99), a.rmsprop.eps = hyper_value(hyper, "eps", 1e-8);
+            a.rmsprop.weight_decay = hyper_value(hyper, "weight_decay", 0.0), a.rmsprop.momentum = hyper_value(hyper, "momentum", 0.0);
+            a.rmsprop.centered = hyper.contains("centered") && hyper["centered"].cast<bool>();
+        } else {
+            throw py::value_error("Engine.run_epoch: unknown optimizer '" + opt + "'; expected None, sgd_step, sgd, adam, adamw or rmsprop");
+        }
+        py::array_t<std::int64_t, py::array::c_style> steps;
+        std::vector<py::array> held;
+        if (a.update != EngineUpdate::none && a.update != EngineUpdate::sgd_step) {
+            if (state.size() != params_.size())
+                throw py::value_error("Engine.run_epoch: expected optimizer state for " + std::to_string(params_.size()) +
+                                      " parameters, got " + std::to_string(state.size()));
+            auto take = [&](const py::dict& d, std::size_t j, const char* name, bool wanted) -> T* {
+                if (!wanted) return nullptr;
+                if (!d.contains(name))
+                    throw py::value_error(std::string("Engine.run_epoch: the state of parameter ") + std::to_string(j) + " has no " + name);
+                std::vector<py::array> written{params_[j]};
+                py::array s = state_array(d[name], params_[j], op, name, written);
+                held.push_back(s);
+                return static_cast<T*>(s.mutable_data());
+            };
+            for (std::size_t j = 0; j < params_.size(); ++j) {
+                py::dict d = py::reinterpret_borrow<py::object>(state[j]).cast<py::dict>();
+                EngineParamState<T>& st = states[j];
+                st.momentum_buffer = take(d, j, "momentum_buffer",
+                                          (a.update == EngineUpdate::sgd && a.sgd.momentum != 0) ||
+                                              (a.update == EngineUpdate::rmsprop && a.rmsprop.momentum > 0));
+                st.exp_avg = take(d, j, "exp_avg", a.update == EngineUpdate::adam);
+                st.exp_avg_sq = take(d, j, "exp_avg_sq", a.update == EngineUpdate::adam);
+                st.square_avg = take(d, j, "square_avg", a.update == EngineUpdate::rmsprop);
+                st.grad_avg = take(d, j, "grad_avg", a.update == EngineUpdate::rmsprop && a.rmsprop.centered);
+            }
+            py::array s = as_array(steps_obj, op, "steps");
+            if (!s.dtype().is(py::dtype::of<std::int64_t>()) || s.ndim() != 1 ||
+                s.shape(0) != static_cast<py::ssize_t>(params_.size()) || !s.writeable() || !(s.flags() & py::array::c_style))
+                throw py::value_error("Engine.run_epoch: expected steps as a writable int64 array of shape (" +
+                                      std::to_string(params_.size()) + ",)");
+            steps = py::reinterpret_borrow<py::array_t<std::int64_t, py::array::c_style>>(s);
+            a.steps = steps.mutable_data();
+            a.states = states.data();
+            if (!clip_norm.is_none()) {
+                a.clip_norm = clip_norm.cast<double>();
+                require_hyper(std::isfinite(a.clip_norm) && a.clip_norm > 0, op, "clip_norm", a.clip_norm, "finite and > 0");
+            }
+        }
+        a.count_accuracy = count_accuracy;
+
+        EpochTotals totals;
+        totals.loss_sum = loss_sum, totals.correct = correct, totals.counted = counted;
+        {
+            py::gil_scoped_release release;
+            engine.run_epoch(active_table<T>(), a, totals);
+        }
+        py::dict result;
+        result["loss_sum"] = totals.loss_sum;
+        result["correct"] = totals.correct;
+        result["counted"] = totals.counted;
+        result["batches"] = totals.batches_done;
+        result["failed_batch"] = totals.failed_batch < 0 ? py::object(py::none()) : py::object(py::int_(totals.failed_batch));
+        result["failed_value"] = totals.failed_value;
+        return result;
+    }
+
+    Float kind_ = Float::f32;
+    index_t input_size_ = 0, output_size_ = 0;
+    std::vector<py::array> params_;  // weights0, bias0, weights1, ...
+    py::list keep_;
+    std::unique_ptr<Engine<float>> f32_;
+    std::unique_ptr<Engine<double>> f64_;
+};
+
 py::dict cpu_info() {
     py::dict info;
     const IsaChoice& choice = isa_choice();
@@ -845,4 +1122,16 @@ PYBIND11_MODULE(_core, m) {
           arg("weight_decay"), arg("momentum"), arg("momentum_buffer"), arg("centered"), arg("grad_avg"));
     m.def("sum_of_squares", &sum_of_squares_py, arg("x"));
     m.def("scale", &scale_py, arg("x"), arg("factor"));
+
+    py::class_<PyEngine>(m, "Engine")
+        .def(py::init<const py::list&>(), arg("layers"))
+        .def_property_readonly("dtype", &PyEngine::dtype)
+        .def_property_readonly("input_size", &PyEngine::input_size)
+        .def_property_readonly("output_size", &PyEngine::output_size)
+        .def_property_readonly("workspace_bytes", &PyEngine::workspace_bytes)
+        .def("predict", &PyEngine::predict, arg("x"), arg("out") = none)
+        .def("run_epoch", &PyEngine::run_epoch, arg("x"), arg("y"), arg("order"), arg("batch_size"), arg("loss"),
+             arg("optimizer") = none, arg("hyper") = py::dict(), arg("state") = py::list(), arg("steps") = none,
+             arg("clip_norm") = none, arg("first_batch") = 0, arg("last_batch") = none, arg("loss_sum") = 0.0,
+             arg("correct") = 0, arg("counted") = 0, arg("count_accuracy") = false);
 }

@@ -45,10 +45,18 @@ void parallel_rows(index_t rows, index_t cols, Body&& body) {
     });
 }
 
+// Scratch for per-block (per-row) partial sums, one per calling thread, grown when needed and
+// then reused: a loss evaluated every training step must not allocate.
+double* partial_sums(index_t count) {
+    thread_local std::vector<double> scratch;
+    if (scratch.size() < static_cast<std::size_t>(count)) scratch.resize(static_cast<std::size_t>(count));
+    return scratch.data();
+}
+
 // Block sums (from any split of the blocks over threads) added in one fixed order.
-double ordered_sum(const std::vector<double>& partial) {
+double ordered_sum(const double* partial, index_t count) {
     double total = 0.0;
-    for (double v : partial) total += v;
+    for (index_t i = 0; i < count; ++i) total += partial[i];
     return total;
 }
 
@@ -118,33 +126,35 @@ void softmax_backward(const KernelTable<T>& kt, const T* y, const T* dy, T* dx, 
 
 template <class T>
 double loss(const KernelTable<T>& kt, LossKind kind, const T* y_true, const T* y_pred, T* grad, T scale, index_t n) {
-    std::vector<double> blocks(static_cast<std::size_t>(loss_block_count(n)));
+    const index_t count = loss_block_count(n);
+    double* blocks = partial_sums(count);
     parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) {
-        kt.loss(kind, y_true + b, y_pred + b, grad ? grad + b : nullptr, scale, e - b, blocks.data() + b / kLossBlock);
+        kt.loss(kind, y_true + b, y_pred + b, grad ? grad + b : nullptr, scale, e - b, blocks + b / kLossBlock);
     }, kLossBlock);
-    return ordered_sum(blocks);
+    return ordered_sum(blocks, count);
 }
 
 template <class T>
 double softmax_cross_entropy(const KernelTable<T>& kt, const T* logits, const T* probabilities,
                              const std::int64_t* labels, T* grad, T scale, index_t rows, index_t cols) {
     if (cols == 0) return 0.0;
-    std::vector<double> row_losses(static_cast<std::size_t>(rows));
+    double* row_losses = partial_sums(rows);
     parallel_rows(rows, cols, [&](index_t r0, index_t r1) {
         kt.softmax_cross_entropy(logits + r0 * cols, probabilities ? probabilities + r0 * cols : nullptr,
                                  labels ? labels + r0 : nullptr, grad ? grad + r0 * cols : nullptr, scale, r1 - r0, cols,
-                                 row_losses.data() + r0);
+                                 row_losses + r0);
     });
-    return ordered_sum(row_losses);
+    return ordered_sum(row_losses, rows);
 }
 
 template <class T>
 double sum_of_squares(const KernelTable<T>& kt, const T* x, index_t n) {
-    std::vector<double> blocks(static_cast<std::size_t>(loss_block_count(n)));
+    const index_t count = loss_block_count(n);
+    double* blocks = partial_sums(count);
     parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) {
-        kt.sum_of_squares(x + b, e - b, blocks.data() + b / kLossBlock);
+        kt.sum_of_squares(x + b, e - b, blocks + b / kLossBlock);
     }, kLossBlock);
-    return ordered_sum(blocks);
+    return ordered_sum(blocks, count);
 }
 
 template <class T>

@@ -38,7 +38,7 @@ public:
     }
     int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-    void run(int n_tasks, const std::function<void(int)>& task) {
+    void run(int n_tasks, const TaskRef& task) {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             task_ = &task;
@@ -83,7 +83,7 @@ private:
     std::vector<std::thread> workers_;
     std::mutex mutex_;
     std::condition_variable wake_, done_;
-    const std::function<void(int)>* task_ = nullptr;
+    const TaskRef* task_ = nullptr;
     std::atomic<int> n_tasks_{0};
     std::atomic<int> next_{0}, pending_{0};
     unsigned long long generation_ = 0;
@@ -108,7 +108,7 @@ int get_num_threads() {
 
 void set_num_threads(int n) { requested_threads.store(n < 1 ? 1 : n); }
 
-void parallel_for(int n_tasks, const std::function<void(int)>& task) {
+void parallel_for(int n_tasks, TaskRef task) {
     const int wanted = get_num_threads();
     std::unique_lock<std::mutex> lock(pool_mutex, std::defer_lock);
     if (n_tasks <= 1 || wanted <= 1 || inside_task || !lock.try_lock()) {
@@ -119,12 +119,12 @@ void parallel_for(int n_tasks, const std::function<void(int)>& task) {
         pool.reset();
         pool = std::make_unique<Pool>(wanted - 1);
     }
-    const std::function<void(int)> guarded = [&task](int i) {
+    const auto guarded = [&task](int i) {
         inside_task = true;
         task(i);
         inside_task = false;
     };
-    pool->run(n_tasks, guarded);
+    pool->run(n_tasks, TaskRef(guarded));
 }
 
 }  // namespace nncore

@@ -2,9 +2,28 @@
 // output dimensions only (never a reduction), so results do not depend on the thread count.
 #pragma once
 
-#include <functional>
+#include <memory>
+#include <type_traits>
+#include <utility>
 
 namespace nncore {
+
+// A non-owning reference to a callable taking the task index. Unlike std::function it never
+// allocates (a lambda capturing more than two references would be heap-allocated by
+// std::function on every parallel region, i.e. every training step). The callable must outlive
+// the call, which parallel_for guarantees by returning only when all tasks are done.
+class TaskRef {
+public:
+    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, TaskRef>>>
+    TaskRef(F&& f)  // NOLINT: implicit, so parallel_for(n, [&](int i) {...}) reads naturally
+        : object_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+          call_([](void* object, int i) { (*static_cast<std::remove_reference_t<F>*>(object))(i); }) {}
+    void operator()(int i) const { call_(object_, i); }
+
+private:
+    void* object_;
+    void (*call_)(void*, int);
+};
 
 // Number of threads kernels may use (including the caller). Defaults to the hardware's count, or
 // NNCORE_NUM_THREADS when set.
@@ -15,6 +34,6 @@ void set_num_threads(int n);
 // Runs task(0) ... task(n_tasks - 1), possibly concurrently, and returns when all are done.
 // Called from inside a task, or while another Python thread holds the pool, it runs the tasks
 // serially on the calling thread instead of waiting.
-void parallel_for(int n_tasks, const std::function<void(int)>& task);
+void parallel_for(int n_tasks, TaskRef task);
 
 }  // namespace nncore

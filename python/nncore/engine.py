@@ -1,0 +1,274 @@
+"""The native training engine: whole epochs (and predictions) of all-native networks in one C++ call.
+
+When every layer of a network is a native ``Dense`` (each optionally followed by one native
+activation: ``ReLU``, ``LeakyReLU``, ``Tanh``, ``Sigmoid``, ``GELU``), with at most a ``Flatten`` or
+``Reshape`` in front, the loss is a native one and the optimizer a native one,
+``Sequential.fit/predict/evaluate`` and the classic ``train``/``predict`` hand the work to
+``nncore._core.Engine``: batch gathering, forward (activation fused into the GEMM epilogue),
+loss, backward, gradient clipping, the optimizer update and the accuracy count all run in C++,
+without the GIL and without allocating per step. The layers' own arrays are updated in place, and
+the optimizer's own state arrays and step counts are used, so training can move between the
+engine and the layer-by-layer path at any time. The results are bit-identical to the Python path.
+
+Anything else (Dropout, Softmax, a user's layer, ``Activation(f, f')``, a user's loss or
+optimizer subclass) runs layer by layer in Python, unchanged.
+
+Switch: ``NNCORE_ENGINE=0`` in the environment, or ``nncore.engine.set_enabled(False)``, forces the
+Python path (``set_enabled(None)`` returns to the environment's choice).
+
+After an engine-run ``fit``/``train``/``predict`` the layers' ``input``/``output`` attributes are
+not updated (they keep what the last Python ``forward`` stored); ``forward``/``backward`` called by
+the user work as always.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from . import _core, optim
+from . import losses as losses_module
+from .activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
+from .dense import Dense
+from .reshape import Flatten, Reshape
+
+_override: Optional[bool] = None
+
+
+def set_enabled(flag: Optional[bool]) -> None:
+    """Use the engine when possible (True), never (False), or as ``NNCORE_ENGINE`` says (None)."""
+    global _override
+    if flag is not None and not isinstance(flag, (bool, np.bool_)):
+        raise TypeError(f"engine.set_enabled: expected True, False or None, got {type(flag).__name__}")
+    _override = None if flag is None else bool(flag)
+
+
+def enabled() -> bool:
+    """Whether eligible networks run on the engine (default True; ``NNCORE_ENGINE=0`` turns it off)."""
+    if _override is not None:
+        return _override
+    return os.environ.get("NNCORE_ENGINE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+_ACTIVATIONS = {ReLU: "relu", LeakyReLU: "leaky_relu", Tanh: "tanh", Sigmoid: "sigmoid"}
+
+
+def _activation_of(layer: Any) -> Optional[tuple[str, float]]:
+    kind = type(layer)
+    if kind in _ACTIVATIONS:
+        return _ACTIVATIONS[kind], float(layer._alpha)
+    if kind is GELU:
+        return layer._kind, 0.0
+    return None
+
+
+class Plan(NamedTuple):
+    prefix: tuple[Any, ...]  # Flatten / Reshape layers folded into an input reshape
+    spec: tuple[tuple[Any, ...], ...]  # (weights, bias, weights_gradient, bias_gradient, act, alpha)
+    dtype: np.dtype
+    input_size: int
+    output_size: int
+
+
+def plan(layers: list[Any], allow_prefix: bool = True) -> Optional[Plan]:
+    """The engine's view of ``layers``, or None when some layer needs the Python path."""
+    if not enabled():
+        return None
+    i = 0
+    prefix = []
+    while allow_prefix and i < len(layers) and type(layers[i]) in (Flatten, Reshape):
+        prefix.append(layers[i])
+        i += 1
+    spec = []
+    seen: set[int] = set()
+    while i < len(layers):
+        dense = layers[i]
+        if type(dense) is not Dense or id(dense) in seen:
+            return None
+        seen.add(id(dense))
+        act, alpha = "identity", 0.0
+        if i + 1 < len(layers) and type(layers[i + 1]) is not Dense:
+            activation = _activation_of(layers[i + 1])
+            if activation is None:
+                return None
+            act, alpha = activation
+            i += 1
+        i += 1
+        arrays = (dense.weights, dense.bias, dense.weights_gradient, dense.bias_gradient)
+        if not all(isinstance(a, np.ndarray) and a.dtype == dense.dtype for a in arrays):
+            return None
+        spec.append(arrays + (act, alpha))
+    if not spec or len({s[0].dtype for s in spec}) != 1:
+        return None
+    return Plan(tuple(prefix), tuple(spec), spec[0][0].dtype, spec[0][0].shape[1], spec[-1][0].shape[0])
+
+
+def engine_for(owner: Any, p: Plan) -> Any:
+    """The engine for plan ``p``, cached on ``owner`` while the layers keep the same arrays."""
+    cached = getattr(owner, "_nncore_engine", None)
+    if cached is not None:
+        spec, engine = cached
+        if len(spec) == len(p.spec) and all(
+            all(a is b for a, b in zip(old[:4], new[:4])) and old[4:] == new[4:] for old, new in zip(spec, p.spec)
+        ):
+            return engine
+    try:
+        engine = _core.Engine([tuple(s) for s in p.spec])
+    except (ValueError, TypeError):  # e.g. a read-only or non-contiguous parameter
+        return None
+    try:
+        owner._nncore_engine = (p.spec, engine)
+    except AttributeError:
+        pass
+    return engine
+
+
+def input_rows(p: Plan, x: np.ndarray, batched: bool = True) -> Optional[tuple[np.ndarray, tuple[int, ...]]]:
+    """``x`` (samples on the first axis) as engine rows ``(n, input_size)`` plus the shape of one
+    output sample as the Python path would give it; None when the layout is not one the engine
+    reproduces exactly."""
+    shape = x.shape
+    if x.ndim < 2 or (not batched and p.prefix):
+        return None
+    sample = shape[1:]
+    for layer in p.prefix:
+        if type(layer) is Flatten:
+            sample = (math.prod(sample),)
+        else:
+            if shape == layer.input_shape or sample != layer.input_shape:
+                return None
+            sample = layer.output_shape
+    if sample == (p.input_size,):
+        out_sample: tuple[int, ...] = (p.output_size,)
+    elif sample == (p.input_size, 1):
+        out_sample = (p.output_size, 1)
+    else:
+        return None
+    rows = np.ascontiguousarray(x).reshape(len(x), p.input_size)
+    return rows, out_sample
+
+
+def loss_name(loss_fn: Any) -> Optional[str]:
+    """The engine's name for a loss object, or None for a loss it does not run."""
+    kind = type(loss_fn)
+    if kind is losses_module.MSE:
+        return "squared_error"
+    if kind is losses_module.MAE:
+        return "absolute_error"
+    if kind is losses_module.BinaryCrossEntropy:
+        return "binary_cross_entropy_logits" if loss_fn.from_logits else "binary_cross_entropy"
+    if kind is losses_module.CrossEntropy:
+        return "cross_entropy"
+    return None
+
+
+def engine_targets(loss: str, targets: np.ndarray, p: Plan, out_sample: tuple[int, ...]) -> Optional[np.ndarray]:
+    """Targets in the engine's layout, or None when the Python path must run (it then raises the
+    same error it always did, e.g. for a shape mismatch or an out-of-range label)."""
+    n = len(targets)
+    if loss == "cross_entropy":
+        if out_sample != (p.output_size,):
+            return None
+        if targets.ndim == 1 and targets.dtype == np.int64:
+            if n and (targets.min() < 0 or targets.max() >= p.output_size):
+                return None
+            return np.ascontiguousarray(targets)
+        if targets.shape == (n, p.output_size) and targets.dtype == p.dtype:
+            return np.ascontiguousarray(targets)
+        return None
+    if targets.shape != (n,) + out_sample or targets.dtype != p.dtype:
+        return None
+    return np.ascontiguousarray(targets).reshape(n, p.output_size)
+
+
+_OPTIMIZERS = {optim.SGD: "sgd", optim.Adam: "adam", optim.AdamW: "adamw", optim.RMSprop: "rmsprop"}
+
+
+def optimizer_spec(opt: Any) -> Optional[tuple[str, dict[str, Any]]]:
+    name = _OPTIMIZERS.get(type(opt))
+    if name is None:
+        return None
+    hyper: dict[str, Any] = {"lr": opt.lr, "weight_decay": opt.weight_decay}
+    if name == "sgd":
+        hyper.update(momentum=opt.momentum, nesterov=opt.nesterov)
+    elif name in ("adam", "adamw"):
+        hyper.update(beta1=opt.betas[0], beta2=opt.betas[1], eps=opt.eps)
+    else:
+        hyper.update(alpha=opt.alpha, eps=opt.eps, momentum=opt.momentum, centered=opt.centered)
+    return name, hyper
+
+
+class OptimizerState:
+    """The optimizer's own per-parameter state arrays and step counts, lent to the engine.
+
+    Slots are created as ``Optimizer.step`` would create them; ``finish`` writes the step counts
+    back and drops slots that were created but never stepped (as if the Python loop had run)."""
+
+    def __init__(self, opt: optim.Optimizer, params: list[np.ndarray], where: str) -> None:
+        self.opt = opt
+        self.new_ids = [id(p) for p in params if id(p) not in opt._state]
+        self.slots = [opt._slot(p, where) for p in params]
+        self.arrays = [slot.arrays for slot in self.slots]
+        self.steps = np.array([slot.steps for slot in self.slots], dtype=np.int64)
+
+    def finish(self, batches: int) -> None:
+        """Write back the step counts after ``batches`` more steps (may be called per chunk)."""
+        for slot, steps in zip(self.slots, self.steps):
+            slot.steps = int(steps)
+        self.opt.iterations += batches
+        for key, slot in zip([id(s.param) for s in self.slots], self.slots):
+            if key in self.new_ids and slot.steps == 0 and self.opt._state.get(key) is slot:
+                del self.opt._state[key]
+
+
+def parameters_of(p: Plan) -> list[np.ndarray]:
+    return [array for s in p.spec for array in s[:2]]
+
+
+class Data(NamedTuple):
+    """One data set ready for the engine: rows, targets in the engine's layout, the loss name."""
+
+    engine: Any
+    plan: Plan
+    loss: str
+    x: np.ndarray
+    y: np.ndarray
+    out_sample: tuple[int, ...]
+    classification: bool
+
+
+def prepare(owner: Any, layers: list[Any], loss_fn: Any, inputs: np.ndarray, targets: np.ndarray) -> Optional[Data]:
+    """Everything the engine needs to train or evaluate ``layers`` on inputs/targets as
+    ``Sequential`` prepared them, or None when the Python path must run."""
+    p = plan(layers)
+    if p is None:
+        return None
+    name = loss_name(loss_fn)
+    rows = input_rows(p, inputs) if name is not None else None
+    if rows is None or rows[0].dtype != p.dtype:
+        return None
+    x_rows, out_sample = rows
+    y = engine_targets(name, targets, p, out_sample)
+    engine = engine_for(owner, p) if y is not None else None
+    if engine is None:
+        return None
+    classification = name in ("cross_entropy", "binary_cross_entropy", "binary_cross_entropy_logits")
+    return Data(engine, p, name, x_rows, y, out_sample, classification)
+
+
+def logs_of(result: dict[str, Any], samples: int, classification: bool) -> dict[str, float]:
+    """The epoch logs as ``Sequential``'s meter computes them."""
+    logs = {"loss": result["loss_sum"] / max(samples, 1)}
+    if classification:
+        logs["accuracy"] = result["correct"] / max(result["counted"], 1)
+    return logs
+
+
+def evaluate(data: Data, batch_size: int) -> dict[str, float]:
+    result = data.engine.run_epoch(
+        data.x, data.y, None, batch_size, data.loss, count_accuracy=data.classification
+    )
+    return logs_of(result, len(data.x), data.classification)

@@ -1,0 +1,246 @@
+// The training engine (see engine.h). Built with -ffp-contract=off: the running loss sum and the
+// clipping factor must round exactly as the Python float arithmetic they replace.
+#include "engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+namespace nncore {
+
+namespace {
+
+// Where a kernel's backward reads its "x": the pre-activation for gelu, the output otherwise
+// (relu/leaky_relu select the same branch from y as from x; tanh/sigmoid read only y).
+constexpr bool needs_pre_activation(Act act) { return act == Act::gelu || act == Act::gelu_tanh; }
+
+// numpy's argmax: the first maximum, or the first NaN if there is one.
+template <class T>
+index_t argmax(const T* v, index_t n) {
+    index_t best = 0;
+    for (index_t j = 0; j < n; ++j) {
+        if (std::isnan(v[j])) return j;
+        if (v[j] > v[best]) best = j;
+    }
+    return best;
+}
+
+}  // namespace
+
+template <class T>
+Engine<T>::Engine(std::vector<EngineLayer<T>> layers) : layers_(std::move(layers)) {
+    if (layers_.empty()) throw std::invalid_argument("Engine: no layers");
+    for (std::size_t i = 1; i < layers_.size(); ++i)
+        if (layers_[i].in != layers_[i - 1].out) throw std::invalid_argument("Engine: layer sizes do not chain");
+    outputs_.resize(layers_.size());
+    pre_activations_.resize(layers_.size());
+    gradients_.resize(layers_.size());
+}
+
+template <class T>
+void Engine<T>::reserve(index_t rows) {
+    if (rows <= capacity_rows_) return;
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+        const auto size = static_cast<std::size_t>(rows * layers_[i].out);
+        outputs_[i].resize(size);
+        gradients_[i].resize(size);
+        if (needs_pre_activation(layers_[i].act)) pre_activations_[i].resize(size);
+    }
+    x_batch_.resize(static_cast<std::size_t>(rows * layers_.front().in));
+    capacity_rows_ = rows;
+}
+
+template <class T>
+std::size_t Engine<T>::workspace_bytes() const {
+    std::size_t values = x_batch_.capacity() + t_batch_.capacity();
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+        values += outputs_[i].capacity() + gradients_[i].capacity() + pre_activations_[i].capacity();
+    return values * sizeof(T) + label_batch_.capacity() * sizeof(std::int64_t);
+}
+
+template <class T>
+void Engine<T>::forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out) {
+    const T* input = x;
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+        const EngineLayer<T>& l = layers_[i];
+        T* y = (i + 1 == layers_.size() && last_out) ? last_out : outputs_[i].data();
+        if (needs_pre_activation(l.act)) {
+            T* z = pre_activations_[i].data();
+            linear_forward(kt, rows, l.in, l.out, input, l.weights, l.bias, Act::identity, T(0), z);
+            activation_forward(kt, l.act, l.alpha, z, y, rows * l.out);
+        } else {
+            linear_forward(kt, rows, l.in, l.out, input, l.weights, l.bias, l.act, l.alpha, y);
+        }
+        input = y;
+    }
+}
+
+template <class T>
+void Engine<T>::predict(const KernelTable<T>& kt, const T* x, index_t n, T* y) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    // Rows are independent (no reduction runs across rows), so chunks give the same values as
+    // one pass while bounding the workspace.
+    constexpr index_t kChunk = 1024;
+    reserve(std::min(n, kChunk));
+    for (index_t start = 0; start < n; start += kChunk) {
+        const index_t rows = std::min(kChunk, n - start);
+        forward(kt, x + start * input_size(), rows, y + start * output_size());
+    }
+}
+
+template <class T>
+double Engine<T>::loss_and_gradient(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* targets,
+                                    const std::int64_t* labels, index_t rows, bool need_gradient) {
+    const index_t cols = output_size();
+    const T* p = outputs_.back().data();
+    T* g = need_gradient ? gradients_.back().data() : nullptr;
+    const index_t n = rows * cols;
+    // Each value and scale is formed exactly as the Python loss does (a double, rounded to T once).
+    switch (a.loss) {
+        case EngineLoss::cross_entropy:
+            return softmax_cross_entropy(kt, p, targets, labels, g, static_cast<T>(1.0 / static_cast<double>(rows)), rows,
+                                         cols) /
+                   static_cast<double>(rows);
+        case EngineLoss::classic_mse: {
+            const double value = kt.squared_error_sum(targets, p, n) / static_cast<double>(n);
+            if (g && std::isfinite(value)) kt.squared_error_grad(targets, p, g, n, static_cast<T>(2.0 / static_cast<double>(n)));
+            return value;
+        }
+        case EngineLoss::classic_bce: {
+            const double value = kt.binary_cross_entropy_sum(targets, p, n) / static_cast<double>(n);
+            if (g && std::isfinite(value))
+                kt.binary_cross_entropy_grad(targets, p, g, n, static_cast<T>(1.0 / static_cast<double>(n)));
+            return value;
+        }
+        default: {
+            const auto kind = static_cast<LossKind>(static_cast<int>(a.loss));
+            return loss(kt, kind, targets, p, g, static_cast<T>(1.0 / static_cast<double>(n)), n) / static_cast<double>(n);
+        }
+    }
+}
+
+template <class T>
+void Engine<T>::count_correct(const EpochArgs<T>& a, const T* targets, const std::int64_t* labels, index_t rows,
+                              EpochTotals& totals) const {
+    const index_t cols = output_size();
+    const T* p = outputs_.back().data();
+    if (a.loss == EngineLoss::cross_entropy) {
+        for (index_t r = 0; r < rows; ++r) {
+            const index_t want = labels ? static_cast<index_t>(labels[r]) : argmax(targets + r * cols, cols);
+            totals.correct += argmax(p + r * cols, cols) == want;
+        }
+        totals.counted += rows;
+    } else if (a.loss == EngineLoss::binary_cross_entropy || a.loss == EngineLoss::binary_cross_entropy_logits) {
+        const T threshold = a.loss == EngineLoss::binary_cross_entropy_logits ? T(0) : T(0.5);
+        const index_t n = rows * cols;
+        for (index_t i = 0; i < n; ++i) totals.correct += (p[i] > threshold) == (targets[i] > T(0.5));
+        totals.counted += n;
+    }
+}
+
+template <class T>
+void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows) {
+    const std::size_t count = layers_.size();
+    for (std::size_t k = count; k-- > 0;) {
+        const EngineLayer<T>& l = layers_[k];
+        T* g = gradients_[k].data();
+        const index_t n = rows * l.out;
+        if (l.act != Act::identity) {
+            const T* y = outputs_[k].data();
+            const T* xa = needs_pre_activation(l.act) ? pre_activations_[k].data() : y;
+            activation_backward(kt, l.act, l.alpha, xa, y, g, g, n);  // in place: elementwise
+        }
+        const T* input = k == 0 ? x : outputs_[k - 1].data();
+        linear_backward(kt, rows, l.in, l.out, input, l.weights, g, k == 0 ? nullptr : gradients_[k - 1].data(),
+                        l.weights_gradient, l.bias_gradient);
+        if (a.update == EngineUpdate::sgd_step) {  // Dense.backward(gradient, learning_rate)
+            kt.axpy(static_cast<T>(-a.lr), l.weights_gradient, l.weights, l.in * l.out);
+            kt.axpy(static_cast<T>(-a.lr), l.bias_gradient, l.bias, l.out);
+        }
+    }
+    if (a.update == EngineUpdate::sgd_step) return;
+
+    auto for_each_parameter = [&](auto&& body) {
+        for (std::size_t k = 0; k < count; ++k) {
+            const EngineLayer<T>& l = layers_[k];
+            body(2 * k, l.weights, l.weights_gradient, l.in * l.out);
+            body(2 * k + 1, l.bias, l.bias_gradient, l.out);
+        }
+    };
+    if (a.clip_norm > 0.0) {  // nncore.optim.clip_grad_norm
+        double sum = 0.0;
+        for_each_parameter([&](std::size_t, T*, T* grad, index_t n) { sum += sum_of_squares(kt, grad, n); });
+        const double total = std::sqrt(sum);
+        const double factor = a.clip_norm / (total + 1e-6);
+        if (factor < 1.0) for_each_parameter([&](std::size_t, T*, T* grad, index_t n) { scale(kt, static_cast<T>(factor), grad, n); });
+    }
+    for_each_parameter([&](std::size_t j, T* param, T* grad, index_t n) {
+        const EngineParamState<T>& s = a.states[j];
+        a.steps[j] += 1;
+        switch (a.update) {
+            case EngineUpdate::sgd: sgd_update(kt, a.sgd, param, grad, s.momentum_buffer, n); break;
+            case EngineUpdate::adam: {
+                AdamOptions o = a.adam;
+                o.step = a.steps[j];
+                adam_update(kt, o, param, grad, s.exp_avg, s.exp_avg_sq, n);
+                break;
+            }
+            case EngineUpdate::rmsprop:
+                rmsprop_update(kt, a.rmsprop, param, grad, s.square_avg, s.momentum_buffer, s.grad_avg, n);
+                break;
+            default: break;
+        }
+    });
+}
+
+template <class T>
+void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const index_t in = input_size(), width = a.target_width;
+    reserve(std::min(a.batch_size, a.n));
+    if (a.order) {
+        if (a.labels) label_batch_.resize(std::max(label_batch_.size(), static_cast<std::size_t>(capacity_rows_)));
+        else t_batch_.resize(std::max(t_batch_.size(), static_cast<std::size_t>(capacity_rows_ * width)));
+    }
+    const bool train = a.update != EngineUpdate::none;
+    for (index_t batch = a.first_batch; batch < a.last_batch; ++batch) {
+        const index_t start = batch * a.batch_size, stop = std::min(start + a.batch_size, a.n);
+        const index_t rows = stop - start;
+        const T* x = a.x + start * in;
+        const T* targets = a.targets ? a.targets + start * width : nullptr;
+        const std::int64_t* labels = a.labels ? a.labels + start : nullptr;
+        if (a.order) {  // gather the batch in this epoch's order (np.take in the Python loop)
+            const std::int64_t* idx = a.order + start;
+            T* xb = x_batch_.data();
+            for (index_t r = 0; r < rows; ++r)
+                std::memcpy(xb + r * in, a.x + idx[r] * in, static_cast<std::size_t>(in) * sizeof(T));
+            x = xb;
+            if (a.labels) {
+                for (index_t r = 0; r < rows; ++r) label_batch_[static_cast<std::size_t>(r)] = a.labels[idx[r]];
+                labels = label_batch_.data();
+            } else {
+                T* tb = t_batch_.data();
+                for (index_t r = 0; r < rows; ++r)
+                    std::memcpy(tb + r * width, a.targets + idx[r] * width, static_cast<std::size_t>(width) * sizeof(T));
+                targets = tb;
+            }
+        }
+        forward(kt, x, rows, nullptr);
+        const double value = loss_and_gradient(kt, a, targets, labels, rows, train);
+        if (train && !std::isfinite(value)) {
+            totals.failed_batch = batch;
+            totals.failed_value = value;
+            return;
+        }
+        if (train) backward_and_update(kt, a, x, rows);
+        totals.loss_sum += value * static_cast<double>(rows);
+        if (a.count_accuracy) count_correct(a, targets, labels, rows, totals);
+        ++totals.batches_done;
+    }
+}
+
+template class Engine<float>;
+template class Engine<double>;
+
+}  // namespace nncore

@@ -1,0 +1,130 @@
+// The native training engine: a stack of Dense layers (each optionally followed by a native
+// activation) whose whole forward pass, loss, backward pass and optimizer step run in C++, one
+// call per epoch (or per chunk of batches), with workspaces sized for the largest batch seen and
+// then reused, so a training step in steady state allocates nothing.
+//
+// Every step is the same sequence of kernel calls, on the same values, as the layer-by-layer
+// Python path (Dense.forward, the activation layer, Loss.value_and_gradient, backward, Optimizer
+// .step), so both give bit-identical parameters. The only fusion is the activation in the GEMM
+// epilogue, which applies the same per-element function as the separate activation kernel; the
+// relu/leaky_relu backward then reads the output y instead of the input x, which selects the same
+// branch (y > 0 exactly when x > 0, for negative_slope >= 0). gelu keeps its pre-activation.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "common.h"
+#include "dispatch.h"
+#include "ops.h"
+
+namespace nncore {
+
+// Losses the engine computes. The first five are the loss objects of nncore.losses (mean over
+// the batch's elements, or rows for cross_entropy); classic_mse / classic_bce are the classic
+// functions nncore.mse/mse_prime and binary_cross_entropy/_prime, which use their own kernels.
+enum class EngineLoss : int {
+    squared_error = 0,
+    absolute_error = 1,
+    binary_cross_entropy = 2,
+    binary_cross_entropy_logits = 3,
+    cross_entropy = 4,
+    classic_mse = 5,
+    classic_bce = 6,
+};
+
+// none: evaluation only (forward + loss, no NaN stop). sgd_step: the classic plain SGD that
+// Dense.backward applies (param -= lr * grad through axpy, layer by layer). The others are the
+// fused updates of nncore.optim, applied after the whole backward pass (and clipping).
+enum class EngineUpdate : int { none = 0, sgd_step = 1, sgd = 2, adam = 3, rmsprop = 4 };
+
+template <class T>
+struct EngineLayer {
+    index_t in = 0, out = 0;
+    T* weights = nullptr;  // (out x in), updated in place
+    T* bias = nullptr;     // (out,)
+    T* weights_gradient = nullptr;
+    T* bias_gradient = nullptr;
+    Act act = Act::identity;
+    T alpha = T(0);
+};
+
+// Optimizer state of one parameter array (null where the optimizer keeps none).
+template <class T>
+struct EngineParamState {
+    T* momentum_buffer = nullptr;
+    T* exp_avg = nullptr;
+    T* exp_avg_sq = nullptr;
+    T* square_avg = nullptr;
+    T* grad_avg = nullptr;
+};
+
+template <class T>
+struct EpochArgs {
+    const T* x = nullptr;  // (n x in) rows
+    index_t n = 0;
+    const T* targets = nullptr;             // (n x target_width), or null with labels
+    const std::int64_t* labels = nullptr;   // (n,) class labels for cross_entropy
+    index_t target_width = 0;
+    const std::int64_t* order = nullptr;    // permutation of [0, n), or null for 0, 1, ...
+    index_t batch_size = 1;
+    index_t first_batch = 0, last_batch = 0;  // the batches [first, last) of the epoch to run
+    EngineLoss loss = EngineLoss::squared_error;
+    EngineUpdate update = EngineUpdate::none;
+    double lr = 0.0;  // sgd_step
+    SgdOptions sgd;
+    AdamOptions adam;  // step is taken from steps[] per parameter
+    RmspropOptions rmsprop;
+    double clip_norm = 0.0;  // > 0: clip the global gradient norm first
+    // One per parameter, in the order weights0, bias0, weights1, bias1, ...
+    const EngineParamState<T>* states = nullptr;
+    std::int64_t* steps = nullptr;  // per-parameter step counts, incremented in place (Adam)
+    bool count_accuracy = false;
+};
+
+// Running totals; run_epoch continues from the values it is given, so an epoch may be run in
+// chunks and still sums in the same order as one call (and as the Python loop).
+struct EpochTotals {
+    double loss_sum = 0.0;      // sum over batches of (mean batch loss) * (batch rows)
+    long long correct = 0, counted = 0;
+    long long batches_done = 0;
+    long long failed_batch = -1;  // index of the batch whose loss was not finite (training stops)
+    double failed_value = 0.0;
+};
+
+template <class T>
+class Engine {
+public:
+    explicit Engine(std::vector<EngineLayer<T>> layers);
+
+    index_t input_size() const { return layers_.front().in; }
+    index_t output_size() const { return layers_.back().out; }
+
+    // y (n x output_size) = the network applied to x (n x input_size).
+    void predict(const KernelTable<T>& kt, const T* x, index_t n, T* y);
+    // Runs batches [first_batch, last_batch) of an epoch: train (update != none) or evaluate.
+    void run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& args, EpochTotals& totals);
+
+    // Bytes of workspace held (grows with the largest batch, then stays).
+    std::size_t workspace_bytes() const;
+
+private:
+    void reserve(index_t rows);
+    // Forward of `rows` rows of x; the last layer writes to `last_out` (its own buffer if null).
+    void forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out);
+    double loss_and_gradient(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* targets,
+                             const std::int64_t* labels, index_t rows, bool need_gradient);
+    void count_correct(const EpochArgs<T>& a, const T* targets, const std::int64_t* labels, index_t rows,
+                       EpochTotals& totals) const;
+    void backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows);
+
+    std::vector<EngineLayer<T>> layers_;
+    index_t capacity_rows_ = 0;
+    std::vector<std::vector<T>> outputs_, pre_activations_, gradients_;
+    std::vector<T> x_batch_, t_batch_;
+    std::vector<std::int64_t> label_batch_;
+    std::mutex mutex_;  // one run at a time: the workspaces are shared
+};
+
+}  // namespace nncore

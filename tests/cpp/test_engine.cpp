@@ -1,0 +1,234 @@
+// The training engine on every ISA: one forward/backward/SGD step of a tiny network against a
+// naive double-precision reference, predict against the reference forward, accuracy counting,
+// the NaN stop, and no heap allocation per training step in steady state (a counting global
+// operator new: std::vector and every other C++ allocation goes through it).
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "engine.h"
+#include "harness.h"
+#include "thread_pool.h"
+
+namespace {
+std::atomic<long long> allocations{0};
+}
+
+void* operator new(std::size_t size) {
+    allocations.fetch_add(1, std::memory_order_relaxed);
+    if (void* p = std::malloc(size ? size : 1)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
+using nncore::Act;
+using nncore::index_t;
+using nntest::Rng;
+
+namespace {
+
+double act_value(Act act, double z) {
+    return act == Act::relu ? (z < 0 ? 0.0 : z) : act == Act::tanh ? std::tanh(z) : z;
+}
+double act_slope(Act act, double z) {
+    return act == Act::relu ? (z > 0 ? 1.0 : 0.0) : act == Act::tanh ? 1.0 - std::tanh(z) * std::tanh(z) : 1.0;
+}
+
+template <class T>
+double tolerance() { return sizeof(T) == 4 ? 2e-5 : 1e-12; }
+
+template <class T>
+void check_close(const std::vector<T>& got, const std::vector<double>& want, const char* what) {
+    double norm = 1e-30;
+    for (double v : want) norm = std::max(norm, std::fabs(v));
+    double worst = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]) / norm);
+    CHECK_MSG(worst <= tolerance<T>(), what << ": max relative error " << worst);
+}
+
+// want = (w, b) - lr * (g^T input, column sums of g) for a Dense(fan_in, fan_out) layer.
+template <class T>
+void reference_sgd(const std::vector<double>& g, const std::vector<double>& input, const std::vector<T>& w,
+                   const std::vector<T>& b, index_t rows, index_t fan_in, index_t fan_out, double lr,
+                   std::vector<double>& want_w, std::vector<double>& want_b) {
+    want_w.assign(w.size(), 0.0);
+    want_b.assign(b.size(), 0.0);
+    for (index_t j = 0; j < fan_out; ++j) {
+        double sb = 0;
+        for (index_t r = 0; r < rows; ++r) sb += g[r * fan_out + j];
+        want_b[j] = b[j] - lr * sb;
+        for (index_t k = 0; k < fan_in; ++k) {
+            double s = 0;
+            for (index_t r = 0; r < rows; ++r) s += g[r * fan_out + j] * input[r * fan_in + k];
+            want_w[j * fan_in + k] = w[j * fan_in + k] - lr * s;
+        }
+    }
+}
+
+// One SGD step of x (rows x 5) -> Dense(5, 7) + act -> Dense(7, 3), mean squared error.
+template <class T>
+void test_one_step(const nncore::KernelTable<T>& kt, Act act, Rng& rng) {
+    nntest::Scope scope(std::string(nntest::dtype_name<T>()) + " act=" + nntest::act_name(act));
+    const index_t rows = 4, in = 5, hidden = 7, out = 3;
+    auto w1 = nntest::random_vector<T>(hidden * in, rng), b1 = nntest::random_vector<T>(hidden, rng);
+    auto w2 = nntest::random_vector<T>(out * hidden, rng), b2 = nntest::random_vector<T>(out, rng);
+    auto x = nntest::random_vector<T>(rows * in, rng), t = nntest::random_vector<T>(rows * out, rng);
+    std::vector<T> dw1(w1.size(), nntest::quiet_nan<T>()), db1(b1.size(), nntest::quiet_nan<T>());
+    std::vector<T> dw2(w2.size(), nntest::quiet_nan<T>()), db2(b2.size(), nntest::quiet_nan<T>());
+    const double lr = 0.1;
+
+    // Reference in double.
+    std::vector<double> z1(rows * hidden), h(rows * hidden), z2(rows * out), g2(rows * out), g1(rows * hidden, 0.0);
+    double loss = 0;
+    for (index_t r = 0; r < rows; ++r) {
+        for (index_t j = 0; j < hidden; ++j) {
+            double s = b1[j];
+            for (index_t k = 0; k < in; ++k) s += double(x[r * in + k]) * w1[j * in + k];
+            z1[r * hidden + j] = s;
+            h[r * hidden + j] = act_value(act, s);
+        }
+        for (index_t j = 0; j < out; ++j) {
+            double s = b2[j];
+            for (index_t k = 0; k < hidden; ++k) s += h[r * hidden + k] * w2[j * hidden + k];
+            z2[r * out + j] = s;
+            const double d = s - t[r * out + j];
+            loss += d * d;
+            g2[r * out + j] = 2.0 * d / double(rows * out);
+        }
+    }
+    loss /= double(rows * out);
+    std::vector<double> want_w2, want_b2, want_w1, want_b1;
+    reference_sgd(g2, h, w2, b2, rows, hidden, out, lr, want_w2, want_b2);
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t k = 0; k < hidden; ++k) {
+            double s = 0;
+            for (index_t j = 0; j < out; ++j) s += g2[r * out + j] * w2[j * hidden + k];
+            g1[r * hidden + k] = s * act_slope(act, z1[r * hidden + k]);
+        }
+    const std::vector<double> x64(x.begin(), x.end());
+    reference_sgd(g1, x64, w1, b1, rows, in, hidden, lr, want_w1, want_b1);
+
+    std::vector<nncore::EngineLayer<T>> layers = {
+        {in, hidden, w1.data(), b1.data(), dw1.data(), db1.data(), act, T(0)},
+        {hidden, out, w2.data(), b2.data(), dw2.data(), db2.data(), Act::identity, T(0)}};
+    nncore::Engine<T> engine(layers);
+
+    std::vector<T> predicted(rows * out, nntest::quiet_nan<T>());
+    engine.predict(kt, x.data(), rows, predicted.data());
+    check_close(predicted, z2, "predict");
+
+    for (auto update : {nncore::EngineUpdate::sgd_step, nncore::EngineUpdate::sgd}) {
+        nntest::Scope inner(update == nncore::EngineUpdate::sgd ? "fused sgd" : "classic sgd_step");
+        auto w1c = w1, b1c = b1, w2c = w2, b2c = b2;
+        std::vector<nncore::EngineLayer<T>> copy = {
+            {in, hidden, w1c.data(), b1c.data(), dw1.data(), db1.data(), act, T(0)},
+            {hidden, out, w2c.data(), b2c.data(), dw2.data(), db2.data(), Act::identity, T(0)}};
+        nncore::Engine<T> e(copy);
+        std::vector<nncore::EngineParamState<T>> states(4);
+        std::vector<std::int64_t> steps(4, 0);
+        nncore::EpochArgs<T> a;
+        a.x = x.data(), a.n = rows, a.targets = t.data(), a.target_width = out, a.batch_size = rows;
+        a.first_batch = 0, a.last_batch = 1, a.loss = nncore::EngineLoss::squared_error, a.update = update;
+        a.lr = lr, a.sgd.lr = lr, a.states = states.data(), a.steps = steps.data();
+        nncore::EpochTotals totals;
+        e.run_epoch(kt, a, totals);
+        CHECK(totals.batches_done == 1 && totals.failed_batch == -1);
+        CHECK_MSG(std::fabs(totals.loss_sum / rows - loss) <= tolerance<T>() * (1 + loss), "loss " << totals.loss_sum / rows << " want " << loss);
+        check_close(w1c, want_w1, "weights 1");
+        check_close(b1c, want_b1, "bias 1");
+        check_close(w2c, want_w2, "weights 2");
+        check_close(b2c, want_b2, "bias 2");
+        CHECK(update == nncore::EngineUpdate::sgd_step || steps[0] == 1);
+    }
+}
+
+// Cross-entropy with labels: accuracy counted with argmax; a NaN input stops at its batch.
+template <class T>
+void test_accuracy_and_nan_stop(const nncore::KernelTable<T>& kt, Rng& rng) {
+    nntest::Scope scope(std::string(nntest::dtype_name<T>()) + " accuracy/nan");
+    const index_t rows = 9, in = 4, out = 3;
+    auto w = nntest::random_vector<T>(out * in, rng), b = nntest::random_vector<T>(out, rng);
+    std::vector<T> dw(w.size()), db(b.size());
+    auto x = nntest::random_vector<T>(rows * in, rng);
+    std::vector<std::int64_t> labels(rows);
+    for (auto& l : labels) l = static_cast<std::int64_t>(rng.below(out));
+    nncore::Engine<T> engine({{in, out, w.data(), b.data(), dw.data(), db.data(), Act::identity, T(0)}});
+    std::vector<T> logits(rows * out);
+    engine.predict(kt, x.data(), rows, logits.data());
+    long long want = 0;
+    for (index_t r = 0; r < rows; ++r) {
+        index_t best = 0;
+        for (index_t j = 1; j < out; ++j) if (logits[r * out + j] > logits[r * out + best]) best = j;
+        want += best == labels[r];
+    }
+    nncore::EpochArgs<T> a;
+    a.x = x.data(), a.n = rows, a.labels = labels.data(), a.target_width = out, a.batch_size = 4;
+    a.first_batch = 0, a.last_batch = 3, a.loss = nncore::EngineLoss::cross_entropy, a.count_accuracy = true;
+    nncore::EpochTotals totals;
+    engine.run_epoch(kt, a, totals);
+    CHECK(totals.correct == want && totals.counted == rows && totals.batches_done == 3);
+
+    x[5 * in] = std::numeric_limits<T>::quiet_NaN();  // sample 5: batch 1
+    std::vector<nncore::EngineParamState<T>> states(2);
+    std::vector<std::int64_t> steps(2, 0);
+    a.update = nncore::EngineUpdate::sgd, a.sgd.lr = 0.01, a.states = states.data(), a.steps = steps.data();
+    nncore::EpochTotals stopped;
+    engine.run_epoch(kt, a, stopped);
+    CHECK(stopped.failed_batch == 1 && stopped.batches_done == 1 && std::isnan(stopped.failed_value) && steps[0] == 1);
+}
+
+// Steady state: after a warm-up epoch, more epochs allocate nothing (1 and 2 threads).
+void test_no_allocation_per_step(const nncore::KernelTable<float>& kt, Rng& rng) {
+    const index_t n = 512, in = 200, hidden = 300, out = 10, batch = 128;
+    auto w1 = nntest::random_vector<float>(hidden * in, rng, -0.05, 0.05), b1 = nntest::random_vector<float>(hidden, rng);
+    auto w2 = nntest::random_vector<float>(out * hidden, rng, -0.05, 0.05), b2 = nntest::random_vector<float>(out, rng);
+    std::vector<float> dw1(w1.size()), db1(b1.size()), dw2(w2.size()), db2(b2.size());
+    std::vector<std::vector<float>> moments;
+    for (std::size_t size : {w1.size(), b1.size(), w2.size(), b2.size()})
+        for (int k = 0; k < 2; ++k) moments.emplace_back(size, 0.0f);
+    std::vector<nncore::EngineParamState<float>> states(4);
+    for (int j = 0; j < 4; ++j) states[j].exp_avg = moments[2 * j].data(), states[j].exp_avg_sq = moments[2 * j + 1].data();
+    std::vector<std::int64_t> steps(4, 0), labels(n), order(n);
+    for (index_t i = 0; i < n; ++i) labels[i] = static_cast<std::int64_t>(rng.below(out)), order[i] = (i * 37) % n;
+    auto x = nntest::random_vector<float>(n * in, rng);
+    nncore::Engine<float> engine({{in, hidden, w1.data(), b1.data(), dw1.data(), db1.data(), Act::relu, 0.0f},
+                                  {hidden, out, w2.data(), b2.data(), dw2.data(), db2.data(), Act::identity, 0.0f}});
+    nncore::EpochArgs<float> a;
+    a.x = x.data(), a.n = n, a.labels = labels.data(), a.order = order.data(), a.target_width = out, a.batch_size = batch;
+    a.first_batch = 0, a.last_batch = (n + batch - 1) / batch, a.loss = nncore::EngineLoss::cross_entropy;
+    a.update = nncore::EngineUpdate::adam, a.adam.lr = 1e-3, a.adam.beta1 = 0.9, a.adam.beta2 = 0.999, a.adam.eps = 1e-8;
+    a.clip_norm = 1.0, a.states = states.data(), a.steps = steps.data(), a.count_accuracy = true;
+    for (int threads : {1, 2}) {
+        nntest::Scope scope("allocations threads=" + std::to_string(threads));
+        nncore::set_num_threads(threads);
+        nncore::EpochTotals warm;
+        engine.run_epoch(kt, a, warm);  // sizes the workspaces, starts the pool
+        const long long before = allocations.load();
+        for (int epoch = 0; epoch < 5; ++epoch) {
+            nncore::EpochTotals totals;
+            engine.run_epoch(kt, a, totals);
+            CHECK(totals.failed_batch == -1);
+        }
+        CHECK_MSG(allocations.load() == before, allocations.load() - before << " allocations in 20 steady-state steps");
+    }
+    nncore::set_num_threads(1);
+}
+
+}  // namespace
+
+int main() {
+    nntest::for_each_isa([](nncore::Isa, const nncore::Tables& tables) {
+        Rng rng(1618);
+        for (Act act : {Act::identity, Act::relu, Act::tanh}) {
+            test_one_step(tables.f32, act, rng);
+            test_one_step(tables.f64, act, rng);
+        }
+        test_accuracy_and_nan_stop(tables.f32, rng);
+        test_accuracy_and_nan_stop(tables.f64, rng);
+        test_no_allocation_per_step(tables.f32, rng);
+    });
+    return nntest::finish("test_engine");
+}
