@@ -17,6 +17,13 @@ struct KernelTable {
     int mr, nr;          // register tile
     int kc, mc, nc;      // cache blocks (multiples of the tile)
 
+    // FMA throughput probe (the machine's limit, see peak.h): `iters` rounds of independent
+    // register-only fused multiply-adds over several accumulators, no memory traffic; each round is
+    // fma_flops_per_iter floating-point operations. Returns a value derived from all accumulators
+    // so the work cannot be optimised away.
+    T (*fma_loop)(index_t iters, T x);
+    int fma_flops_per_iter;
+
     // Elementwise over n contiguous values.
     void (*act_forward)(Act act, T alpha, const T* x, T* y, index_t n);
     void (*act_backward)(Act act, T alpha, const T* x, const T* y, const T* dy, T* dx, index_t n);
