@@ -7,14 +7,15 @@
 namespace nncore {
 void fill_tables_avx512(Tables& tables) {
     tables.isa = Isa::avx512;
-    // 6 x 64 floats (6 x 32 doubles) = 24 accumulators + 4 B vectors + 1 broadcast of the 32 zmm
-    // registers: per k step 4 vector loads and 6 broadcasts feed 24 FMAs. Measured on Zen 5 at
-    // 1024^3, 1 thread (FMA peak 259 / 131 GF/s), interleaved runs: f32 12x32 ~233 -> 6x64 ~238 GF/s;
-    // f64 12x16 ~104-108 -> 6x32 ~113-116 GF/s (8x24 and 14x16 in between).
-    // Cache blocks: a long kc amortises the load/store of C per micro-kernel call; the B sliver
-    // (kc x nr) then no longer fits L1 beside the A panel, but L2 keeps up. f32 kc 256 -> 512 and
-    // f64 kc 128 -> 384 gained ~3% and ~10%; mc (the A block kept in L2) mattered within noise.
-    isa_avx512::fill_table<float, 6, 4>(tables.f32, 512, 16, 4096);
-    isa_avx512::fill_table<double, 6, 4>(tables.f64, 384, 16, 4096);
+    // Measured on Zen 5 (48 KiB L1d, 1 MiB L2 per core; FMA peak ~260 / ~131 GF/s f32 / f64), 1
+    // thread, interleaved runs, at 1024^3 and 128x1024x1024:
+    //   f32 12x32 (24 accumulators, 2 B loads + 12 broadcasts per k step), kc 512, mc 192:
+    //       ~231 and ~212 GF/s; 6x64 kc 512 mc 96: the same within noise, so the narrower tile
+    //       (less padding on narrow outputs) stays; kc 256 (before): ~229 at 1024^3.
+    //   f64 6x32 (24 accumulators, 4 B loads + 6 broadcasts), kc 384, mc 48: ~110-114 and ~101-105;
+    //       12x16 kc 384: ~108 and ~93; 12x16 kc 128 (before): ~97 at 1024^3.
+    // A long kc amortises the load and store of C per micro-kernel call.
+    isa_avx512::fill_table<float, 12, 2>(tables.f32, 512, 16, 4096);
+    isa_avx512::fill_table<double, 6, 4>(tables.f64, 384, 8, 4096);
 }
 }  // namespace nncore
