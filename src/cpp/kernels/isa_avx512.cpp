@@ -12,10 +12,11 @@ void fill_tables_avx512(Tables& tables) {
     //   f32 12x32 (24 accumulators, 2 B loads + 12 broadcasts per k step), kc 512, mc 192:
     //       ~231 and ~212 GF/s; 6x64 kc 512 mc 96: the same within noise, so the narrower tile
     //       (less padding on narrow outputs) stays; kc 256 (before): ~229 at 1024^3.
-    //   f64 6x32 (24 accumulators, 4 B loads + 6 broadcasts), kc 384, mc 48: ~110-114 and ~101-105;
+    //   f64 6x32 (24 accumulators, 4 B loads + 6 broadcasts), mc 48, kc 512: ~114-116 and ~107-109
+    //       (2048^3 ~114-116); kc 384: ~112-113 and ~100-104 (2048^3 ~113); kc 256: ~108-111;
     //       12x16 kc 384: ~108 and ~93; 12x16 kc 128 (before): ~97 at 1024^3.
     // A long kc amortises the load and store of C per micro-kernel call.
     isa_avx512::fill_table<float, 12, 2>(tables.f32, 512, 16, 4096);
-    isa_avx512::fill_table<double, 6, 4>(tables.f64, 384, 8, 4096);
+    isa_avx512::fill_table<double, 6, 4>(tables.f64, 512, 8, 4096);
 }
 }  // namespace nncore
