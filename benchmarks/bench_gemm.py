@@ -40,7 +40,15 @@ MLP_LAYERS = [(784, 256), (256, 128), (128, 10)]
 BATCHES = [1, 32, 64, 128, 256]
 
 
-def median_seconds(fn: Callable[[], object], min_time: float, min_runs: int = 7) -> float:
+# With several threads, OpenBLAS and OpenMP (torch) workers keep spinning for a while after a
+# call; on a 2-core machine they would steal a core from the next library timed. A pause before
+# each timing lets them go to sleep.
+SETTLE_SECONDS = 0.15
+
+
+def median_seconds(fn: Callable[[], object], min_time: float, min_runs: int = 7, settle: float = 0.0) -> float:
+    if settle:
+        time.sleep(settle)
     for _ in range(3):
         fn()
     times: list[float] = []
@@ -99,16 +107,18 @@ def run(quick: bool = False, threads: tuple[int, ...] = (1, 2), dtypes: tuple[st
                         flops = 2.0 * m * n * k
                         # Enough time for the big cases to get several repetitions.
                         budget = min_time if flops < 1e9 else max(min_time, 0.4)
+                        settle = SETTLE_SECONDS if nthreads > 1 else 0.0
                         t_ours = median_seconds(
-                            lambda: nncore.ops.matmul(a, b, transpose_a=ta, transpose_b=tb, out=out), budget)
+                            lambda: nncore.ops.matmul(a, b, transpose_a=ta, transpose_b=tb, out=out), budget,
+                            settle=settle)
                         an = a.T if ta else a
                         bn = b.T if tb else b
-                        t_np = median_seconds(lambda: np.matmul(an, bn, out=out), budget)
+                        t_np = median_seconds(lambda: np.matmul(an, bn, out=out), budget, settle=settle)
                         t_torch = None
                         if torch is not None:
                             at, bt, ot = torch.from_numpy(an), torch.from_numpy(bn), torch.from_numpy(out)
                             with torch.no_grad():
-                                t_torch = median_seconds(lambda: torch.matmul(at, bt, out=ot), budget)
+                                t_torch = median_seconds(lambda: torch.matmul(at, bt, out=ot), budget, settle=settle)
                         best_peer = min(t for t in (t_np, t_torch) if t is not None)
                         rows.append({
                             "case": label, "m": m, "n": n, "k": k, "dtype": dtype, "threads": nthreads,
@@ -153,7 +163,13 @@ def main() -> None:
     dtypes = tuple(args.dtype.split(","))
     info = nncore.cpu_info() if hasattr(nncore, "cpu_info") else _core.cpu_info()
     print(f"# GEMM benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
-    print(f"machine: {platform.processor() or platform.machine()}, isa {info['isa']}, numpy {np.__version__}, "
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"machine: {cpu}, isa {info['isa']}, numpy {np.__version__}, "
           f"torch {torch.__version__ if torch is not None else 'not installed'}, "
           f"threadpoolctl {'yes' if threadpool_limits else 'not installed'}")
     if hasattr(_core, "fma_peak"):
