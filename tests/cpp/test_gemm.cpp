@@ -338,6 +338,10 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
     run(2, 3000, 300, true, {1, 2, 3});
     run(3000, 100, 3, false, {1, 2, 3});
     run(3, 5000, 100, false, {1, 2, 3});
+    // One row (the GEMV in axpy order, columns in blocks of 4 KiB): several blocks and a tail.
+    run(1, 3000, 37, false, {1, 2, 3});
+    run(1, 1029, 5, false, {1});
+    run(1, 513, 2 * w + 1, false, {1});
     std::printf("    gemm unpacked paths %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
