@@ -18,6 +18,7 @@
 #include "engine.h"
 #include "gemm.h"
 #include "ops.h"
+#include "peak.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -1049,6 +1050,18 @@ private:
     std::unique_ptr<Engine<double>> f64_;
 };
 
+double fma_peak_py(const std::string& dtype, double seconds, int threads) {
+    if (!(seconds > 0.0 && seconds <= 60.0))
+        throw py::value_error("fma_peak: expected 0 < seconds <= 60, got " + std::to_string(seconds));
+    if (threads < 1 || threads > 1024)
+        throw py::value_error("fma_peak: expected 1 <= threads <= 1024, got " + std::to_string(threads));
+    if (dtype != "float32" && dtype != "float64")
+        throw py::value_error("fma_peak: expected dtype 'float32' or 'float64', got '" + dtype + "'");
+    py::gil_scoped_release release;
+    return dtype == "float32" ? fma_peak_gflops(active_table<float>(), seconds, threads)
+                              : fma_peak_gflops(active_table<double>(), seconds, threads);
+}
+
 py::dict cpu_info() {
     py::dict info;
     const IsaChoice& choice = isa_choice();
@@ -1088,6 +1101,7 @@ PYBIND11_MODULE(_core, m) {
         if (n < 1) throw py::value_error("set_num_threads: expected n >= 1, got " + std::to_string(n));
         set_num_threads(n);
     }, arg("n"));
+    m.def("fma_peak", &fma_peak_py, arg("dtype") = "float32", arg("seconds") = 0.5, arg("threads") = 1);
     m.def("matmul", &matmul, arg("a"), arg("b"), arg("transpose_a") = false, arg("transpose_b") = false, arg("out") = none);
     m.def("linear", &linear_forward_py, arg("x"), arg("weights"), arg("bias") = none, arg("activation") = "identity",
           arg("alpha") = 0.0, arg("out") = none);

@@ -15,7 +15,22 @@ struct KernelTable {
     void (*gemm_ukernel)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc,
                          int m_eff, int n_eff, const Epilogue<T>& epilogue);
     int mr, nr;          // register tile
+    // Unpacked kernels for small problems (the driver chooses, see gemm.cpp); both write
+    // C[0:m, 0:n] with the same epilogue and never read C unless beta == 1.
+    //   gemm_direct: A (m x k) through strides, B (k x n) with contiguous rows (row stride ldb).
+    //   gemm_dot: A (m x k) and B^T (n x k) both with contiguous rows: C[i][j] = <A_i, B^T_j>.
+    void (*gemm_direct)(index_t m, index_t n, index_t k, const T* a, index_t rs_a, index_t cs_a, const T* b,
+                        index_t ldb, T* c, index_t ldc, const Epilogue<T>& epilogue);
+    void (*gemm_dot)(index_t m, index_t n, index_t k, const T* a, index_t lda, const T* bt, index_t ldbt, T* c,
+                     index_t ldc, const Epilogue<T>& epilogue);
     int kc, mc, nc;      // cache blocks (multiples of the tile)
+
+    // FMA throughput probe (the machine's limit, see peak.h): `iters` rounds of independent
+    // register-only fused multiply-adds over several accumulators, no memory traffic; each round is
+    // fma_flops_per_iter floating-point operations. Returns a value derived from all accumulators
+    // so the work cannot be optimised away.
+    T (*fma_loop)(index_t iters, T x);
+    int fma_flops_per_iter;
 
     // Elementwise over n contiguous values.
     void (*act_forward)(Act act, T alpha, const T* x, T* y, index_t n);

@@ -56,6 +56,26 @@ void pack_a(const T* a, index_t rs, index_t cs, index_t mc, index_t kc, int mr, 
 // Packs rows [0, kc) x columns [0, nc) of B into NR-column panels, zero-padded past nc.
 template <class T>
 void pack_b(const T* b, index_t rs, index_t cs, index_t kc, index_t nc, int nr, T* out) {
+    if (rs == 1 && cs != 1) {
+        // B^T stored by rows (X W^T with W (out, in)): read each stored row along k in runs of
+        // kRun values (one cache line) and write them down a column of the panel, so the
+        // kRun x nr block being written stays in L1 instead of striding over the whole panel.
+        constexpr index_t kRun = 64 / sizeof(T);
+        for (index_t j0 = 0; j0 < nc; j0 += nr, out += kc * nr) {
+            const index_t cols = std::min<index_t>(nr, nc - j0);
+            for (index_t p0 = 0; p0 < kc; p0 += kRun) {
+                const index_t run = std::min(kRun, kc - p0);
+                T* dst = out + p0 * nr;
+                for (index_t j = 0; j < cols; ++j) {
+                    const T* src = b + (j0 + j) * cs + p0;
+                    for (index_t q = 0; q < run; ++q) dst[q * nr + j] = src[q];
+                }
+                for (index_t q = 0; q < run; ++q)
+                    for (index_t j = cols; j < nr; ++j) dst[q * nr + j] = T(0);
+            }
+        }
+        return;
+    }
     for (index_t j0 = 0; j0 < nc; j0 += nr) {
         const index_t cols = std::min<index_t>(nr, nc - j0);
         for (index_t p = 0; p < kc; ++p) {
@@ -115,18 +135,82 @@ void gemm_serial(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
 // Below this many multiply-adds per thread, waking another thread costs more than it saves.
 constexpr double kMinMacsPerThread = 1 << 18;
 
+// Which kernel computes a product; chosen from the whole problem's shape and layout only (never
+// from the thread count), so every thread count runs the same arithmetic.
+enum class Path { packed, dot, direct };
+
+// Up to this many rows of C, packing a panel of A and all of B costs more than it saves: B is
+// streamed once in place instead (batch 1..4 of a Dense layer is a matrix-vector product).
+constexpr index_t kUnpackedMaxRows = 4;
+// The dot kernel also takes products with at most this many columns (a Dense layer with few
+// outputs), where the packed kernel's NR-wide tile would be mostly zero padding.
+constexpr index_t kDotMaxCols = 16;
+// ... and X W^T for a moderate batch when W fits in L2 with room to spare: packing W^T is a
+// transposing copy (~1 value per cycle) that a batch of a few hundred rows cannot amortise.
+// Measured on Zen 5, 1 thread, f32: 8x256x784 packed 42 -> dot 182 GF/s, 64x128x256 117 -> 181,
+// 256x256x784 161 -> 180; but 512^3 (W = 1 MiB) packed 175 vs dot 163, and f64 256x256x784
+// (W = 1.6 MB) packed 85 vs dot 74.
+constexpr index_t kDotMaxRows = 512;
+constexpr std::size_t kDotMaxBytesOfB = 896 << 10;
+// The direct kernel also takes products with a reduction this short (dY^T X at batch <= 4):
+// an outer product bound by the stores of C, where packing would be pure overhead.
+constexpr index_t kDirectMaxK = 4;
+
+template <class T>
+Path choose_path(index_t m, index_t n, index_t k, ConstMatrix<T> a, ConstMatrix<T> b) {
+    const bool along_k = a.col_stride == 1 && b.row_stride == 1;  // X W^T with W stored (out, in)
+    const bool b_rows = b.col_stride == 1;                        // dY W, dY^T X
+    const bool b_fits = static_cast<double>(n) * static_cast<double>(k) * sizeof(T) <= kDotMaxBytesOfB;
+    if (along_k && (m <= kUnpackedMaxRows || n <= kDotMaxCols || (m <= kDotMaxRows && b_fits))) return Path::dot;
+    if (b_rows && (m <= kUnpackedMaxRows || k <= kDirectMaxK)) return Path::direct;
+    return Path::packed;
+}
+
+// Rows [i0, i1) x columns [j0, j1) of C with an unpacked kernel.
+template <class T>
+void gemm_unpacked(Path path, const KernelTable<T>& kt, index_t i0, index_t i1, index_t j0, index_t j1, index_t k,
+                   ConstMatrix<T> a, ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue) {
+    Epilogue<T> ep = epilogue;
+    if (ep.bias) ep.bias += j0;
+    const T* pa = a.data + i0 * a.row_stride;
+    T* pc = c + i0 * ldc + j0;
+    if (path == Path::dot)
+        kt.gemm_dot(i1 - i0, j1 - j0, k, pa, a.row_stride, b.data + j0 * b.col_stride, b.col_stride, pc, ldc, ep);
+    else
+        kt.gemm_direct(i1 - i0, j1 - j0, k, pa, a.row_stride, a.col_stride, b.data + j0, b.row_stride, pc, ldc, ep);
+}
+
 }  // namespace
 
 template <class T>
 void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a,
           ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue, int n_threads) {
     if (m <= 0 || n <= 0) return;
+    const double macs = static_cast<double>(m) * n * std::max<index_t>(k, 1);
+    const index_t max_parts = std::min<index_t>(n_threads, static_cast<index_t>(macs / kMinMacsPerThread));
+    const Path path = choose_path(m, n, k, a, b);
+    if (path != Path::packed) {
+        // Split the longer side of C: rows in groups of 4, columns in groups of 64 values.
+        const bool split_m = m >= n;
+        const index_t unit = split_m ? 4 : 64, units = ((split_m ? m : n) + unit - 1) / unit;
+        const index_t parts = std::min(max_parts, units);
+        if (parts <= 1) {
+            gemm_unpacked(path, kt, 0, m, 0, n, k, a, b, c, ldc, epilogue);
+            return;
+        }
+        parallel_for(static_cast<int>(parts), [&](int part) {
+            const index_t lo = std::min(units * part / parts * unit, split_m ? m : n);
+            const index_t hi = std::min(units * (part + 1) / parts * unit, split_m ? m : n);
+            if (hi <= lo) return;
+            if (split_m) gemm_unpacked(path, kt, lo, hi, 0, n, k, a, b, c, ldc, epilogue);
+            else gemm_unpacked(path, kt, 0, m, lo, hi, k, a, b, c, ldc, epilogue);
+        });
+        return;
+    }
     const index_t tiles_m = (m + kt.mr - 1) / kt.mr, tiles_n = (n + kt.nr - 1) / kt.nr;
     const bool split_n = tiles_n >= tiles_m;
     const index_t tiles = split_n ? tiles_n : tiles_m;
-    const double macs = static_cast<double>(m) * n * std::max<index_t>(k, 1);
-    index_t parts = std::min<index_t>({static_cast<index_t>(n_threads), tiles,
-                                       static_cast<index_t>(macs / kMinMacsPerThread)});
+    const index_t parts = std::min(max_parts, tiles);
     if (parts <= 1) {
         gemm_serial(kt, m, n, k, a, b, c, ldc, epilogue);
         return;

@@ -1,6 +1,7 @@
 #include "thread_pool.h"
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <memory>
@@ -45,10 +46,11 @@ public:
             n_tasks_.store(n_tasks);
             next_.store(0);
             pending_.store(n_tasks);
-            ++generation_;
+            generation_.fetch_add(1);
         }
         wake_.notify_all();
         drain();
+        spin_until([this] { return pending_.load() == 0; });
         std::unique_lock<std::mutex> lock(mutex_);
         done_.wait(lock, [this] { return pending_.load() == 0; });
         task_ = nullptr;
@@ -67,14 +69,31 @@ private:
         }
     }
 
+    // Waking a thread blocked on a condition variable takes tens of microseconds (more in a VM),
+    // comparable to a whole mid-sized GEMM; so both the workers (waiting for work) and the caller
+    // (waiting for the workers) first poll for up to kSpin before they block. The blocking path
+    // below is unchanged and still decides: the poll only makes it return at once.
+    static constexpr std::chrono::microseconds kSpin{100};
+    template <class Ready>
+    static void spin_until(Ready&& ready) {
+        const auto start = std::chrono::steady_clock::now();
+        for (int i = 0; !ready(); ++i) {
+            if ((i & 63) == 63 && std::chrono::steady_clock::now() - start > kSpin) return;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
+
     void worker_loop() {
         unsigned long long seen = 0;
         for (;;) {
+            spin_until([&] { return generation_.load() != seen; });
             {
                 std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+                wake_.wait(lock, [&] { return stopping_ || generation_.load() != seen; });
                 if (stopping_) return;
-                seen = generation_;
+                seen = generation_.load();
             }
             drain();
         }
@@ -86,7 +105,7 @@ private:
     const TaskRef* task_ = nullptr;
     std::atomic<int> n_tasks_{0};
     std::atomic<int> next_{0}, pending_{0};
-    unsigned long long generation_ = 0;
+    std::atomic<unsigned long long> generation_{0};
     bool stopping_ = false;
 };
 

@@ -293,6 +293,58 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
                 kt.nr, kt.kc, kt.mc, kt.nc);
 }
 
+// The unpacked small-problem paths of the driver (gemm.cpp: choose_path). The dot kernel runs when
+// A's rows and B's columns are both contiguous along k (X W^T with W stored (out, in)) and m <= 4,
+// n <= 16 or B is small; the direct kernel when B's rows are contiguous and m <= 4 or k <= 4.
+// Layouts are forced so that each path really runs, on edge sizes around the vector width (W),
+// the row blocks (4) and the column blocks, with leading dimensions > row, reversed rows
+// (negative strides), every epilogue, and threads (results bit-identical for 1, 2, 3).
+template <class T>
+void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("gemm unpacked paths ") + nntest::dtype_name<T>());
+    const index_t w = 64 / static_cast<index_t>(sizeof(T));  // at least the vector width of any ISA
+    long long cases = 0;
+    auto run = [&](index_t m, index_t n, index_t k, bool dot, const std::vector<int>& threads) {
+        GemmSpec s = random_spec(m, n, k, rng);
+        s.a.trans = false;     // A rows contiguous along k (dot); the direct kernel takes any A
+        if (!dot) s.a.trans = rng.coin();
+        s.a.pad = rng.coin() ? 0 : 1 + static_cast<index_t>(rng.below(5));
+        s.b.trans = dot;       // dot: B^T rows contiguous along k; direct: B rows contiguous along n
+        check_gemm(kt, s, rng, threads);
+        ++cases;
+    };
+    const index_t small_m[] = {1, 2, 3, 4, 5};
+    const index_t ks[] = {0, 1, 2, 3, 4, 5, w - 1, w, w + 1, 37, 3 * w + 5};
+    const index_t ns[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, w - 1, w, w + 1, 4 * w - 1, 4 * w + 3, 131};
+    for (index_t m : small_m)
+        for (index_t n : ns)
+            for (index_t k : ks) {
+                run(m, n, k, true, {1});
+                run(m, n, k, false, {1});
+            }
+    // Few columns with many rows (dot), short k with many rows (direct), a B small enough for the
+    // dot path at a moderate batch.
+    const index_t dot_m[] = {6, 9, 30, 67}, dot_n[] = {1, 3, 10, 16}, dot_k[] = {1, 7, w + 3, 128};
+    for (index_t m : dot_m)
+        for (index_t n : dot_n)
+            for (index_t k : dot_k) run(m, n, k, true, {1});
+    const index_t direct_m[] = {6, 9, 37, 100}, direct_n[] = {1, 5, w + 1, 70}, direct_k[] = {0, 1, 2, 3, 4};
+    for (index_t m : direct_m)
+        for (index_t n : direct_n)
+            for (index_t k : direct_k) run(m, n, k, false, {1});
+    run(40, 50, 70, true, {1});
+    // Threaded: large enough to split rows (first of each) or columns (second).
+    run(700, 10, 200, true, {1, 2, 3});
+    run(2, 3000, 300, true, {1, 2, 3});
+    run(3000, 100, 3, false, {1, 2, 3});
+    run(3, 5000, 100, false, {1, 2, 3});
+    // One row (the GEMV in axpy order, columns in blocks of 4 KiB): several blocks and a tail.
+    run(1, 3000, 37, false, {1, 2, 3});
+    run(1, 1029, 5, false, {1});
+    run(1, 513, 2 * w + 1, false, {1});
+    std::printf("    gemm unpacked paths %s: %lld cases\n", nntest::dtype_name<T>(), cases);
+}
+
 // A NaN in A or B reaches exactly the outputs that depend on it, whatever the activation (a
 // diverging network must show it, not hide it): NaN at A(i0, p0) makes row i0 of C NaN and
 // B(p0, j0) column j0. p0 lies in the middle k block, so the NaN also has to survive the
@@ -464,6 +516,8 @@ int main() {
         Rng rng(20240601);
         test_gemm(tables.f32, rng);
         test_gemm(tables.f64, rng);
+        test_gemm_unpacked_paths(tables.f32, rng);
+        test_gemm_unpacked_paths(tables.f64, rng);
         test_gemm_nan_propagation(tables.f32, rng);
         test_gemm_nan_propagation(tables.f64, rng);
         test_linear(tables.f32, rng);

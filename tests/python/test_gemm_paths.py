@@ -1,0 +1,75 @@
+"""The GEMM driver's small-problem paths (unpacked dot and direct kernels) through the bindings:
+the MLP's Dense shapes at batch 1..8 in all three forms, few outputs, short reductions, layouts
+with leading dimension > row, and bit-identical results for 1 and 2 threads."""
+
+from __future__ import annotations
+
+import nncore
+import numpy as np
+import pytest
+from conftest import DTYPES, assert_gemm_close, random_array, ref_matmul
+from nncore import ops
+
+LAYERS = [(784, 256), (256, 128), (128, 10), (5, 3)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 8, 33])
+@pytest.mark.parametrize(("fan_in", "fan_out"), LAYERS, ids=str)
+def test_dense_forms_match_reference(batch, fan_in, fan_out, dtype, rng):
+    x = random_array(rng, (batch, fan_in), dtype)
+    w = random_array(rng, (fan_out, fan_in), dtype)
+    dy = random_array(rng, (batch, fan_out), dtype)
+    # forward X W^T (dot kernel), backward dY W and dY^T X (direct kernel at small batch)
+    for a, b, ta, tb in ((x, w, False, True), (dy, w, False, False), (dy, x, True, False)):
+        got = ops.matmul(a, b, transpose_a=ta, transpose_b=tb)
+        assert_gemm_close(got, ref_matmul(a, b, ta, tb), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_paths_read_padded_and_reversed_views(dtype, rng):
+    base = random_array(rng, (9, 70), dtype)
+    wbase = random_array(rng, (20, 90), dtype)
+    for a in (base[:3, :61], base[::-3, :61], base[1:2, 5:66]):
+        for b in (wbase[:, :61], wbase[::-2, 3:64], wbase[:7, :61]):
+            got = ops.matmul(a, b, transpose_b=True)  # dot: both along k, ld > row
+            assert_gemm_close(got, ref_matmul(a, b, False, True), dtype)
+    for a in (base[:4, :20], base[::-2, :20], base[:2, ::-3][:, :20]):
+        b = wbase[:20, :37]
+        got = ops.matmul(a, b)  # direct: B rows contiguous, ld > row
+        assert_gemm_close(got, ref_matmul(a, b, False, False), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("m", "n", "k", "ta", "tb"), [
+    (700, 10, 200, False, True),    # dot, few outputs, split over rows
+    (2, 3000, 300, False, True),    # dot, GEMV, split over columns
+    (3000, 100, 3, False, False),   # direct, short k, split over rows
+    (3, 5000, 100, False, False),   # direct, GEMV, split over columns
+    (256, 784, 1, True, False),     # dY^T X at batch 1
+], ids=str)
+def test_small_paths_identical_for_1_and_2_threads(m, n, k, ta, tb, dtype, rng):
+    a = random_array(rng, (k, m) if ta else (m, k), dtype)
+    b = random_array(rng, (n, k) if tb else (k, n), dtype)
+    saved = nncore.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            nncore.set_num_threads(threads)
+            results.append(ops.matmul(a, b, transpose_a=ta, transpose_b=tb))
+    finally:
+        nncore.set_num_threads(saved)
+    assert np.array_equal(results[0], results[1])
+    assert_gemm_close(results[0], ref_matmul(a, b, ta, tb), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["identity", "relu", "tanh", "sigmoid"])
+def test_linear_at_batch_1_fuses_bias_and_activation(activation, dtype, rng):
+    x = random_array(rng, (1, 300), dtype)
+    w = random_array(rng, (13, 300), dtype)
+    bias = random_array(rng, (13,), dtype)
+    got = nncore._core.linear(x, w, bias, activation)
+    z = x.astype(np.float64) @ w.astype(np.float64).T + bias
+    ref = {"identity": z, "relu": np.maximum(z, 0), "tanh": np.tanh(z), "sigmoid": 1 / (1 + np.exp(-z))}[activation]
+    np.testing.assert_allclose(got, ref, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 1e-12)
