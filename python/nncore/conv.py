@@ -242,3 +242,52 @@ class Convolutional(Layer):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"kernels": self.kernels, "biases": self.biases}
+
+
+class _Pool2D(Layer):
+    """Shared body of MaxPool2D and AvgPool2D: windows of ``kernel_size`` moved by ``stride``
+    (default: the kernel size) over ``(N, C, H, W)`` batches, no padding, no parameters."""
+
+    _forward = staticmethod(_core.max_pool2d)
+    _backward = staticmethod(_core.max_pool2d_backward)
+
+    def __init__(self, kernel_size: Pair, stride: Optional[Pair] = None) -> None:
+        super().__init__()
+        where = type(self).__name__
+        self.kernel_size = _pair(kernel_size, "kernel_size", where, 1)
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", where, 1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kernel_size={self.kernel_size}, stride={self.stride})"
+
+    def forward(self, input: np.ndarray) -> np.ndarray:
+        where = f"{type(self).__name__}.forward"
+        x = layer_input(input, None, where)
+        if x.ndim != 4:
+            raise ValueError(f"{where}: expected input of shape (N, C, H, W), got {x.shape}")
+        self.input = x
+        self.output = type(self)._forward(x, self.kernel_size, self.stride)
+        return self.output
+
+    def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
+        where = f"{type(self).__name__}.backward"
+        self._require_forward()
+        gradient = layer_input(output_gradient, self.input.dtype, where, "output_gradient")
+        check_gradient_shape(gradient, self.output.shape, where)
+        return type(self)._backward(self.input, gradient, self.kernel_size, self.stride)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride)}
+
+
+@register_layer
+class MaxPool2D(_Pool2D):
+    """Maximum of each window (the first one on ties; NaN propagates, as in PyTorch)."""
+
+
+@register_layer
+class AvgPool2D(_Pool2D):
+    """Mean of each window."""
+
+    _forward = staticmethod(_core.avg_pool2d)
+    _backward = staticmethod(_core.avg_pool2d_backward)

@@ -21,6 +21,7 @@
 #include "gemm.h"
 #include "ops.h"
 #include "peak.h"
+#include "pool.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -430,6 +431,79 @@ py::object conv2d_backward_py(const py::object& x_obj, const py::object& w_obj, 
                               shape_str(dy) + " (x " + shape_str(x) + ", weights " + shape_str(w) + ", " + conv_describe(s) + ")");
     return float_kind(x, op, "x") == Float::f32 ? conv2d_backward_impl<float>(x, w, dy, s, need_dx)
                                                 : conv2d_backward_impl<double>(x, w, dy, s, need_dx);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Pooling: x (n, c, h, w); kernel_size and stride (None: the kernel size) an int or a pair.
+Pool2dShape pool_shape(const py::array& x, const py::handle& kernel_size, const py::handle& stride, const char* op) {
+    float_kind(x, op, "x");
+    if (x.ndim() != 4)
+        throw py::value_error(std::string(op) + ": expected x with 4 dimensions (batch, channels, height, width), got shape " +
+                              shape_str(x));
+    Pool2dShape s;
+    std::tie(s.kh, s.kw) = conv_pair(kernel_size, op, "kernel_size", 1);
+    if (stride.is_none()) s.sh = s.kh, s.sw = s.kw;
+    else std::tie(s.sh, s.sw) = conv_pair(stride, op, "stride", 1);
+    s.n = x.shape(0), s.c = x.shape(1), s.h = x.shape(2), s.w = x.shape(3);
+    if (s.c <= 0 || s.h <= 0 || s.w <= 0)
+        throw py::value_error(std::string(op) + ": channels, height and width of x must be positive, got shape " + shape_str(x));
+    if (s.h < s.kh || s.w < s.kw)
+        throw py::value_error(std::string(op) + ": the window (" + std::to_string(s.kh) + ", " + std::to_string(s.kw) +
+                              ") is larger than the input: x of shape " + shape_str(x));
+    return s;
+}
+
+template <class T>
+py::array pool2d_impl(bool is_max, const py::array& x_in, const Pool2dShape& s, const py::object& out) {
+    const char* op = is_max ? "max_pool2d" : "avg_pool2d";
+    auto x = contiguous<T>(x_in);
+    auto y = output_array<T>(out, {s.n, s.c, s.out_h(), s.out_w()}, op, {&x_in});
+    const T* px = x.data();
+    T* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release release;
+        if (is_max) max_pool2d_forward(s, px, py_);
+        else avg_pool2d_forward(s, px, py_);
+    }
+    return std::move(y);
+}
+
+py::array pool2d_py(bool is_max, const py::object& x_obj, const py::object& kernel_size, const py::object& stride,
+                    const py::object& out) {
+    const char* op = is_max ? "max_pool2d" : "avg_pool2d";
+    py::array x = as_array(x_obj, op, "x");
+    const Pool2dShape s = pool_shape(x, kernel_size, stride, op);
+    return float_kind(x, op, "x") == Float::f32 ? pool2d_impl<float>(is_max, x, s, out) : pool2d_impl<double>(is_max, x, s, out);
+}
+
+template <class T>
+py::array pool2d_backward_impl(bool is_max, const py::array& x_in, const py::array& dy_in, const Pool2dShape& s) {
+    auto x = contiguous<T>(x_in);
+    auto dy = contiguous<T>(dy_in);
+    py::array_t<T> dx(std::vector<py::ssize_t>{s.n, s.c, s.h, s.w});
+    const T *px = x.data(), *pdy = dy.data();
+    T* pdx = dx.mutable_data();
+    {
+        py::gil_scoped_release release;
+        if (is_max) max_pool2d_backward(s, px, pdy, pdx);
+        else avg_pool2d_backward(s, pdy, pdx);
+    }
+    return std::move(dx);
+}
+
+py::array pool2d_backward_py(bool is_max, const py::object& x_obj, const py::object& dy_obj, const py::object& kernel_size,
+                             const py::object& stride) {
+    const char* op = is_max ? "max_pool2d_backward" : "avg_pool2d_backward";
+    py::array x = as_array(x_obj, op, "x"), dy = as_array(dy_obj, op, "output_gradient");
+    const Pool2dShape s = pool_shape(x, kernel_size, stride, op);
+    float_kind(dy, op, "output_gradient");
+    require_same_dtype(x, dy, op, "x", "output_gradient");
+    const std::vector<py::ssize_t> expected{s.n, s.c, s.out_h(), s.out_w()};
+    if (shape_of(dy) != expected)
+        throw py::value_error(std::string(op) + ": expected output_gradient of shape " + shape_str(expected) + ", got " +
+                              shape_str(dy) + " (x " + shape_str(x) + ")");
+    return float_kind(x, op, "x") == Float::f32 ? pool2d_backward_impl<float>(is_max, x, dy, s)
+                                                : pool2d_backward_impl<double>(is_max, x, dy, s);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1263,6 +1337,14 @@ PYBIND11_MODULE(_core, m) {
           arg("dilation") = 1, arg("out") = none);
     m.def("conv2d_backward", &conv2d_backward_py, arg("x"), arg("weights"), arg("output_gradient"), arg("stride") = 1,
           arg("padding") = 0, arg("dilation") = 1, arg("need_input_gradient") = true);
+    m.def("max_pool2d", [](const py::object& x, const py::object& k, const py::object& st, const py::object& out) {
+        return pool2d_py(true, x, k, st, out); }, arg("x"), arg("kernel_size"), arg("stride") = none, arg("out") = none);
+    m.def("avg_pool2d", [](const py::object& x, const py::object& k, const py::object& st, const py::object& out) {
+        return pool2d_py(false, x, k, st, out); }, arg("x"), arg("kernel_size"), arg("stride") = none, arg("out") = none);
+    m.def("max_pool2d_backward", [](const py::object& x, const py::object& dy, const py::object& k, const py::object& st) {
+        return pool2d_backward_py(true, x, dy, k, st); }, arg("x"), arg("output_gradient"), arg("kernel_size"), arg("stride") = none);
+    m.def("avg_pool2d_backward", [](const py::object& x, const py::object& dy, const py::object& k, const py::object& st) {
+        return pool2d_backward_py(false, x, dy, k, st); }, arg("x"), arg("output_gradient"), arg("kernel_size"), arg("stride") = none);
     m.def("activation", &activation_py, arg("name"), arg("x"), arg("alpha") = 0.0, arg("out") = none);
     m.def("activation_backward", &activation_backward_py, arg("name"), arg("x"), arg("y"), arg("output_gradient"),
           arg("alpha") = 0.0, arg("out") = none);
