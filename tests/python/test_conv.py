@@ -245,3 +245,16 @@ def test_layer_bad_input():
     conv.forward(np.zeros((1, 5, 5)))
     with pytest.raises(ValueError, match=r"\(2, 3, 3\).*\(2, 3, 4\)"):
         conv.backward(np.zeros((2, 3, 4)))
+
+
+def test_small_cnn_trains_with_sequential():
+    nncore.seed(0)
+    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.float32).reshape(-1, 1)
+    model = nncore.Sequential([
+        nncore.Conv2D(1, 4, 3, padding=1), nncore.ReLU(), nncore.MaxPool2D(2),
+        nncore.Convolutional((4, 4, 4), 3, 2, init="he_uniform"), nncore.Flatten(), nncore.Dense(8, 1), nncore.Sigmoid(),
+    ])
+    history = model.fit(x, y, epochs=30, batch_size=16, loss="binary_cross_entropy", optimizer="adam", verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.6 * losses[0]
