@@ -7,6 +7,7 @@ layers, ``train``/``predict``) backed by SIMD C++ kernels chosen at import for t
 from . import _core, callbacks, datasets, initializers, losses, ops, optim, serialization
 from ._random import seed
 from .activations import GELU, Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .conv import AvgPool2D, Conv2D, Convolutional, MaxPool2D
 from .dense import Dense
 from .dropout import Dropout
 from .history import History, plot_history
@@ -22,6 +23,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Activation",
+    "AvgPool2D",
+    "Conv2D",
+    "Convolutional",
     "Dense",
     "Dropout",
     "Flatten",
@@ -29,6 +33,7 @@ __all__ = [
     "History",
     "Layer",
     "LeakyReLU",
+    "MaxPool2D",
     "ModelFileError",
     "ReLU",
     "Reshape",

@@ -1,6 +1,6 @@
 # Type stub of the compiled module (src/cpp/bindings.cpp); tests/python/test_stub.py keeps the
 # names in sync.
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -22,6 +22,32 @@ def linear_backward(
     need_input_gradient: bool = True, weights_gradient: Optional[np.ndarray] = None,
     bias_gradient: Optional[np.ndarray] = None,
 ) -> tuple[Optional[np.ndarray], np.ndarray, np.ndarray]: ...
+def conv2d(
+    x: np.ndarray, weights: np.ndarray, bias: Optional[np.ndarray] = None,
+    stride: Union[int, tuple[int, int]] = 1, padding: Union[int, tuple[int, int]] = 0,
+    dilation: Union[int, tuple[int, int]] = 1, out: Optional[np.ndarray] = None,
+) -> np.ndarray: ...
+def conv2d_backward(
+    x: np.ndarray, weights: np.ndarray, output_gradient: np.ndarray,
+    stride: Union[int, tuple[int, int]] = 1, padding: Union[int, tuple[int, int]] = 0,
+    dilation: Union[int, tuple[int, int]] = 1, need_input_gradient: bool = True,
+) -> tuple[Optional[np.ndarray], np.ndarray, np.ndarray]: ...
+def max_pool2d(
+    x: np.ndarray, kernel_size: Union[int, tuple[int, int]], stride: Union[int, tuple[int, int], None] = None,
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray: ...
+def avg_pool2d(
+    x: np.ndarray, kernel_size: Union[int, tuple[int, int]], stride: Union[int, tuple[int, int], None] = None,
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray: ...
+def max_pool2d_backward(
+    x: np.ndarray, output_gradient: np.ndarray, kernel_size: Union[int, tuple[int, int]],
+    stride: Union[int, tuple[int, int], None] = None,
+) -> np.ndarray: ...
+def avg_pool2d_backward(
+    x: np.ndarray, output_gradient: np.ndarray, kernel_size: Union[int, tuple[int, int]],
+    stride: Union[int, tuple[int, int], None] = None,
+) -> np.ndarray: ...
 def activation(name: str, x: np.ndarray, alpha: float = 0.0, out: Optional[np.ndarray] = None) -> np.ndarray: ...
 def activation_backward(
     name: str, x: Optional[np.ndarray], y: Optional[np.ndarray], output_gradient: np.ndarray,

@@ -11,14 +11,17 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "conv.h"
 #include "cpu_features.h"
 #include "dispatch.h"
 #include "engine.h"
 #include "gemm.h"
 #include "ops.h"
 #include "peak.h"
+#include "pool.h"
 #include "thread_pool.h"
 
 namespace py = pybind11;
@@ -278,6 +281,229 @@ py::object linear_backward_py(const py::object& x_obj, const py::object& w_obj, 
                               std::to_string(x.shape(0)) + ", " + std::to_string(w.shape(0)) + "))");
     return kind == Float::f32 ? linear_backward_impl<float>(x, w, dz, need_dx, dw_out, db_out)
                               : linear_backward_impl<double>(x, w, dz, need_dx, dw_out, db_out);
+}
+
+// ------------------------------------------------------------------------------------------------
+// conv2d: x (n, c, h, w), weights (o, c, kh, kw), bias (o,) or None; stride / padding / dilation an
+// int or a pair of ints.
+std::pair<index_t, index_t> conv_pair(const py::handle& v, const char* op, const char* name, long long minimum) {
+    auto as_int = [&](const py::handle& h) -> long long {
+        if (py::isinstance<py::bool_>(h) || !py::isinstance<py::int_>(h))
+            throw py::type_error(std::string(op) + ": " + name + " must be an int or a pair of ints, got " +
+                                 py::repr(v).cast<std::string>());
+        return h.cast<long long>();
+    };
+    long long a, b;
+    if (py::isinstance<py::int_>(v) && !py::isinstance<py::bool_>(v)) {
+        a = b = as_int(v);
+    } else if (py::isinstance<py::tuple>(v) || py::isinstance<py::list>(v)) {
+        py::sequence seq = py::reinterpret_borrow<py::sequence>(v);
+        if (seq.size() != 2)
+            throw py::value_error(std::string(op) + ": " + name + " must be an int or a pair of ints, got " +
+                                  py::repr(v).cast<std::string>());
+        a = as_int(seq[0]);
+        b = as_int(seq[1]);
+    } else {
+        throw py::type_error(std::string(op) + ": " + name + " must be an int or a pair of ints, got " +
+                             py::repr(v).cast<std::string>());
+    }
+    if (a < minimum || b < minimum)
+        throw py::value_error(std::string(op) + ": " + name + " must be " + (minimum > 0 ? "positive" : "non-negative") +
+                              ", got " + py::repr(v).cast<std::string>());
+    if (a > (1LL << 31) || b > (1LL << 31))
+        throw py::value_error(std::string(op) + ": " + name + " is too large, got " + py::repr(v).cast<std::string>());
+    return {static_cast<index_t>(a), static_cast<index_t>(b)};
+}
+
+std::string conv_describe(const Conv2dShape& s) {
+    std::ostringstream d;
+    d << "stride (" << s.sh << ", " << s.sw << "), padding (" << s.ph << ", " << s.pw << "), dilation (" << s.dh << ", "
+      << s.dw << ")";
+    return d.str();
+}
+
+// Checks x and weights and returns the geometry (every size positive except the batch, the dilated
+// kernel no larger than the padded input).
+Conv2dShape conv_shape(const py::array& x, const py::array& w, const py::handle& stride, const py::handle& padding,
+                       const py::handle& dilation, const char* op) {
+    float_kind(x, op, "x");
+    float_kind(w, op, "weights");
+    require_same_dtype(x, w, op, "x", "weights");
+    if (x.ndim() != 4)
+        throw py::value_error(std::string(op) + ": expected x with 4 dimensions (batch, channels, height, width), got shape " +
+                              shape_str(x));
+    if (w.ndim() != 4)
+        throw py::value_error(std::string(op) +
+                              ": expected weights with 4 dimensions (out_channels, in_channels, kernel_h, kernel_w), got shape " +
+                              shape_str(w));
+    Conv2dShape s;
+    std::tie(s.sh, s.sw) = conv_pair(stride, op, "stride", 1);
+    std::tie(s.ph, s.pw) = conv_pair(padding, op, "padding", 0);
+    std::tie(s.dh, s.dw) = conv_pair(dilation, op, "dilation", 1);
+    s.n = x.shape(0), s.c = x.shape(1), s.h = x.shape(2), s.w = x.shape(3);
+    s.o = w.shape(0), s.kh = w.shape(2), s.kw = w.shape(3);
+    for (py::ssize_t i = 1; i < 4; ++i)
+        if (x.shape(i) <= 0)
+            throw py::value_error(std::string(op) + ": channels, height and width of x must be positive, got shape " +
+                                  shape_str(x));
+    for (py::ssize_t i = 0; i < 4; ++i)
+        if (w.shape(i) <= 0)
+            throw py::value_error(std::string(op) + ": every size of weights must be positive, got shape " + shape_str(w));
+    if (w.shape(1) != s.c)
+        throw py::value_error(std::string(op) + ": x has " + std::to_string(s.c) + " channels (shape " + shape_str(x) +
+                              ") but weights of shape " + shape_str(w) + " expect " + std::to_string(w.shape(1)));
+    if (s.h + 2 * s.ph < s.dh * (s.kh - 1) + 1 || s.w + 2 * s.pw < s.dw * (s.kw - 1) + 1) {
+        std::ostringstream d;
+        d << op << ": the kernel is larger than the padded input: x of shape " << shape_str(x) << " padded to ("
+          << s.h + 2 * s.ph << ", " << s.w + 2 * s.pw << "), weights of shape " << shape_str(w) << " span ("
+          << s.dh * (s.kh - 1) + 1 << ", " << s.dw * (s.kw - 1) + 1 << ") with " << conv_describe(s);
+        throw py::value_error(d.str());
+    }
+    if (!s.valid()) throw py::value_error(std::string(op) + ": invalid geometry: " + conv_describe(s));
+    return s;
+}
+
+template <class T>
+py::array conv2d_impl(const py::array& x_in, const py::array& w_in, const py::object& bias_obj, const Conv2dShape& s,
+                      const py::object& out) {
+    const char* op = "conv2d";
+    auto x = contiguous<T>(x_in);
+    auto w = contiguous<T>(w_in);
+    py::array_t<T, py::array::c_style> bias;
+    const bool has_bias = !bias_obj.is_none();
+    if (has_bias) {
+        py::array b = as_array(bias_obj, op, "bias");
+        float_kind(b, op, "bias");
+        require_same_dtype(b, x_in, op, "bias", "x");
+        if (b.ndim() != 1 || b.shape(0) != s.o)
+            throw py::value_error(std::string(op) + ": expected bias of shape (" + std::to_string(s.o) + ",), got " + shape_str(b));
+        bias = contiguous<T>(b);
+    }
+    auto y = output_array<T>(out, {s.n, s.o, s.out_h(), s.out_w()}, op, {&x_in, &w_in});
+    const T* pb = has_bias ? bias.data() : nullptr;
+    const T *px = x.data(), *pw = w.data();
+    T* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release release;
+        conv2d_forward(active_table<T>(), s, px, pw, pb, py_);
+    }
+    return std::move(y);
+}
+
+py::array conv2d_py(const py::object& x_obj, const py::object& w_obj, const py::object& bias, const py::object& stride,
+                    const py::object& padding, const py::object& dilation, const py::object& out) {
+    const char* op = "conv2d";
+    py::array x = as_array(x_obj, op, "x"), w = as_array(w_obj, op, "weights");
+    const Conv2dShape s = conv_shape(x, w, stride, padding, dilation, op);
+    return float_kind(x, op, "x") == Float::f32 ? conv2d_impl<float>(x, w, bias, s, out)
+                                                : conv2d_impl<double>(x, w, bias, s, out);
+}
+
+template <class T>
+py::object conv2d_backward_impl(const py::array& x_in, const py::array& w_in, const py::array& dy_in, const Conv2dShape& s,
+                                bool need_dx) {
+    auto x = contiguous<T>(x_in);
+    auto w = contiguous<T>(w_in);
+    auto dy = contiguous<T>(dy_in);
+    py::array_t<T> dw(std::vector<py::ssize_t>{s.o, s.c, s.kh, s.kw});
+    py::array_t<T> db(std::vector<py::ssize_t>{s.o});
+    py::array_t<T> dx;
+    if (need_dx) dx = py::array_t<T>(std::vector<py::ssize_t>{s.n, s.c, s.h, s.w});
+    const T *px = x.data(), *pw = w.data(), *pdy = dy.data();
+    T *pdw = dw.mutable_data(), *pdb = db.mutable_data(), *pdx = need_dx ? dx.mutable_data() : nullptr;
+    {
+        py::gil_scoped_release release;
+        conv2d_backward(active_table<T>(), s, px, pw, pdy, pdx, pdw, pdb);
+    }
+    return py::make_tuple(need_dx ? py::object(dx) : py::object(py::none()), dw, db);
+}
+
+py::object conv2d_backward_py(const py::object& x_obj, const py::object& w_obj, const py::object& dy_obj,
+                              const py::object& stride, const py::object& padding, const py::object& dilation, bool need_dx) {
+    const char* op = "conv2d_backward";
+    py::array x = as_array(x_obj, op, "x"), w = as_array(w_obj, op, "weights"), dy = as_array(dy_obj, op, "output_gradient");
+    const Conv2dShape s = conv_shape(x, w, stride, padding, dilation, op);
+    float_kind(dy, op, "output_gradient");
+    require_same_dtype(x, dy, op, "x", "output_gradient");
+    const std::vector<py::ssize_t> expected{s.n, s.o, s.out_h(), s.out_w()};
+    if (shape_of(dy) != expected)
+        throw py::value_error(std::string(op) + ": expected output_gradient of shape " + shape_str(expected) + ", got " +
+                              shape_str(dy) + " (x " + shape_str(x) + ", weights " + shape_str(w) + ", " + conv_describe(s) + ")");
+    return float_kind(x, op, "x") == Float::f32 ? conv2d_backward_impl<float>(x, w, dy, s, need_dx)
+                                                : conv2d_backward_impl<double>(x, w, dy, s, need_dx);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Pooling: x (n, c, h, w); kernel_size and stride (None: the kernel size) an int or a pair.
+Pool2dShape pool_shape(const py::array& x, const py::handle& kernel_size, const py::handle& stride, const char* op) {
+    float_kind(x, op, "x");
+    if (x.ndim() != 4)
+        throw py::value_error(std::string(op) + ": expected x with 4 dimensions (batch, channels, height, width), got shape " +
+                              shape_str(x));
+    Pool2dShape s;
+    std::tie(s.kh, s.kw) = conv_pair(kernel_size, op, "kernel_size", 1);
+    if (stride.is_none()) s.sh = s.kh, s.sw = s.kw;
+    else std::tie(s.sh, s.sw) = conv_pair(stride, op, "stride", 1);
+    s.n = x.shape(0), s.c = x.shape(1), s.h = x.shape(2), s.w = x.shape(3);
+    if (s.c <= 0 || s.h <= 0 || s.w <= 0)
+        throw py::value_error(std::string(op) + ": channels, height and width of x must be positive, got shape " + shape_str(x));
+    if (s.h < s.kh || s.w < s.kw)
+        throw py::value_error(std::string(op) + ": the window (" + std::to_string(s.kh) + ", " + std::to_string(s.kw) +
+                              ") is larger than the input: x of shape " + shape_str(x));
+    return s;
+}
+
+template <class T>
+py::array pool2d_impl(bool is_max, const py::array& x_in, const Pool2dShape& s, const py::object& out) {
+    const char* op = is_max ? "max_pool2d" : "avg_pool2d";
+    auto x = contiguous<T>(x_in);
+    auto y = output_array<T>(out, {s.n, s.c, s.out_h(), s.out_w()}, op, {&x_in});
+    const T* px = x.data();
+    T* py_ = y.mutable_data();
+    {
+        py::gil_scoped_release release;
+        if (is_max) max_pool2d_forward(s, px, py_);
+        else avg_pool2d_forward(s, px, py_);
+    }
+    return std::move(y);
+}
+
+py::array pool2d_py(bool is_max, const py::object& x_obj, const py::object& kernel_size, const py::object& stride,
+                    const py::object& out) {
+    const char* op = is_max ? "max_pool2d" : "avg_pool2d";
+    py::array x = as_array(x_obj, op, "x");
+    const Pool2dShape s = pool_shape(x, kernel_size, stride, op);
+    return float_kind(x, op, "x") == Float::f32 ? pool2d_impl<float>(is_max, x, s, out) : pool2d_impl<double>(is_max, x, s, out);
+}
+
+template <class T>
+py::array pool2d_backward_impl(bool is_max, const py::array& x_in, const py::array& dy_in, const Pool2dShape& s) {
+    auto x = contiguous<T>(x_in);
+    auto dy = contiguous<T>(dy_in);
+    py::array_t<T> dx(std::vector<py::ssize_t>{s.n, s.c, s.h, s.w});
+    const T *px = x.data(), *pdy = dy.data();
+    T* pdx = dx.mutable_data();
+    {
+        py::gil_scoped_release release;
+        if (is_max) max_pool2d_backward(s, px, pdy, pdx);
+        else avg_pool2d_backward(s, pdy, pdx);
+    }
+    return std::move(dx);
+}
+
+py::array pool2d_backward_py(bool is_max, const py::object& x_obj, const py::object& dy_obj, const py::object& kernel_size,
+                             const py::object& stride) {
+    const char* op = is_max ? "max_pool2d_backward" : "avg_pool2d_backward";
+    py::array x = as_array(x_obj, op, "x"), dy = as_array(dy_obj, op, "output_gradient");
+    const Pool2dShape s = pool_shape(x, kernel_size, stride, op);
+    float_kind(dy, op, "output_gradient");
+    require_same_dtype(x, dy, op, "x", "output_gradient");
+    const std::vector<py::ssize_t> expected{s.n, s.c, s.out_h(), s.out_w()};
+    if (shape_of(dy) != expected)
+        throw py::value_error(std::string(op) + ": expected output_gradient of shape " + shape_str(expected) + ", got " +
+                              shape_str(dy) + " (x " + shape_str(x) + ")");
+    return float_kind(x, op, "x") == Float::f32 ? pool2d_backward_impl<float>(is_max, x, dy, s)
+                                                : pool2d_backward_impl<double>(is_max, x, dy, s);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1107,6 +1333,18 @@ PYBIND11_MODULE(_core, m) {
           arg("alpha") = 0.0, arg("out") = none);
     m.def("linear_backward", &linear_backward_py, arg("x"), arg("weights"), arg("output_gradient"), arg("need_input_gradient") = true,
           arg("weights_gradient") = none, arg("bias_gradient") = none);
+    m.def("conv2d", &conv2d_py, arg("x"), arg("weights"), arg("bias") = none, arg("stride") = 1, arg("padding") = 0,
+          arg("dilation") = 1, arg("out") = none);
+    m.def("conv2d_backward", &conv2d_backward_py, arg("x"), arg("weights"), arg("output_gradient"), arg("stride") = 1,
+          arg("padding") = 0, arg("dilation") = 1, arg("need_input_gradient") = true);
+    m.def("max_pool2d", [](const py::object& x, const py::object& k, const py::object& st, const py::object& out) {
+        return pool2d_py(true, x, k, st, out); }, arg("x"), arg("kernel_size"), arg("stride") = none, arg("out") = none);
+    m.def("avg_pool2d", [](const py::object& x, const py::object& k, const py::object& st, const py::object& out) {
+        return pool2d_py(false, x, k, st, out); }, arg("x"), arg("kernel_size"), arg("stride") = none, arg("out") = none);
+    m.def("max_pool2d_backward", [](const py::object& x, const py::object& dy, const py::object& k, const py::object& st) {
+        return pool2d_backward_py(true, x, dy, k, st); }, arg("x"), arg("output_gradient"), arg("kernel_size"), arg("stride") = none);
+    m.def("avg_pool2d_backward", [](const py::object& x, const py::object& dy, const py::object& k, const py::object& st) {
+        return pool2d_backward_py(false, x, dy, k, st); }, arg("x"), arg("output_gradient"), arg("kernel_size"), arg("stride") = none);
     m.def("activation", &activation_py, arg("name"), arg("x"), arg("alpha") = 0.0, arg("out") = none);
     m.def("activation_backward", &activation_backward_py, arg("name"), arg("x"), arg("y"), arg("output_gradient"),
           arg("alpha") = 0.0, arg("out") = none);

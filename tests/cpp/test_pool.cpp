@@ -1,0 +1,126 @@
+// Max and average pooling (pool.h) against naive loops: window sizes 1..4, strides 1..3, odd and
+// even spatial sizes, channels 1..5, batches 1..3, with 1 and 2 threads (bit-identical). Pooling is
+// plain C++ with no ISA-specific kernels, so it runs once rather than per ISA. Outputs are poisoned
+// with NaN and guarded; ties and NaN inputs check which element max pooling picks.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+#include "pool.h"
+#include "thread_pool.h"
+
+namespace {
+
+using nncore::Pool2dShape;
+using nntest::Guarded;
+using nntest::index_t;
+using nntest::Rng;
+using nntest::Scope;
+
+template <class T>
+void check_equal(const char* what, const Guarded<T>& got, const std::vector<long double>& ref, long double rel) {
+    long long bad = 0;
+    std::size_t first = 0;
+    for (std::size_t i = 0; i < ref.size(); ++i) {
+        const long double g = got[i];
+        const bool ok = std::isnan(ref[i]) ? std::isnan(g) : std::fabs(g - ref[i]) <= rel * (1 + std::fabs(ref[i]));
+        if (!ok && bad++ == 0) first = i;
+    }
+    CHECK_MSG(bad == 0, what << ": " << bad << " of " << ref.size() << " wrong; first at " << first << ": got "
+                             << (long double)got[first] << ", expected " << ref[first]);
+    CHECK_MSG(got.guards_intact(), what << ": guard values overwritten");
+}
+
+template <class T>
+void run_case(const Pool2dShape& s, const std::vector<T>& x, Rng& rng) {
+    const index_t oh = s.out_h(), ow = s.out_w(), nx = s.n * s.c * s.h * s.w, ny = s.n * s.c * oh * ow;
+    const auto dy = nntest::random_vector<T>(ny, rng);
+    std::vector<long double> ymax(ny), yavg(ny), dmax(nx, 0), davg(nx, 0);
+    for (index_t p = 0; p < s.n * s.c; ++p)
+        for (index_t oy = 0; oy < oh; ++oy)
+            for (index_t ox = 0; ox < ow; ++ox) {
+                const index_t yi = (p * oh + oy) * ow + ox;
+                index_t best = -1;
+                long double sum = 0;
+                for (index_t i = 0; i < s.kh && !(best >= 0 && std::isnan(x[best])); ++i)
+                    for (index_t j = 0; j < s.kw; ++j) {
+                        const index_t xi = (p * s.h + oy * s.sh + i) * s.w + ox * s.sw + j;
+                        if (best < 0 || std::isnan(x[xi]) || x[xi] > x[best]) best = xi;
+                        if (std::isnan(x[best])) break;
+                    }
+                for (index_t i = 0; i < s.kh; ++i)
+                    for (index_t j = 0; j < s.kw; ++j) sum += x[(p * s.h + oy * s.sh + i) * s.w + ox * s.sw + j];
+                ymax[yi] = x[best];
+                dmax[best] += dy[yi];
+                yavg[yi] = sum / (s.kh * s.kw);
+                for (index_t i = 0; i < s.kh; ++i)
+                    for (index_t j = 0; j < s.kw; ++j)
+                        davg[(p * s.h + oy * s.sh + i) * s.w + ox * s.sw + j] += (long double)dy[yi] / (s.kh * s.kw);
+            }
+    const long double rel = 16 * nntest::eps<T>() * (s.kh * s.kw);
+    const T nan = nntest::quiet_nan<T>();
+    std::vector<std::vector<T>> first;
+    for (int threads : {1, 2}) {
+        nncore::set_num_threads(threads);
+        Scope scope("threads=" + std::to_string(threads));
+        Guarded<T> a(ny, nan), b(nx, nan), c(ny, nan), d(nx, nan);
+        nncore::max_pool2d_forward(s, x.data(), a.data());
+        check_equal("max forward", a, ymax, 0);
+        nncore::max_pool2d_backward(s, x.data(), dy.data(), b.data());
+        check_equal("max backward", b, dmax, rel);
+        nncore::avg_pool2d_forward(s, x.data(), c.data());
+        check_equal("avg forward", c, yavg, rel);
+        nncore::avg_pool2d_backward(s, dy.data(), d.data());
+        check_equal("avg backward", d, davg, rel);
+        std::vector<std::vector<T>> all{std::vector<T>(a.data(), a.data() + ny), std::vector<T>(b.data(), b.data() + nx),
+                                        std::vector<T>(c.data(), c.data() + ny), std::vector<T>(d.data(), d.data() + nx)};
+        if (threads == 1) first = all;
+        else
+            for (int k = 0; k < 4; ++k) CHECK(nntest::same_bits(first[k], all[k]));
+    }
+}
+
+template <class T>
+void test_pool(Rng& rng) {
+    Scope dtype(nntest::dtype_name<T>());
+    for (index_t k = 1; k <= 4; ++k)
+        for (index_t stride = 1; stride <= 3; ++stride)
+            for (int variant = 0; variant < 3; ++variant) {
+                Pool2dShape s;
+                s.n = 1 + static_cast<index_t>(rng.below(3));
+                s.c = 1 + static_cast<index_t>(rng.below(5));
+                s.kh = k;
+                s.kw = 1 + static_cast<index_t>(rng.below(4));
+                s.sh = stride;
+                s.sw = 1 + static_cast<index_t>(rng.below(3));
+                s.h = s.kh + static_cast<index_t>(rng.below(8));
+                s.w = s.kw + static_cast<index_t>(rng.below(8));
+                CHECK(s.valid());
+                Scope scope("n=" + std::to_string(s.n) + " c=" + std::to_string(s.c) + " h=" + std::to_string(s.h) +
+                            " w=" + std::to_string(s.w) + " k=" + std::to_string(s.kh) + "x" + std::to_string(s.kw) +
+                            " stride=" + std::to_string(s.sh) + "," + std::to_string(s.sw) + " variant=" +
+                            std::to_string(variant));
+                auto x = nntest::random_vector<T>(s.n * s.c * s.h * s.w, rng);
+                if (variant == 1)  // many ties: max pooling must pick the first
+                    for (auto& v : x) v = static_cast<T>(std::round(v * 2));
+                if (variant == 2)  // NaN inputs propagate to the windows that hold them
+                    for (auto& v : x)
+                        if (rng.below(7) == 0) v = nntest::quiet_nan<T>();
+                run_case(s, x, rng);
+            }
+    // Enough planes to be split over threads.
+    Pool2dShape big;
+    big.n = 4, big.c = 8, big.h = 33, big.w = 31, big.kh = 2, big.kw = 3, big.sh = 2, big.sw = 2;
+    Scope scope("large case");
+    run_case(big, nntest::random_vector<T>(big.n * big.c * big.h * big.w, rng), rng);
+}
+
+}  // namespace
+
+int main() {
+    Rng rng(7);
+    test_pool<float>(rng);
+    test_pool<double>(rng);
+    return nntest::finish("test_pool");
+}
