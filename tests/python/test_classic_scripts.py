@@ -68,3 +68,39 @@ def test_mnist_script_reaches_80_percent():
     print(f"MNIST: 100 epochs on 1000 images in {seconds:.1f} s, test accuracy {accuracy:.4f}")
     assert errors[-1] < errors[0]
     assert accuracy >= 0.80, f"test accuracy {accuracy:.4f}"
+
+
+@pytest.mark.slow
+def test_binary_cnn_script_classifies_zeros_and_ones():
+    """The classic CNN: Convolutional + Sigmoid + Reshape + Dense, binary cross-entropy, 100 images
+    each of 0 and 1 as (1, 28, 28), 20 epochs of per-sample SGD at lr 0.1; >= 95% on the 0/1 test
+    images."""
+    directory = mnist_dir()
+    if not (directory / "t10k-labels-idx1-ubyte.gz").is_file():
+        pytest.skip(f"MNIST not found in {directory}; set NNCORE_DATA")
+
+    def zeros_and_ones(kind, limit):
+        images = read_idx(directory / f"{kind}-images-idx3-ubyte.gz")
+        labels = read_idx(directory / f"{kind}-labels-idx1-ubyte.gz")
+        index = np.hstack((np.where(labels == 0)[0][:limit], np.where(labels == 1)[0][:limit]))
+        index = np.random.default_rng(0).permutation(index)
+        x = images[index].reshape(len(index), 1, 28, 28).astype(np.float32) / 255
+        y = np.eye(2, dtype=np.float32)[labels[index]].reshape(len(index), 2, 1)
+        return x, y
+
+    x_train, y_train = zeros_and_ones("train", 100)
+    x_test, y_test = zeros_and_ones("t10k", 10**6)
+    nncore.seed(0)
+    network = [
+        nncore.Convolutional((1, 28, 28), 3, 5),
+        nncore.Sigmoid(),
+        nncore.Reshape((5, 26, 26), (5 * 26 * 26, 1)),
+        Dense(5 * 26 * 26, 100),
+        nncore.Sigmoid(),
+        Dense(100, 2),
+        nncore.Sigmoid(),
+    ]
+    train(network, nncore.binary_cross_entropy, nncore.binary_cross_entropy_prime, x_train, y_train,
+          epochs=20, learning_rate=0.1, verbose=False)
+    correct = sum(int(np.argmax(predict(network, x)) == np.argmax(y)) for x, y in zip(x_test, y_test))
+    assert correct / len(x_test) >= 0.95, f"{correct}/{len(x_test)}"
