@@ -7,14 +7,14 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
+from ._random import generator
 from ._validation import (
     check_float_dtype,
     check_gradient_shape,
-    check_non_negative_float,
     check_positive_int,
     layer_input,
 )
-from .initializers import Initializer, resolve
+from .initializers import Initializer, draw
 from .layer import Layer, register_layer
 
 Pair = Union[int, Sequence[int]]
@@ -42,10 +42,7 @@ def _pair(value: Any, name: str, where: str, minimum: int) -> tuple[int, int]:
 def _kernels(init: Union[str, Initializer], out: int, fan_in: int, shape: tuple[int, ...], dtype: np.dtype,
              where: str) -> np.ndarray:
     """Kernels of ``shape`` drawn as an (out, fan_in) matrix by the initialiser."""
-    weights = np.asarray(resolve(init, where)(fan_in, out, dtype))
-    if weights.shape != (out, fan_in):
-        raise ValueError(f"{where}: the initialiser returned shape {weights.shape}, expected {(out, fan_in)}")
-    return np.ascontiguousarray(weights, dtype=dtype).reshape(shape)
+    return draw(init, fan_in, out, dtype, where).reshape(shape)
 
 
 @register_layer
@@ -114,10 +111,7 @@ class Conv2D(Layer):
         )
         self.weights_gradient[...] = dw
         self.bias_gradient[...] = db
-        if learning_rate is not None:
-            lr = check_non_negative_float(learning_rate, "learning_rate", where)
-            _core.sgd_step(self.weights, self.weights_gradient, lr)
-            _core.sgd_step(self.bias, self.bias_gradient, lr)
+        self._apply_sgd(learning_rate, where)
         return input_gradient
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -183,8 +177,6 @@ class Convolutional(Layer):
         self.kernels_shape = (self.depth, depth_in, k, k)
         self.kernels = _kernels(init, self.depth, depth_in * k * k, self.kernels_shape, self.dtype, where)
         if isinstance(init, str) and init == "standard_normal":
-            from ._random import generator
-
             self.biases = generator().standard_normal(self.output_shape).astype(self.dtype)
         else:
             self.biases = np.zeros(self.output_shape, dtype=self.dtype)
@@ -223,10 +215,7 @@ class Convolutional(Layer):
         input_gradient, dk, _ = _core.conv2d_backward(self.input, self.kernels, g, 1, 0, 1, True)
         self.kernels_gradient[...] = dk
         self.biases_gradient[...] = g.sum(axis=0)
-        if learning_rate is not None:
-            lr = check_non_negative_float(learning_rate, "learning_rate", where)
-            _core.sgd_step(self.kernels, self.kernels_gradient, lr)
-            _core.sgd_step(self.biases, self.biases_gradient, lr)
+        self._apply_sgd(learning_rate, where)
         return input_gradient[0] if self._single else input_gradient
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -11,11 +11,10 @@ from ._layout import Rows, to_rows
 from ._validation import (
     check_float_dtype,
     check_gradient_shape,
-    check_non_negative_float,
     check_positive_int,
     layer_input,
 )
-from .initializers import Initializer, resolve
+from .initializers import Initializer, draw
 from .layer import Layer, register_layer
 
 
@@ -46,19 +45,7 @@ class Dense(Layer):
         self.input_size = check_positive_int(input_size, "input_size", where)
         self.output_size = check_positive_int(output_size, "output_size", where)
         self.dtype = check_float_dtype(dtype, where)
-        initializer = resolve(init, where)
-        try:
-            weights = np.asarray(initializer(self.input_size, self.output_size, self.dtype))
-        except (ValueError, MemoryError) as error:
-            raise type(error)(
-                f"Dense: cannot create {self.output_size} x {self.input_size} weights: {error}"
-            ) from error
-        if weights.shape != (self.output_size, self.input_size):
-            raise ValueError(
-                f"Dense: the initialiser returned shape {weights.shape}, expected "
-                f"{(self.output_size, self.input_size)}"
-            )
-        self.weights = np.ascontiguousarray(weights, dtype=self.dtype)
+        self.weights = draw(init, self.input_size, self.output_size, self.dtype, where)
         self.bias = np.zeros(self.output_size, dtype=self.dtype)
         self.weights_gradient = np.zeros_like(self.weights)
         self.bias_gradient = np.zeros_like(self.bias)
@@ -86,10 +73,7 @@ class Dense(Layer):
         input_gradient, _, _ = _core.linear_backward(
             self._rows.rows, self.weights, gradient_rows, True, self.weights_gradient, self.bias_gradient
         )
-        if learning_rate is not None:
-            lr = check_non_negative_float(learning_rate, "learning_rate", where)
-            _core.sgd_step(self.weights, self.weights_gradient, lr)
-            _core.sgd_step(self.bias, self.bias_gradient, lr)
+        self._apply_sgd(learning_rate, where)
         return self._rows.restore(input_gradient)
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -53,15 +53,12 @@ def enabled() -> bool:
     return os.environ.get("NNCORE_ENGINE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-_ACTIVATIONS = {ReLU: "relu", LeakyReLU: "leaky_relu", Tanh: "tanh", Sigmoid: "sigmoid"}
+_ACTIVATIONS = (ReLU, LeakyReLU, Tanh, Sigmoid, GELU)  # exact types: subclasses may override forward
 
 
 def _activation_of(layer: Any) -> Optional[tuple[str, float]]:
-    kind = type(layer)
-    if kind in _ACTIVATIONS:
-        return _ACTIVATIONS[kind], float(layer._alpha)
-    if kind is GELU:
-        return layer._kind, 0.0
+    if type(layer) in _ACTIVATIONS:
+        return layer._kind, float(layer._alpha)
     return None
 
 
@@ -153,13 +150,9 @@ def input_rows(p: Plan, x: np.ndarray, batched: bool = True) -> Optional[tuple[n
 
 def loss_name(loss_fn: Any) -> Optional[str]:
     """The engine's name for a loss object, or None for a loss it does not run."""
-    kind = type(loss_fn)
-    if kind is losses_module.MSE:
-        return "squared_error"
-    if kind is losses_module.MAE:
-        return "absolute_error"
-    if kind is losses_module.BinaryCrossEntropy:
-        return "binary_cross_entropy_logits" if loss_fn.from_logits else "binary_cross_entropy"
+    kind = type(loss_fn)  # exact types: a subclass may compute something else
+    if kind in (losses_module.MSE, losses_module.MAE, losses_module.BinaryCrossEntropy):
+        return loss_fn._kernel
     if kind is losses_module.CrossEntropy:
         return "cross_entropy"
     return None

@@ -52,6 +52,19 @@ INITIALIZERS: dict[str, Initializer] = {
 }
 
 
+def draw(init: Union[str, Initializer], fan_in: int, fan_out: int, dtype: np.dtype, where: str) -> np.ndarray:
+    """A C-contiguous (fan_out, fan_in) array of ``dtype`` from ``init`` (a name or a callable),
+    checked to have that shape; errors name the layer (``where``)."""
+    initializer = resolve(init, where)
+    try:
+        weights = np.asarray(initializer(fan_in, fan_out, dtype))
+    except (ValueError, MemoryError) as error:
+        raise type(error)(f"{where}: cannot create {fan_out} x {fan_in} weights: {error}") from error
+    if weights.shape != (fan_out, fan_in):
+        raise ValueError(f"{where}: the initialiser returned shape {weights.shape}, expected {(fan_out, fan_in)}")
+    return np.ascontiguousarray(weights, dtype=dtype)
+
+
 def resolve(init: Union[str, Initializer], where: str) -> Initializer:
     if callable(init):
         return init

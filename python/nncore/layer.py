@@ -6,6 +6,9 @@ from typing import Any, Optional, TypeVar
 
 import numpy as np
 
+from . import _core
+from ._validation import check_non_negative_float
+
 
 class Layer:
     """Base class of all layers: ``forward(input)`` and ``backward(output_gradient, learning_rate)``.
@@ -78,6 +81,15 @@ class Layer:
                 )
         for name, target in own.items():
             np.copyto(target, state[name])
+
+    def _apply_sgd(self, learning_rate: Optional[float], where: str) -> None:
+        """The classic update: when ``learning_rate`` is given, ``param -= learning_rate * grad``
+        for every pair of ``parameters()`` (one native pass each)."""
+        if learning_rate is None:
+            return
+        lr = check_non_negative_float(learning_rate, "learning_rate", where)
+        for param, grad in self.parameters():
+            _core.sgd_step(param, grad, lr)
 
     def _require_forward(self) -> None:
         if self.output is None:
