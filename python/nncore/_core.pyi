@@ -31,6 +31,7 @@ def conv2d_backward(
     x: np.ndarray, weights: np.ndarray, output_gradient: np.ndarray,
     stride: Union[int, tuple[int, int]] = 1, padding: Union[int, tuple[int, int]] = 0,
     dilation: Union[int, tuple[int, int]] = 1, need_input_gradient: bool = True,
+    weights_gradient: Optional[np.ndarray] = None, bias_gradient: Optional[np.ndarray] = None,
 ) -> tuple[Optional[np.ndarray], np.ndarray, np.ndarray]: ...
 def max_pool2d(
     x: np.ndarray, kernel_size: Union[int, tuple[int, int]], stride: Union[int, tuple[int, int], None] = None,

@@ -106,11 +106,10 @@ class Conv2D(Layer):
         self._require_forward()
         gradient = layer_input(output_gradient, self.dtype, where, "output_gradient")
         check_gradient_shape(gradient, self.output.shape, where)
-        input_gradient, dw, db = _core.conv2d_backward(
-            self.input, self.weights, gradient, self.stride, self.padding, self.dilation, True
+        input_gradient, _, _ = _core.conv2d_backward(
+            self.input, self.weights, gradient, self.stride, self.padding, self.dilation, True,
+            self.weights_gradient, self.bias_gradient,
         )
-        self.weights_gradient[...] = dw
-        self.bias_gradient[...] = db
         self._apply_sgd(learning_rate, where)
         return input_gradient
 
@@ -212,9 +211,8 @@ class Convolutional(Layer):
         gradient = layer_input(output_gradient, self.dtype, where, "output_gradient")
         check_gradient_shape(gradient, self.output.shape, where)
         g = gradient[np.newaxis] if self._single else gradient
-        input_gradient, dk, _ = _core.conv2d_backward(self.input, self.kernels, g, 1, 0, 1, True)
-        self.kernels_gradient[...] = dk
-        self.biases_gradient[...] = g.sum(axis=0)
+        input_gradient, _, _ = _core.conv2d_backward(self.input, self.kernels, g, 1, 0, 1, True, self.kernels_gradient)
+        np.sum(g, axis=0, out=self.biases_gradient)
         self._apply_sgd(learning_rate, where)
         return input_gradient[0] if self._single else input_gradient
 

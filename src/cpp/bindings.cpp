@@ -401,12 +401,13 @@ py::array conv2d_py(const py::object& x_obj, const py::object& w_obj, const py::
 
 template <class T>
 py::object conv2d_backward_impl(const py::array& x_in, const py::array& w_in, const py::array& dy_in, const Conv2dShape& s,
-                                bool need_dx) {
+                                bool need_dx, const py::object& dw_out, const py::object& db_out) {
     auto x = contiguous<T>(x_in);
     auto w = contiguous<T>(w_in);
     auto dy = contiguous<T>(dy_in);
-    py::array_t<T> dw(std::vector<py::ssize_t>{s.o, s.c, s.kh, s.kw});
-    py::array_t<T> db(std::vector<py::ssize_t>{s.o});
+    // The layers pass their own gradient arrays, so a training step writes them in place.
+    auto dw = output_array<T>(dw_out, {s.o, s.c, s.kh, s.kw}, "conv2d_backward (weights_gradient)", {&x, &w, &dy});
+    auto db = output_array<T>(db_out, {s.o}, "conv2d_backward (bias_gradient)", {&x, &w, &dy});
     py::array_t<T> dx;
     if (need_dx) dx = py::array_t<T>(std::vector<py::ssize_t>{s.n, s.c, s.h, s.w});
     const T *px = x.data(), *pw = w.data(), *pdy = dy.data();
@@ -419,7 +420,8 @@ py::object conv2d_backward_impl(const py::array& x_in, const py::array& w_in, co
 }
 
 py::object conv2d_backward_py(const py::object& x_obj, const py::object& w_obj, const py::object& dy_obj,
-                              const py::object& stride, const py::object& padding, const py::object& dilation, bool need_dx) {
+                              const py::object& stride, const py::object& padding, const py::object& dilation, bool need_dx,
+                              const py::object& dw_out, const py::object& db_out) {
     const char* op = "conv2d_backward";
     py::array x = as_array(x_obj, op, "x"), w = as_array(w_obj, op, "weights"), dy = as_array(dy_obj, op, "output_gradient");
     const Conv2dShape s = conv_shape(x, w, stride, padding, dilation, op);
@@ -429,8 +431,8 @@ py::object conv2d_backward_py(const py::object& x_obj, const py::object& w_obj, 
     if (shape_of(dy) != expected)
         throw py::value_error(std::string(op) + ": expected output_gradient of shape " + shape_str(expected) + ", got " +
                               shape_str(dy) + " (x " + shape_str(x) + ", weights " + shape_str(w) + ", " + conv_describe(s) + ")");
-    return float_kind(x, op, "x") == Float::f32 ? conv2d_backward_impl<float>(x, w, dy, s, need_dx)
-                                                : conv2d_backward_impl<double>(x, w, dy, s, need_dx);
+    return float_kind(x, op, "x") == Float::f32 ? conv2d_backward_impl<float>(x, w, dy, s, need_dx, dw_out, db_out)
+                                                : conv2d_backward_impl<double>(x, w, dy, s, need_dx, dw_out, db_out);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1336,7 +1338,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("conv2d", &conv2d_py, arg("x"), arg("weights"), arg("bias") = none, arg("stride") = 1, arg("padding") = 0,
           arg("dilation") = 1, arg("out") = none);
     m.def("conv2d_backward", &conv2d_backward_py, arg("x"), arg("weights"), arg("output_gradient"), arg("stride") = 1,
-          arg("padding") = 0, arg("dilation") = 1, arg("need_input_gradient") = true);
+          arg("padding") = 0, arg("dilation") = 1, arg("need_input_gradient") = true, arg("weights_gradient") = none,
+          arg("bias_gradient") = none);
     m.def("max_pool2d", [](const py::object& x, const py::object& k, const py::object& st, const py::object& out) {
         return pool2d_py(true, x, k, st, out); }, arg("x"), arg("kernel_size"), arg("stride") = none, arg("out") = none);
     m.def("avg_pool2d", [](const py::object& x, const py::object& k, const py::object& st, const py::object& out) {

@@ -258,3 +258,20 @@ def test_small_cnn_trains_with_sequential():
     history = model.fit(x, y, epochs=30, batch_size=16, loss="binary_cross_entropy", optimizer="adam", verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_conv2d_backward_writes_given_gradient_arrays_and_checks_them():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 6, 5))
+    w = rng.normal(size=(4, 3, 3, 3))
+    dy = rng.normal(size=(2, 4, 4, 3))
+    _, dw_new, db_new = nncore._core.conv2d_backward(x, w, dy)
+    dw, db = np.empty_like(w), np.empty(4)
+    _, dw_out, db_out = nncore._core.conv2d_backward(x, w, dy, weights_gradient=dw, bias_gradient=db)
+    assert dw_out is dw and db_out is db
+    np.testing.assert_array_equal(dw, dw_new)
+    np.testing.assert_array_equal(db, db_new)
+    with pytest.raises(ValueError, match=r"weights_gradient.*shape \(4, 3, 3, 3\), got \(4, 3, 3\)"):
+        nncore._core.conv2d_backward(x, w, dy, weights_gradient=np.empty((4, 3, 3)))
+    with pytest.raises(TypeError, match="bias_gradient"):
+        nncore._core.conv2d_backward(x, w, dy, bias_gradient=np.empty(4, dtype=np.float32))
