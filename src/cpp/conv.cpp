@@ -18,108 +18,163 @@ T* workspace(index_t count) {
     return buffer.data();
 }
 
-// cols (c*kh*kw x oh*ow): row (ci, ki, kj), column (oy, ox) holds x[ci, oy*sh - ph + ki*dh, ox*sw - pw + kj*dw],
-// zero outside the input.
-template <class T>
-void im2col(const Conv2dShape& s, const T* x, T* cols) {
-    const index_t oh = s.out_h(), ow = s.out_w();
-    for (index_t ci = 0; ci < s.c; ++ci)
-        for (index_t ki = 0; ki < s.kh; ++ki)
-            for (index_t kj = 0; kj < s.kw; ++kj) {
-                T* row = cols + ((ci * s.kh + ki) * s.kw + kj) * oh * ow;
-                const T* plane = x + ci * s.h * s.w;
-                for (index_t oy = 0; oy < oh; ++oy) {
-                    T* out = row + oy * ow;
-                    const index_t iy = oy * s.sh - s.ph + ki * s.dh;
-                    if (iy < 0 || iy >= s.h) {
-                        std::fill(out, out + ow, T(0));
-                        continue;
-                    }
-                    const T* in = plane + iy * s.w;
-                    const index_t x0 = kj * s.dw - s.pw;
-                    for (index_t ox = 0; ox < ow; ++ox) {
-                        const index_t ix = ox * s.sw + x0;
-                        out[ox] = (ix >= 0 && ix < s.w) ? in[ix] : T(0);
-                    }
-                }
-            }
+// Samples are processed in groups of g, a count fixed by the shape alone (never by the thread
+// count), so every sum is formed in the same order whatever the number of threads.
+// The group's columns (c*kh*kw x g*oh*ow, row stride ld) hold the samples' im2col blocks side by side.
+constexpr index_t kGroupElements = index_t(1) << 20;  // cols of one group: at most ~4 MB in float32
+// The backward takes smaller groups: dw = dy cols^T then reduces along rows that are contiguous in
+// both operands, which the GEMM computes without packing (its dot path) while cols stays below
+// ~900 KB, and packing cols^T would be a transposing copy as costly as the product itself.
+constexpr index_t kDotGroupBytes = index_t(768) << 10;
+
+index_t group_size(const Conv2dShape& s, index_t elements = kGroupElements) {
+    const index_t per_sample = s.c * s.kh * s.kw * s.out_h() * s.out_w();
+    return std::max<index_t>(1, std::min<index_t>(s.n, elements / std::max<index_t>(per_sample, 1)));
 }
 
-// The adjoint of im2col: dx (c, h, w) += scatter of cols. dx must be zeroed by the caller.
+// Runs f(i) for i in [0, count), one task per sample, over the thread pool.
+template <class F>
+void for_samples(index_t count, F&& f) {
+    parallel_for(static_cast<int>(count), [&](int i) { f(static_cast<index_t>(i)); });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct convolution (no im2col) for a unit width stride: each sample is copied into a zero-padded
+// buffer, then every output row is cut into tiles of MR neighbouring positions and computed by the
+// conv micro-kernel against weights packed as NR-channel panels, so the input is read in place
+// instead of being expanded c*kh*kw-fold. Used when the tiles are mostly filled: at least 70% of
+// the multiply-adds of the partial tiles at the end of a row and of the channels are real.
 template <class T>
-void col2im(const Conv2dShape& s, const T* cols, T* dx) {
-    const index_t oh = s.out_h(), ow = s.out_w();
+bool direct_applies(const KernelTable<T>& kt, const Conv2dShape& s) {
+    const index_t ow = s.out_w(), mr = kt.mr, nr = kt.nr;
+    const double rows = static_cast<double>(ow) / static_cast<double>((ow + mr - 1) / mr * mr);
+    const double channels = static_cast<double>(s.o) / static_cast<double>((s.o + nr - 1) / nr * nr);
+    return s.sw == 1 && rows * channels >= 0.7;
+}
+
+// The weights w (o, c, kh, kw) as B = w^T (c*kh*kw x o) in NR-channel panels for the conv kernel.
+template <class T>
+const T* pack_weights(const KernelTable<T>& kt, const Conv2dShape& s, const T* w) {
+    const index_t k = s.c * s.kh * s.kw, panels = (s.o + kt.nr - 1) / kt.nr;
+    T* packed = workspace<T, 3>(k * panels * kt.nr);
+    kt.pack_b(w, 1, k, k, s.o, kt.nr, packed);
+    return packed;
+}
+
+// y (n, o, oh, ow) = conv(x, w) + bias (bias may be null), s.sw == 1, w given by pack_weights.
+template <class T>
+void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* packed_w, const T* bias, T* y) {
+    const index_t oh = s.out_h(), ow = s.out_w(), hp = s.h + 2 * s.ph, wp = s.w + 2 * s.pw;
+    const index_t k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w, padded_size = s.c * hp * wp;
+    const int mr = kt.mr, nr = kt.nr;
+    index_t* offsets = workspace<index_t, 0>(k);
     for (index_t ci = 0; ci < s.c; ++ci)
         for (index_t ki = 0; ki < s.kh; ++ki)
-            for (index_t kj = 0; kj < s.kw; ++kj) {
-                const T* row = cols + ((ci * s.kh + ki) * s.kw + kj) * oh * ow;
-                T* plane = dx + ci * s.h * s.w;
-                for (index_t oy = 0; oy < oh; ++oy) {
-                    const index_t iy = oy * s.sh - s.ph + ki * s.dh;
-                    if (iy < 0 || iy >= s.h) continue;
-                    const T* in = row + oy * ow;
-                    T* out = plane + iy * s.w;
-                    const index_t x0 = kj * s.dw - s.pw;
-                    for (index_t ox = 0; ox < ow; ++ox) {
-                        const index_t ix = ox * s.sw + x0;
-                        if (ix >= 0 && ix < s.w) out[ix] += in[ox];
+            for (index_t kj = 0; kj < s.kw; ++kj)
+                offsets[(ci * s.kh + ki) * s.kw + kj] = ci * hp * wp + ki * s.dh * wp + kj * s.dw;
+    const index_t parts = std::min<index_t>(s.n, get_num_threads());
+    parallel_for(static_cast<int>(parts), [&](int part) {
+        Epilogue<T> ep;
+        // mr values of slack: a tile at the end of the last row reads (but never stores) past it.
+        T* padded = workspace<T, 4>(padded_size + mr);
+        T* tile = workspace<T, 5>(static_cast<index_t>(mr) * nr);
+        std::fill(padded, padded + padded_size + mr, T(0));
+        for (index_t n = s.n * part / parts; n < s.n * (part + 1) / parts; ++n) {
+            const T* xn = x + n * in_size;
+            for (index_t ci = 0; ci < s.c; ++ci)
+                for (index_t iy = 0; iy < s.h; ++iy)
+                    std::copy(xn + (ci * s.h + iy) * s.w, xn + (ci * s.h + iy + 1) * s.w,
+                              padded + (ci * hp + iy + s.ph) * wp + s.pw);
+            T* yn = y + n * s.o * oh * ow;
+            for (index_t oy = 0; oy < oh; ++oy)
+                for (index_t ox = 0; ox < ow; ox += mr) {
+                    const int m_eff = static_cast<int>(std::min<index_t>(mr, ow - ox));
+                    const T* origin = padded + oy * s.sh * wp + ox;
+                    for (index_t j0 = 0; j0 < s.o; j0 += nr) {
+                        const int n_eff = static_cast<int>(std::min<index_t>(nr, s.o - j0));
+                        ep.bias = bias ? bias + j0 : nullptr;
+                        kt.conv_ukernel(k, origin, offsets, packed_w + j0 * k, tile, nr, m_eff, n_eff, ep);
+                        // The tile is positions x channels; y is channels x positions.
+                        for (int j = 0; j < n_eff; ++j) {
+                            T* dst = yn + ((j0 + j) * oh + oy) * ow + ox;
+                            for (int i = 0; i < m_eff; ++i) dst[i] = tile[i * nr + j];
+                        }
                     }
                 }
-            }
+        }
+    });
 }
 
 }  // namespace
 
 template <class T>
 void conv2d_forward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
-    const index_t oh = s.out_h(), ow = s.out_w(), p = oh * ow, k = s.c * s.kh * s.kw;
+    const index_t p = s.out_h() * s.out_w(), k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
+    const index_t g = group_size(s);
+    if (direct_applies(kt, s)) {
+        direct_conv(kt, s, x, pack_weights(kt, s, w), bias, y);
+        return;
+    }
     const int threads = get_num_threads();
-    T* cols = workspace<T, 0>(k * p);
-    Epilogue<T> ep;
-    ep.beta = bias ? 1 : 0;
-    for (index_t i = 0; i < s.n; ++i) {
-        im2col(s, x + i * s.c * s.h * s.w, cols);
-        T* yi = y + i * s.o * p;
-        if (bias)
-            for (index_t oc = 0; oc < s.o; ++oc) std::fill(yi + oc * p, yi + (oc + 1) * p, bias[oc]);
-        gemm(kt, s.o, p, k, ConstMatrix<T>{w, k, 1}, ConstMatrix<T>{cols, p, 1}, yi, p, ep, threads);
+    T* cols = workspace<T, 0>(k * g * p);
+    T* out = workspace<T, 2>(s.o * g * p);
+    for (index_t first = 0; first < s.n; first += g) {
+        const index_t count = std::min(g, s.n - first), ld = count * p;
+        for_samples(count, [&](index_t i) { kt.im2col(s, x + (first + i) * in_size, cols + i * p, ld); });
+        // out (o x count*p) = w (o x k) * cols (k x count*p); then out's columns of sample i, plus the
+        // bias of each row, are sample i's (o, p) output.
+        gemm(kt, s.o, ld, k, ConstMatrix<T>{w, k, 1}, ConstMatrix<T>{cols, ld, 1}, out, ld, Epilogue<T>{}, threads);
+        for_samples(count, [&](index_t i) {
+            T* yi = y + (first + i) * s.o * p;
+            for (index_t oc = 0; oc < s.o; ++oc) {
+                const T* src = out + oc * ld + i * p;
+                if (bias)
+                    for (index_t j = 0; j < p; ++j) yi[oc * p + j] = src[j] + bias[oc];
+                else
+                    std::copy(src, src + p, yi + oc * p);
+            }
+        });
     }
 }
 
 template <class T>
 void conv2d_backward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* dy, T* dx,
                      T* dw, T* db) {
-    const index_t oh = s.out_h(), ow = s.out_w(), p = oh * ow, k = s.c * s.kh * s.kw;
+    const index_t p = s.out_h() * s.out_w(), k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
+    const index_t g = group_size(s, kDotGroupBytes / static_cast<index_t>(sizeof(T)));
     const int threads = get_num_threads();
-    if (db) {
-        for (index_t oc = 0; oc < s.o; ++oc) db[oc] = T(0);
-        for (index_t i = 0; i < s.n; ++i)
-            for (index_t oc = 0; oc < s.o; ++oc) {
-                const T* g = dy + (i * s.o + oc) * p;
-                T sum = T(0);
-                for (index_t j = 0; j < p; ++j) sum += g[j];
-                db[oc] += sum;
-            }
-    }
+    if (db) std::fill(db, db + s.o, T(0));
     if (s.n == 0) {
         std::fill(dw, dw + s.o * k, T(0));
         return;
     }
-    T* cols = workspace<T, 0>(k * p);
-    T* dcols = dx ? workspace<T, 1>(k * p) : nullptr;
-    for (index_t i = 0; i < s.n; ++i) {
-        const T* dyi = dy + i * s.o * p;
-        im2col(s, x + i * s.c * s.h * s.w, cols);
+    T* cols = workspace<T, 0>(k * g * p);
+    T* dcols = dx ? workspace<T, 1>(k * g * p) : nullptr;
+    T* grad = workspace<T, 2>(s.o * g * p);
+    for (index_t first = 0; first < s.n; first += g) {
+        const index_t count = std::min(g, s.n - first), ld = count * p;
+        // grad (o x count*p): the output gradient of the group with samples side by side, as out in forward.
+        for_samples(count, [&](index_t i) {
+            kt.im2col(s, x + (first + i) * in_size, cols + i * p, ld);
+            const T* dyi = dy + (first + i) * s.o * p;
+            for (index_t oc = 0; oc < s.o; ++oc) std::copy(dyi + oc * p, dyi + (oc + 1) * p, grad + oc * ld + i * p);
+        });
+        if (db)
+            for (index_t oc = 0; oc < s.o; ++oc) {
+                const T* row = grad + oc * ld;
+                T sum = T(0);
+                for (index_t j = 0; j < ld; ++j) sum += row[j];
+                db[oc] += sum;
+            }
+        // dw (o x k) (+)= grad (o x count*p) * cols^T (count*p x k)
         Epilogue<T> ep;
-        ep.beta = i == 0 ? 0 : 1;
-        // dw (o x k) += dy_i (o x p) * cols^T (p x k)
-        gemm(kt, s.o, k, p, ConstMatrix<T>{dyi, p, 1}, ConstMatrix<T>{cols, 1, p}, dw, k, ep, threads);
-        if (dx) {
-            // dcols (k x p) = w^T (k x o) * dy_i (o x p)
-            gemm(kt, k, p, s.o, ConstMatrix<T>{w, 1, k}, ConstMatrix<T>{dyi, p, 1}, dcols, p, Epilogue<T>{}, threads);
-            T* dxi = dx + i * s.c * s.h * s.w;
-            std::fill(dxi, dxi + s.c * s.h * s.w, T(0));
-            col2im(s, dcols, dxi);
+        ep.beta = first == 0 ? 0 : 1;
+        gemm(kt, s.o, k, ld, ConstMatrix<T>{grad, ld, 1}, ConstMatrix<T>{cols, 1, ld}, dw, k, ep, threads);
+        if (dcols) {
+            // dcols (k x count*p) = w^T (k x o) * grad (o x count*p), scattered back per sample.
+            gemm(kt, k, ld, s.o, ConstMatrix<T>{w, 1, k}, ConstMatrix<T>{grad, ld, 1}, dcols, ld, Epilogue<T>{},
+                 threads);
+            for_samples(count, [&](index_t i) { kt.col2im(s, dcols + i * p, ld, dx + (first + i) * in_size); });
         }
     }
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "common.h"
+#include "conv_shape.h"
 
 namespace nncore {
 
@@ -15,6 +16,11 @@ struct KernelTable {
     void (*gemm_ukernel)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc,
                          int m_eff, int n_eff, const Epilogue<T>& epilogue);
     int mr, nr;          // register tile
+    // Direct convolution with the same tile and epilogue: C[i][j] = sum over q < k of
+    // x[offsets[q] + i] * packed_w[q * NR + j] (packed_w: k x NR, NR output channels per k step);
+    // x[offsets[q] + i] must be readable for all i < MR.
+    void (*conv_ukernel)(index_t k, const T* x, const index_t* offsets, const T* packed_w, T* c, index_t ldc,
+                         int m_eff, int n_eff, const Epilogue<T>& epilogue);
     // Unpacked kernels for small problems (the driver chooses, see gemm.cpp); both write
     // C[0:m, 0:n] with the same epilogue and never read C unless beta == 1.
     //   gemm_direct: A (m x k) through strides, B (k x n) with contiguous rows (row stride ldb).
@@ -24,6 +30,18 @@ struct KernelTable {
     void (*gemm_dot)(index_t m, index_t n, index_t k, const T* a, index_t lda, const T* bt, index_t ldbt, T* c,
                      index_t ldc, const Epilogue<T>& epilogue);
     int kc, mc, nc;      // cache blocks (multiples of the tile)
+    // Packing for the GEMM driver, through element strides (any, including negative), zero-padded:
+    // rows [0, mc) x columns [0, kc) of A into MR-row panels (per k step the MR values of the
+    // panel's rows), and rows [0, kc) x columns [0, nc) of B into NR-column panels.
+    void (*pack_a)(const T* a, index_t rs, index_t cs, index_t mc, index_t kc, int mr, T* out);
+    void (*pack_b)(const T* b, index_t rs, index_t cs, index_t kc, index_t nc, int nr, T* out);
+
+    // Convolution lowering for one sample x (c, h, w), see conv_shape.h. im2col writes the sample's
+    // block of columns into cols (c*kh*kw rows of oh*ow values, row stride ld): row (ci, ki, kj),
+    // column (oy, ox) holds x[ci, oy*sh - ph + ki*dh, ox*sw - pw + kj*dw], zero outside the input.
+    // col2im is its adjoint: dx = the scatter-add of such a block (dx is overwritten).
+    void (*im2col)(const Conv2dShape& s, const T* x, T* cols, index_t ld);
+    void (*col2im)(const Conv2dShape& s, const T* cols, index_t ld, T* dx);
 
     // FMA throughput probe (the machine's limit, see peak.h): `iters` rounds of independent
     // register-only fused multiply-adds over several accumulators, no memory traffic; each round is

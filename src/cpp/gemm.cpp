@@ -37,60 +37,6 @@ private:
 
 thread_local PackBuffer packed_a_buffer, packed_b_buffer;
 
-// Packs rows [0, mc) x columns [0, kc) of A into MR-row panels: panel r holds, for each k step,
-// the MR values of its rows, zero-padded past mc.
-template <class T>
-void pack_a(const T* a, index_t rs, index_t cs, index_t mc, index_t kc, int mr, T* out) {
-    for (index_t i0 = 0; i0 < mc; i0 += mr) {
-        const index_t rows = std::min<index_t>(mr, mc - i0);
-        for (index_t p = 0; p < kc; ++p) {
-            const T* src = a + i0 * rs + p * cs;
-            index_t i = 0;
-            for (; i < rows; ++i) out[i] = src[i * rs];
-            for (; i < mr; ++i) out[i] = T(0);
-            out += mr;
-        }
-    }
-}
-
-// Packs rows [0, kc) x columns [0, nc) of B into NR-column panels, zero-padded past nc.
-template <class T>
-void pack_b(const T* b, index_t rs, index_t cs, index_t kc, index_t nc, int nr, T* out) {
-    if (rs == 1 && cs != 1) {
-        // B^T stored by rows (X W^T with W (out, in)): read each stored row along k in runs of
-        // kRun values (one cache line) and write them down a column of the panel, so the
-        // kRun x nr block being written stays in L1 instead of striding over the whole panel.
-        constexpr index_t kRun = 64 / sizeof(T);
-        for (index_t j0 = 0; j0 < nc; j0 += nr, out += kc * nr) {
-            const index_t cols = std::min<index_t>(nr, nc - j0);
-            for (index_t p0 = 0; p0 < kc; p0 += kRun) {
-                const index_t run = std::min(kRun, kc - p0);
-                T* dst = out + p0 * nr;
-                for (index_t j = 0; j < cols; ++j) {
-                    const T* src = b + (j0 + j) * cs + p0;
-                    for (index_t q = 0; q < run; ++q) dst[q * nr + j] = src[q];
-                }
-                for (index_t q = 0; q < run; ++q)
-                    for (index_t j = cols; j < nr; ++j) dst[q * nr + j] = T(0);
-            }
-        }
-        return;
-    }
-    for (index_t j0 = 0; j0 < nc; j0 += nr) {
-        const index_t cols = std::min<index_t>(nr, nc - j0);
-        for (index_t p = 0; p < kc; ++p) {
-            const T* src = b + p * rs + j0 * cs;
-            index_t j = 0;
-            if (cs == 1)
-                for (; j < cols; ++j) out[j] = src[j];
-            else
-                for (; j < cols; ++j) out[j] = src[j * cs];
-            for (; j < nr; ++j) out[j] = T(0);
-            out += nr;
-        }
-    }
-}
-
 template <class T>
 void gemm_serial(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a,
                  ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue) {
@@ -105,7 +51,7 @@ void gemm_serial(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
         // The k loop runs at least once so that k == 0 still applies the epilogue.
         for (index_t pc = 0; pc == 0 || pc < k; pc += kc_max) {
             const index_t kc = std::min(kc_max, k - pc);
-            pack_b(b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride, b.col_stride, kc,
+            kt.pack_b(b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride, b.col_stride, kc,
                    nc, nr, packed_b);
             // Partial sums accumulate into C; bias and activation belong to the last k block only.
             const bool last = pc + kc >= k;
@@ -115,7 +61,7 @@ void gemm_serial(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
             ep.alpha = epilogue.alpha;
             for (index_t ic = 0; ic < m; ic += mc_max) {
                 const index_t mc = std::min(mc_max, m - ic);
-                pack_a(a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride, a.col_stride,
+                kt.pack_a(a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride, a.col_stride,
                        mc, kc, mr, packed_a);
                 for (index_t jr = 0; jr < nc; jr += nr) {
                     ep.bias = last && epilogue.bias ? epilogue.bias + jc + jr : nullptr;

@@ -14,6 +14,16 @@ struct Vec<float> {
     static reg set1(float x) { return _mm256_set1_ps(x); }
     static reg load(const float* p) { return _mm256_loadu_ps(p); }
     static void store(float* p, reg a) { _mm256_storeu_ps(p, a); }
+    // Lanes [lo, hi) of the vector at p (0 <= lo <= hi <= width): the others load as zero, and
+    // their memory is never touched.
+    using span = __m256i;
+    static span lanes(index_t lo, index_t hi) {
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), lane),
+                                _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(static_cast<int>(lo) - 1)));
+    }
+    static reg load_span(const float* p, span m) { return _mm256_maskload_ps(p, m); }
+    static void store_span(float* p, span m, reg a) { _mm256_maskstore_ps(p, m, a); }
     static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
     static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
     static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
@@ -71,6 +81,14 @@ struct Vec<double> {
     static reg set1(double x) { return _mm256_set1_pd(x); }
     static reg load(const double* p) { return _mm256_loadu_pd(p); }
     static void store(double* p, reg a) { _mm256_storeu_pd(p, a); }
+    using span = __m256i;
+    static span lanes(index_t lo, index_t hi) {
+        const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+        return _mm256_and_si256(_mm256_cmpgt_epi64(_mm256_set1_epi64x(hi), lane),
+                                _mm256_cmpgt_epi64(lane, _mm256_set1_epi64x(lo - 1)));
+    }
+    static reg load_span(const double* p, span m) { return _mm256_maskload_pd(p, m); }
+    static void store_span(double* p, span m, reg a) { _mm256_maskstore_pd(p, m, a); }
     static reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
     static reg sub(reg a, reg b) { return _mm256_sub_pd(a, b); }
     static reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
