@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -40,16 +41,17 @@ public:
     int size() const { return static_cast<int>(workers_.size()) + 1; }
 
     void run(int n_tasks, const TaskRef& task) {
+        unsigned tag;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             task_ = &task;
-            n_tasks_.store(n_tasks);
-            next_.store(0);
+            n_tasks_ = n_tasks;
             pending_.store(n_tasks);
-            generation_.fetch_add(1);
+            tag = static_cast<unsigned>(generation_.fetch_add(1) + 1);
+            claim_.store(static_cast<std::uint64_t>(tag) << 32);
         }
         wake_.notify_all();
-        drain();
+        drain(tag, n_tasks, task);
         spin_until([this] { return pending_.load() == 0; });
         std::unique_lock<std::mutex> lock(mutex_);
         done_.wait(lock, [this] { return pending_.load() == 0; });
@@ -57,15 +59,24 @@ public:
     }
 
 private:
-    void drain() {
+    // Claims and runs tasks of the region tagged `tag` until none is left. claim_ holds the tag of
+    // the current region (high 32 bits) next to its next task index, and a claim is a
+    // compare-and-swap of both: a worker still draining an earlier region (descheduled between
+    // two claims while the caller finished that region alone and started the next) can then
+    // never take, or skip, a task of the new region. (With a bare index counter it could, and a
+    // task then ran twice and pending_ went below zero: the caller waited forever.)
+    void drain(unsigned tag, int n_tasks, const TaskRef& task) {
+        std::uint64_t claim = claim_.load();
         for (;;) {
-            const int i = next_.fetch_add(1);
-            if (i >= n_tasks_.load()) return;
-            (*task_)(i);
+            const auto index = static_cast<int>(claim & 0xffffffffu);
+            if (static_cast<unsigned>(claim >> 32) != tag || index >= n_tasks) return;
+            if (!claim_.compare_exchange_weak(claim, claim + 1)) continue;
+            task(index);
             if (pending_.fetch_sub(1) == 1) {
                 std::lock_guard<std::mutex> lock(mutex_);
                 done_.notify_all();
             }
+            claim = claim_.load();
         }
     }
 
@@ -89,22 +100,29 @@ private:
         unsigned long long seen = 0;
         for (;;) {
             spin_until([&] { return generation_.load() != seen; });
+            unsigned tag;
+            int n_tasks;
+            const TaskRef* task;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
                 wake_.wait(lock, [&] { return stopping_ || generation_.load() != seen; });
                 if (stopping_) return;
                 seen = generation_.load();
+                tag = static_cast<unsigned>(seen);
+                n_tasks = n_tasks_;
+                task = task_;
             }
-            drain();
+            if (task != nullptr) drain(tag, n_tasks, *task);
         }
     }
 
     std::vector<std::thread> workers_;
     std::mutex mutex_;
     std::condition_variable wake_, done_;
-    const TaskRef* task_ = nullptr;
-    std::atomic<int> n_tasks_{0};
-    std::atomic<int> next_{0}, pending_{0};
+    const TaskRef* task_ = nullptr;  // task_ and n_tasks_ of the current region, under mutex_
+    int n_tasks_ = 0;
+    std::atomic<int> pending_{0};
+    std::atomic<std::uint64_t> claim_{0};
     std::atomic<unsigned long long> generation_{0};
     bool stopping_ = false;
 };
