@@ -81,6 +81,19 @@ void run_case(const Pool2dShape& s, const std::vector<T>& x, Rng& rng) {
     }
 }
 
+// Random input; variant 1 has many ties (max pooling must pick the first), variant 2 NaNs (they
+// propagate to the windows that hold them).
+template <class T>
+std::vector<T> pool_input(const Pool2dShape& s, int variant, Rng& rng) {
+    auto x = nntest::random_vector<T>(s.n * s.c * s.h * s.w, rng);
+    if (variant == 1)
+        for (auto& v : x) v = static_cast<T>(std::round(v * 2));
+    if (variant == 2)
+        for (auto& v : x)
+            if (rng.below(7) == 0) v = nntest::quiet_nan<T>();
+    return x;
+}
+
 template <class T>
 void test_pool(Rng& rng) {
     Scope dtype(nntest::dtype_name<T>());
@@ -101,19 +114,27 @@ void test_pool(Rng& rng) {
                             " w=" + std::to_string(s.w) + " k=" + std::to_string(s.kh) + "x" + std::to_string(s.kw) +
                             " stride=" + std::to_string(s.sh) + "," + std::to_string(s.sw) + " variant=" +
                             std::to_string(variant));
-                auto x = nntest::random_vector<T>(s.n * s.c * s.h * s.w, rng);
-                if (variant == 1)  // many ties: max pooling must pick the first
-                    for (auto& v : x) v = static_cast<T>(std::round(v * 2));
-                if (variant == 2)  // NaN inputs propagate to the windows that hold them
-                    for (auto& v : x)
-                        if (rng.below(7) == 0) v = nntest::quiet_nan<T>();
-                run_case(s, x, rng);
+                run_case(s, pool_input<T>(s, variant, rng), rng);
+            }
+    // The 2x2 window with stride 2 has its own path: even and odd sizes (an odd last row or column
+    // is in no window), ties and NaN.
+    for (index_t h : {2, 3, 8, 9})
+        for (index_t w : {2, 5, 14})
+            for (int variant = 0; variant < 3; ++variant) {
+                Pool2dShape s;
+                s.n = 2, s.c = 3, s.h = h, s.w = w, s.kh = 2, s.kw = 2, s.sh = 2, s.sw = 2;
+                Scope scope("2x2/2 h=" + std::to_string(h) + " w=" + std::to_string(w) + " variant=" +
+                            std::to_string(variant));
+                run_case(s, pool_input<T>(s, variant, rng), rng);
             }
     // Enough planes to be split over threads.
     Pool2dShape big;
     big.n = 4, big.c = 8, big.h = 33, big.w = 31, big.kh = 2, big.kw = 3, big.sh = 2, big.sw = 2;
-    Scope scope("large case");
-    run_case(big, nntest::random_vector<T>(big.n * big.c * big.h * big.w, rng), rng);
+    for (index_t kw : {3, 2}) {
+        big.kw = kw;
+        Scope scope("large case, kw=" + std::to_string(kw));
+        run_case(big, nntest::random_vector<T>(big.n * big.c * big.h * big.w, rng), rng);
+    }
 }
 
 }  // namespace
