@@ -56,6 +56,8 @@ class Conv2D(Layer):
     ``OH = (H + 2 padding - dilation (kh - 1) - 1) // stride + 1``.
     """
 
+    _skips_input_gradient = True
+
     def __init__(
         self,
         in_channels: int,
@@ -100,14 +102,16 @@ class Conv2D(Layer):
         self.output = _core.conv2d(x, self.weights, self.bias, self.stride, self.padding, self.dilation)
         return self.output
 
-    def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
-        """Fill ``weights_gradient`` and ``bias_gradient``; apply SGD when ``learning_rate`` is given."""
+    def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None, *,
+                 need_input_gradient: bool = True) -> Optional[np.ndarray]:
+        """Fill ``weights_gradient`` and ``bias_gradient``; apply SGD when ``learning_rate`` is given.
+        Returns the input gradient, or None (not computed) with ``need_input_gradient=False``."""
         where = self._where("backward")
         self._require_forward()
         gradient = layer_input(output_gradient, self.dtype, where, "output_gradient")
         check_gradient_shape(gradient, self.output.shape, where)
         input_gradient, _, _ = _core.conv2d_backward(
-            self.input, self.weights, gradient, self.stride, self.padding, self.dilation, True,
+            self.input, self.weights, gradient, self.stride, self.padding, self.dilation, need_input_gradient,
             self.weights_gradient, self.bias_gradient,
         )
         self._apply_sgd(learning_rate, where)

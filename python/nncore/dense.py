@@ -32,6 +32,8 @@ class Dense(Layer):
     column or ``(batch, input_size, 1)`` columns; the output has the same layout.
     """
 
+    _skips_input_gradient = True
+
     def __init__(
         self,
         input_size: int,
@@ -62,8 +64,10 @@ class Dense(Layer):
         self.output = self._rows.restore(_core.linear(self._rows.rows, self.weights, self.bias))
         return self.output
 
-    def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
-        """Fill ``weights_gradient`` and ``bias_gradient``; apply SGD when ``learning_rate`` is given."""
+    def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None, *,
+                 need_input_gradient: bool = True) -> Optional[np.ndarray]:
+        """Fill ``weights_gradient`` and ``bias_gradient``; apply SGD when ``learning_rate`` is given.
+        Returns the input gradient, or None (not computed) with ``need_input_gradient=False``."""
         where = f"Dense({self.input_size} -> {self.output_size}).backward"
         self._require_forward()
         assert self._rows is not None
@@ -71,10 +75,10 @@ class Dense(Layer):
         check_gradient_shape(gradient, self.output.shape, where)
         gradient_rows = np.ascontiguousarray(gradient).reshape(self._rows.rows.shape[0], self.output_size)
         input_gradient, _, _ = _core.linear_backward(
-            self._rows.rows, self.weights, gradient_rows, True, self.weights_gradient, self.bias_gradient
+            self._rows.rows, self.weights, gradient_rows, need_input_gradient, self.weights_gradient, self.bias_gradient
         )
         self._apply_sgd(learning_rate, where)
-        return self._rows.restore(input_gradient)
+        return self._rows.restore(input_gradient) if need_input_gradient else None
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(self.weights, self.weights_gradient), (self.bias, self.bias_gradient)]

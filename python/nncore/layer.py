@@ -31,6 +31,9 @@ class Layer:
     """
 
     training: bool = True
+    # True for layers whose backward takes ``need_input_gradient=False`` (then fills only the
+    # parameter gradients and returns None): Sequential.fit asks that of its first layer.
+    _skips_input_gradient: bool = False
 
     def __init__(self) -> None:
         self.input: Any = None

@@ -86,13 +86,20 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    def backward(self, gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
+    def backward(self, gradient: np.ndarray, learning_rate: Optional[float] = None, *,
+                 input_gradient: bool = True) -> Optional[np.ndarray]:
         """Back-propagate ``gradient`` (d loss / d output) through every layer, filling the
         parameter gradients. Layers that list their parameters get ``learning_rate=None`` (an
         optimizer updates them); a user's classic layer that keeps its parameters to itself gets
-        ``learning_rate`` and updates itself as in ``nncore.train``."""
-        for layer in reversed(self.layers):
-            gradient = layer.backward(gradient, None if _lists_parameters(layer) else learning_rate)
+        ``learning_rate`` and updates itself as in ``nncore.train``. Returns the gradient with
+        respect to the network's input; with ``input_gradient=False`` the first layer may skip it
+        (a Dense or Conv2D first layer does, and None is returned)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            rate = None if _lists_parameters(layer) else learning_rate
+            if i == 0 and not input_gradient and getattr(layer, "_skips_input_gradient", False):
+                return layer.backward(gradient, rate, need_input_gradient=False)
+            gradient = layer.backward(gradient, rate)
         return gradient
 
     def _set_training(self, training: bool) -> None:
@@ -285,7 +292,7 @@ class Sequential:
                 value, gradient = loss_fn.value_and_gradient(y_batch, outputs)
                 if not math.isfinite(value):
                     raise _diverged(value, epoch, batch, n_batches, start, stop)
-                self.backward(gradient, opt.lr)
+                self.backward(gradient, opt.lr, input_gradient=False)
                 opt.step(parameters)
                 meter.add(value, y_batch, outputs)
                 if bar is not None:

@@ -96,3 +96,45 @@ def test_flatten_feeds_dense_in_a_trained_network():
     model = nncore.Sequential([Flatten(), nncore.Dense(6, 2)])
     history = model.fit(x, y, epochs=20, batch_size=16, loss="cross_entropy", optimizer=nncore.optim.Adam(0.05), verbose=0)
     assert history.history["accuracy"][-1] > 0.9
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nncore.Dense(7, 5, dtype=np.float64), (4, 7)),
+    (lambda: nncore.Conv2D(2, 3, 3, padding=1, dtype=np.float64), (3, 2, 6, 5)),
+])
+def test_backward_without_input_gradient_fills_the_same_parameter_gradients(make, shape):
+    nncore.seed(3)
+    layer = make()
+    x = np.random.default_rng(0).standard_normal(shape)
+    y = layer.forward(x)
+    g = np.random.default_rng(1).standard_normal(y.shape)
+    full = layer.backward(g)
+    expected = [grad.copy() for _, grad in layer.parameters()]
+    for _, grad in layer.parameters():
+        grad[...] = np.nan
+    assert layer.backward(g, need_input_gradient=False) is None
+    for (_, grad), want in zip(layer.parameters(), expected):
+        np.testing.assert_array_equal(grad, want)
+    assert full.shape == x.shape
+
+
+class _Scale(nncore.Layer):
+    """A user's layer without the private skip protocol."""
+
+    def forward(self, input):
+        return 2.0 * input
+
+    def backward(self, output_gradient, learning_rate=None):
+        return 2.0 * output_gradient
+
+
+def test_sequential_backward_skips_the_first_input_gradient_only_where_supported():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    model = nncore.Sequential([nncore.Dense(4, 2, dtype=np.float64), nncore.Tanh()])
+    model.forward(x)
+    g = np.ones((3, 2))
+    assert model.backward(g).shape == (3, 4)
+    assert model.backward(g, input_gradient=False) is None
+    user_first = nncore.Sequential([_Scale(), nncore.Dense(4, 2, dtype=np.float64)])
+    user_first.forward(x)
+    np.testing.assert_array_equal(user_first.backward(g, input_gradient=False), user_first.backward(g))
