@@ -36,6 +36,7 @@ import numpy as np
 
 import nncore
 import bench_classic
+import bench_cnn
 import bench_mnist
 import bench_ops
 from common import NOT_INSTALLED, markdown_table, sklearn, threadpool_limits, torch, warm_up
@@ -56,6 +57,8 @@ def settings(quick: bool) -> dict[str, Any]:
         "classic_epochs": 10 if quick else 100,
         "classic_samples": 1000,
         "memory_samples": 60000,
+        "cnn_samples": 6400 if quick else 60000,
+        "cnn_epochs": 1 if quick else 2,
     }
 
 
@@ -178,6 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     section("6. Memory and determinism", lambda: (
         markdown_table(bench_mnist.run_memory(s["memory_samples"], Path(args.data), s["train_threads"]))
         + "\n" + markdown_table(bench_mnist.run_determinism(data))))
+
+    section("7. MNIST CNN training (LeNet: Conv2D 1->16 5x5 pad 2, max-pool, Conv2D 16->32 5x5, max-pool, "
+            "Dense 800-128-10)", lambda: (
+        f"Data: {data_note}; the first {min(s['cnn_samples'], len(data[0]))} training images as (N, 1, 28, 28), "
+        f"the {len(data[2])} test images. Same initial weights (PyTorch's default init copied into nncore), Adam "
+        "lr 1e-3, mean softmax cross-entropy, batch 64; median seconds per epoch over the epochs, interleaved; "
+        "accuracy on the test set after them. nncore: `Sequential.fit(verbose=0)` one epoch per call; PyTorch: "
+        "a loop over `randperm` index batches of tensors.\n\n"
+        + markdown_table(bench_cnn.run_cnn_training(
+            (data[0][:s["cnn_samples"]], data[1][:s["cnn_samples"]], data[2], data[3]),
+            64, s["cnn_epochs"], s["train_threads"]))))
 
     total = time.perf_counter() - started
     emit(f"Whole suite: {total:.0f} s. Load average at the end: {load()}.")

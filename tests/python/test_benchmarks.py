@@ -14,6 +14,7 @@ from conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import bench_classic  # noqa: E402
+import bench_cnn  # noqa: E402
 import bench_mnist  # noqa: E402
 import bench_ops  # noqa: E402
 import classic_numpy  # noqa: E402
@@ -134,3 +135,20 @@ def test_run_all_reports_missing_gemm_bench_and_peak(monkeypatch):
     monkeypatch.setattr(nncore._core, "fma_peak", lambda dtype, seconds, threads: 100.0 * threads, raising=False)
     lines = run_all.fma_peak_lines()
     assert len(lines) == 4 and "float32, 2 thread(s): 200.0 GFLOP/s" in lines[1]
+
+
+def test_cnn_training_rows(tiny_data):
+    rows = bench_cnn.run_cnn_training(tiny_data, batch_size=64, epochs=1, n_threads=1)
+    _well_formed(rows, ["network", "batch", "nncore s/epoch", "nncore acc", "torch s/epoch", "torch acc", "vs torch"])
+    assert _speed(rows[0]["nncore s/epoch"]) and _speed(rows[0]["torch s/epoch"])
+    assert (rows[0]["vs torch"] == common.NOT_INSTALLED) == (common.torch is None)
+
+
+def test_cnn_benchmark_trains_the_same_network_in_both_frameworks():
+    torch = pytest.importorskip("torch")
+    weights = bench_cnn.initial_weights(0)
+    assert [w.shape for w, _ in weights] == [(16, 1, 5, 5), (32, 16, 5, 5), (128, 800), (10, 128)]
+    x = np.random.default_rng(0).random((5, 1, 28, 28), dtype=np.float32)
+    with torch.no_grad():
+        expected = bench_cnn.torch_model(weights)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(bench_cnn.nncore_model(weights).predict(x), expected, rtol=1e-4, atol=1e-5)
