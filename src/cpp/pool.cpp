@@ -41,12 +41,20 @@ index_t argmax(const Pool2dShape& s, const T* plane, index_t oy, index_t ox) {
     return best;
 }
 
-// The 2x2 window with stride 2 (by far the most common) without the generic loops: v replaces the
-// running choice m when it is larger, or is the first NaN; applied in row-major order this picks
-// exactly what argmax picks.
+// The 2x2 window with stride 2 (by far the most common) without the generic loops, and without
+// branches (with random data every comparison is a coin flip): the position chosen is the first
+// that holds the window's maximum, or its first NaN, exactly what argmax picks.
 template <class T>
-inline bool replaces(T v, T m) {
-    return v > m || (v != v && m == m);
+inline int window_choice(T a, T b, T c, T d) {
+    const int nan_a = a != a, nan_b = b != b, nan_c = c != c, nan_d = d != d;
+    const int any_nan = nan_a | nan_b | nan_c | nan_d;
+    const T ab = b > a ? b : a, cd = d > c ? d : c, m = cd > ab ? cd : ab;
+    // "index of the first true flag among three, else 3" as integer arithmetic (GCC turns the
+    // equivalent chain of ?: into branches)
+    const int not_a = a != m, not_b = b != m, not_c = c != m;
+    const int first_max = not_a * (1 + not_b * (1 + not_c));
+    const int first_nan = (1 - nan_a) * (1 + (1 - nan_b) * (1 + (1 - nan_c)));
+    return any_nan * first_nan + (1 - any_nan) * first_max;
 }
 
 template <class T>
@@ -66,11 +74,10 @@ void max_pool2d_forward(const Pool2dShape& s, const T* x, T* y) {
                 const T* r1 = r0 + s.w;
                 T* out = y + (p * oh + oy) * ow;
                 for (index_t ox = 0; ox < ow; ++ox) {
-                    T m = r0[2 * ox];
-                    if (replaces(r0[2 * ox + 1], m)) m = r0[2 * ox + 1];
-                    if (replaces(r1[2 * ox], m)) m = r1[2 * ox];
-                    if (replaces(r1[2 * ox + 1], m)) m = r1[2 * ox + 1];
-                    out[ox] = m;
+                    const T a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+                    const T ab = b > a ? b : a, cd = d > c ? d : c, m = cd > ab ? cd : ab;
+                    const bool any_nan = (a != a) | (b != b) | (c != c) | (d != d);
+                    out[ox] = any_nan ? (a != a ? a : b != b ? b : c != c ? c : d) : m;
                 }
             }
         });
@@ -96,15 +103,10 @@ void max_pool2d_backward(const Pool2dShape& s, const T* x, const T* dy, T* dx) {
                 const T* r0 = x + p * s.h * s.w + 2 * oy * s.w;
                 const T* r1 = r0 + s.w;
                 const T* g = dy + (p * oh + oy) * ow;
-                T* d0 = d + 2 * oy * s.w;
-                T* d1 = d0 + s.w;
+                T* d0 = d + 2 * oy * s.w;  // the window's rows are d0[0..] and d0[w..]
                 for (index_t ox = 0; ox < ow; ++ox) {
-                    T m = r0[2 * ox];
-                    T* at = d0 + 2 * ox;
-                    if (replaces(r0[2 * ox + 1], m)) m = r0[2 * ox + 1], at = d0 + 2 * ox + 1;
-                    if (replaces(r1[2 * ox], m)) m = r1[2 * ox], at = d1 + 2 * ox;
-                    if (replaces(r1[2 * ox + 1], m)) at = d1 + 2 * ox + 1;
-                    *at = g[ox];
+                    const int k = window_choice(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+                    d0[(k >> 1) * s.w + 2 * ox + (k & 1)] = g[ox];
                 }
             }
         });
