@@ -8,7 +8,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
+#include <new>
+#include <unordered_map>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -105,12 +109,78 @@ bool overlaps(const py::array& a, const py::array& b) {
     return ra.first < rb.second && rb.first < ra.second;
 }
 
+// Results of at least kCachedMinBytes live in blocks that are recycled when their array is freed,
+// instead of going back to the system allocator: glibc hands such sizes to mmap or trims them off
+// the heap, so every training step's activations and gradients of a CNN were fresh pages, each
+// zeroed by the kernel on first touch (measured in this VM: ~780 page faults and ~2 ms for one
+// 3.2 MB ReLU output of LeNet at batch 64, against ~0.15 ms for the computation itself). Blocks are
+// kept per exact size, at most kCachedMaxBytes in all; the arrays are ordinary numpy arrays whose
+// base object gives the block back.
+class BlockCache {
+public:
+    static constexpr std::size_t kCachedMinBytes = std::size_t(256) << 10;
+    static constexpr std::size_t kCachedMaxBytes = std::size_t(64) << 20;
+    static constexpr std::size_t kHeader = 64;  // the block's size, kept in front of the data (aligned)
+
+    void* take(std::size_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            auto found = free_.find(bytes);
+            if (found != free_.end() && !found->second.empty()) {
+                void* data = found->second.back();
+                found->second.pop_back();
+                cached_ -= bytes;
+                return data;
+            }
+        }
+        char* block = static_cast<char*>(std::aligned_alloc(64, (kHeader + bytes + 63) / 64 * 64));
+        if (block == nullptr) throw std::bad_alloc();
+        *reinterpret_cast<std::size_t*>(block) = bytes;
+        return block + kHeader;
+    }
+
+    void give(void* data) {
+        const std::size_t bytes = *reinterpret_cast<std::size_t*>(static_cast<char*>(data) - kHeader);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (cached_ + bytes <= kCachedMaxBytes) {
+                free_[bytes].push_back(data);
+                cached_ += bytes;
+                return;
+            }
+        }
+        std::free(static_cast<char*>(data) - kHeader);
+    }
+
+private:
+    std::mutex mutex_;
+    std::unordered_map<std::size_t, std::vector<void*>> free_;
+    std::size_t cached_ = 0;
+};
+
+// Never destroyed: arrays may be freed during interpreter shutdown, after static destructors.
+BlockCache& block_cache() {
+    static BlockCache* cache = new BlockCache();
+    return *cache;
+}
+
+// A new C-contiguous array (contents undefined) of the given shape.
+template <class T>
+py::array_t<T> new_array(const std::vector<py::ssize_t>& shape) {
+    std::size_t bytes = sizeof(T);
+    for (py::ssize_t extent : shape) bytes *= static_cast<std::size_t>(extent);
+    if (bytes < BlockCache::kCachedMinBytes) return py::array_t<T>(shape);
+    void* data = block_cache().take(bytes);
+    py::capsule owner(data, [](void* p) { block_cache().give(p); });
+    return py::array_t<T>(shape, static_cast<T*>(data), owner);
+}
+
 // Returns `out` when given (after checking it is exactly what the kernel will write), or a new
 // array of the given shape.
 template <class T>
 py::array_t<T> output_array(const py::object& out, const std::vector<py::ssize_t>& shape, const char* op,
                             std::initializer_list<const py::array*> inputs_that_must_not_overlap = {}) {
-    if (out.is_none()) return py::array_t<T>(shape);
+    if (out.is_none()) return new_array<T>(shape);
     if (!py::isinstance<py::array>(out))
         throw py::type_error(std::string(op) + ": out must be a numpy array, got " + py::str(py::type::of(out)).cast<std::string>());
     py::array o = py::reinterpret_borrow<py::array>(out);
@@ -255,7 +325,7 @@ py::object linear_backward_impl(const py::array& x_in, const py::array& w_in, co
     auto dw = output_array<T>(dw_out, {n_out, in}, op, {&x_in, &w_in, &dz_in});
     auto db = output_array<T>(db_out, {n_out}, op, {&x_in, &w_in, &dz_in});
     py::array_t<T> dx;
-    if (need_dx) dx = py::array_t<T>(std::vector<py::ssize_t>{batch, in});
+    if (need_dx) dx = new_array<T>({batch, in});
     const T *px = x.data(), *pw = w.data(), *pdz = dz.data();
     T *pdw = dw.mutable_data(), *pdb = db.mutable_data(), *pdx = need_dx ? dx.mutable_data() : nullptr;
     {
@@ -409,7 +479,7 @@ py::object conv2d_backward_impl(const py::array& x_in, const py::array& w_in, co
     auto dw = output_array<T>(dw_out, {s.o, s.c, s.kh, s.kw}, "conv2d_backward (weights_gradient)", {&x, &w, &dy});
     auto db = output_array<T>(db_out, {s.o}, "conv2d_backward (bias_gradient)", {&x, &w, &dy});
     py::array_t<T> dx;
-    if (need_dx) dx = py::array_t<T>(std::vector<py::ssize_t>{s.n, s.c, s.h, s.w});
+    if (need_dx) dx = new_array<T>({s.n, s.c, s.h, s.w});
     const T *px = x.data(), *pw = w.data(), *pdy = dy.data();
     T *pdw = dw.mutable_data(), *pdb = db.mutable_data(), *pdx = need_dx ? dx.mutable_data() : nullptr;
     {
@@ -482,7 +552,7 @@ template <class T>
 py::array pool2d_backward_impl(bool is_max, const py::array& x_in, const py::array& dy_in, const Pool2dShape& s) {
     auto x = contiguous<T>(x_in);
     auto dy = contiguous<T>(dy_in);
-    py::array_t<T> dx(std::vector<py::ssize_t>{s.n, s.c, s.h, s.w});
+    py::array_t<T> dx = new_array<T>({s.n, s.c, s.h, s.w});
     const T *px = x.data(), *pdy = dy.data();
     T* pdx = dx.mutable_data();
     {
@@ -749,7 +819,7 @@ py::tuple loss_value_impl(LossKind kind, const py::array& yt_in, const py::array
     auto yt = contiguous<T>(yt_in);
     auto yp = contiguous<T>(yp_in);
     py::array_t<T> grad;
-    if (need_gradient) grad = py::array_t<T>(shape_of(yp_in));
+    if (need_gradient) grad = new_array<T>(shape_of(yp_in));
     const T *pt = yt.data(), *pp = yp.data();
     T* pg = need_gradient ? grad.mutable_data() : nullptr;
     const index_t n = yp.size();
@@ -790,7 +860,7 @@ py::tuple softmax_cross_entropy_impl(const py::array& logits_in, const py::array
         probabilities = contiguous<T>(target_in);
     }
     py::array_t<T> grad;
-    if (need_gradient) grad = py::array_t<T>(shape_of(logits_in));
+    if (need_gradient) grad = new_array<T>(shape_of(logits_in));
     const T* pz = logits.data();
     const T* pt = labels ? nullptr : probabilities.data();
     const std::int64_t* pl = labels ? label_array.data() : nullptr;

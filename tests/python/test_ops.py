@@ -475,3 +475,18 @@ def test_matmul_propagates_nan_and_inf(dtype):
     a[2, 0] = np.inf
     got = ops.matmul(a, np.ones((3, 2), dtype))
     assert np.isnan(got[1]).all() and np.isposinf(got[2]).all() and np.array_equal(got[0], [3, 3])
+
+
+def test_large_results_are_independent_writable_arrays_whose_memory_is_recycled():
+    x = np.random.default_rng(0).standard_normal((300, 400)).astype(np.float32)  # 480 KB results
+    a = ops.relu(x)
+    b = ops.relu(x)
+    assert a.flags.writeable and a.flags.c_contiguous and not np.shares_memory(a, b)
+    a[...] = -1.0
+    np.testing.assert_array_equal(b, np.maximum(x, 0))
+    address = b.ctypes.data
+    del b
+    c = ops.relu(-x)  # same size: the block just freed is handed out again
+    assert c.ctypes.data == address
+    np.testing.assert_array_equal(c, np.maximum(-x, 0))
+    assert (a == -1.0).all()
