@@ -40,33 +40,45 @@ void for_samples(index_t count, F&& f) {
 
 // ---------------------------------------------------------------------------------------------
 // Direct convolution (no im2col) for a unit width stride: each sample is copied into a zero-padded
-// buffer, then every output row is cut into tiles of MR neighbouring positions and computed by the
-// conv micro-kernel against weights packed as NR-channel panels, so the input is read in place
-// instead of being expanded c*kh*kw-fold. Used when the tiles are mostly filled: at least 70% of
-// the multiply-adds of the partial tiles at the end of a row and of the channels are real.
+// buffer that the conv micro-kernels read in place through a table of tap offsets, instead of
+// expanding the input c*kh*kw-fold. Two tile shapes: MR neighbouring positions of a row times NR
+// output channels (the tile is then transposed into y), or, for few channels and long rows, MR
+// channels times NR positions (stored straight into y). Each is used when its tiles are mostly
+// filled: at least 50% of the multiply-adds of the partial tiles (at the end of a row, and of the
+// channels) are real, and more than with the other shape; else im2col + GEMM.
+enum class Direct { none, positions, channels };
+
 template <class T>
-bool direct_applies(const KernelTable<T>& kt, const Conv2dShape& s) {
-    const index_t ow = s.out_w(), mr = kt.mr, nr = kt.nr;
-    const double rows = static_cast<double>(ow) / static_cast<double>((ow + mr - 1) / mr * mr);
-    const double channels = static_cast<double>(s.o) / static_cast<double>((s.o + nr - 1) / nr * nr);
-    return s.sw == 1 && rows * channels >= 0.7;
+Direct direct_shape(const KernelTable<T>& kt, const Conv2dShape& s) {
+    const auto fill = [](index_t used, index_t tile) {
+        return static_cast<double>(used) / static_cast<double>((used + tile - 1) / tile * tile);
+    };
+    const index_t ow = s.out_w();
+    const double positions = fill(ow, kt.mr) * fill(s.o, kt.nr), channels = fill(s.o, kt.mr) * fill(ow, kt.nr);
+    if (s.sw != 1 || std::max(positions, channels) < 0.5) return Direct::none;
+    return positions >= channels ? Direct::positions : Direct::channels;
 }
 
-// The weights w (o, c, kh, kw) as B = w^T (c*kh*kw x o) in NR-channel panels for the conv kernel.
+// The weights w (o, c, kh, kw) packed for the chosen kernel: w^T (c*kh*kw x o) in NR-channel panels
+// (positions), or w in MR-channel panels (channels).
 template <class T>
-const T* pack_weights(const KernelTable<T>& kt, const Conv2dShape& s, const T* w) {
-    const index_t k = s.c * s.kh * s.kw, panels = (s.o + kt.nr - 1) / kt.nr;
-    T* packed = workspace<T, 3>(k * panels * kt.nr);
-    kt.pack_b(w, 1, k, k, s.o, kt.nr, packed);
+const T* pack_weights(const KernelTable<T>& kt, const Conv2dShape& s, const T* w, Direct shape) {
+    const index_t k = s.c * s.kh * s.kw;
+    const int tile = shape == Direct::positions ? kt.nr : kt.mr;
+    T* packed = workspace<T, 3>(k * ((s.o + tile - 1) / tile * tile));
+    if (shape == Direct::positions) kt.pack_b(w, 1, k, k, s.o, kt.nr, packed);
+    else kt.pack_a(w, k, 1, s.o, k, kt.mr, packed);
     return packed;
 }
 
-// y (n, o, oh, ow) = conv(x, w) + bias (bias may be null), s.sw == 1, w given by pack_weights.
+// y (n, o, oh, ow) = conv(x, w) + bias (bias may be null), s.sw == 1.
 template <class T>
-void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* packed_w, const T* bias, T* y) {
+void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
+                 Direct shape) {
     const index_t oh = s.out_h(), ow = s.out_w(), hp = s.h + 2 * s.ph, wp = s.w + 2 * s.pw;
     const index_t k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w, padded_size = s.c * hp * wp;
     const int mr = kt.mr, nr = kt.nr;
+    const T* packed_w = pack_weights(kt, s, w, shape);
     index_t* offsets = workspace<index_t, 0>(k);
     for (index_t ci = 0; ci < s.c; ++ci)
         for (index_t ki = 0; ki < s.kh; ++ki)
@@ -75,10 +87,11 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
     const index_t parts = std::min<index_t>(s.n, get_num_threads());
     parallel_for(static_cast<int>(parts), [&](int part) {
         Epilogue<T> ep;
-        // mr values of slack: a tile at the end of the last row reads (but never stores) past it.
-        T* padded = workspace<T, 4>(padded_size + mr);
+        // Slack: a tile at the end of the last row reads (but never stores) up to a tile past it.
+        const index_t slack = std::max(mr, nr);
+        T* padded = workspace<T, 4>(padded_size + slack);
         T* tile = workspace<T, 5>(static_cast<index_t>(mr) * nr);
-        std::fill(padded, padded + padded_size + mr, T(0));
+        std::fill(padded, padded + padded_size + slack, T(0));
         for (index_t n = s.n * part / parts; n < s.n * (part + 1) / parts; ++n) {
             const T* xn = x + n * in_size;
             for (index_t ci = 0; ci < s.c; ++ci)
@@ -86,6 +99,22 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
                     std::copy(xn + (ci * s.h + iy) * s.w, xn + (ci * s.h + iy + 1) * s.w,
                               padded + (ci * hp + iy + s.ph) * wp + s.pw);
             T* yn = y + n * s.o * oh * ow;
+            if (shape == Direct::channels) {
+                for (index_t oy = 0; oy < oh; ++oy)
+                    for (index_t ox = 0; ox < ow; ox += nr) {
+                        const int n_eff = static_cast<int>(std::min<index_t>(nr, ow - ox));
+                        const T* origin = padded + oy * s.sh * wp + ox;
+                        for (index_t i0 = 0; i0 < s.o; i0 += mr) {
+                            const int m_eff = static_cast<int>(std::min<index_t>(mr, s.o - i0));
+                            kt.conv_ukernel_channels(k, packed_w + i0 * k, origin, offsets, yn + (i0 * oh + oy) * ow + ox,
+                                                     oh * ow, m_eff, n_eff, ep);
+                        }
+                    }
+                if (bias)
+                    for (index_t oc = 0; oc < s.o; ++oc)
+                        for (T *v = yn + oc * oh * ow, *end = v + oh * ow; v < end; ++v) *v += bias[oc];
+                continue;
+            }
             for (index_t oy = 0; oy < oh; ++oy)
                 for (index_t ox = 0; ox < ow; ox += mr) {
                     const int m_eff = static_cast<int>(std::min<index_t>(mr, ow - ox));
@@ -111,8 +140,8 @@ template <class T>
 void conv2d_forward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
     const index_t p = s.out_h() * s.out_w(), k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
     const index_t g = group_size(s);
-    if (direct_applies(kt, s)) {
-        direct_conv(kt, s, x, pack_weights(kt, s, w), bias, y);
+    if (const Direct shape = direct_shape(kt, s); shape != Direct::none) {
+        direct_conv(kt, s, x, w, bias, y, shape);
         return;
     }
     const int threads = get_num_threads();

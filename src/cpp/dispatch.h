@@ -21,6 +21,10 @@ struct KernelTable {
     // x[offsets[q] + i] must be readable for all i < MR.
     void (*conv_ukernel)(index_t k, const T* x, const index_t* offsets, const T* packed_w, T* c, index_t ldc,
                          int m_eff, int n_eff, const Epilogue<T>& epilogue);
+    // ... and transposed, for few channels: C[i][j] = sum over q < k of packed_w[q * MR + i] *
+    // x[offsets[q] + j] (packed_w: MR output channels per k step); x[offsets[q] + j] readable for j < NR.
+    void (*conv_ukernel_channels)(index_t k, const T* packed_w, const T* x, const index_t* offsets, T* c,
+                                  index_t ldc, int m_eff, int n_eff, const Epilogue<T>& epilogue);
     // Unpacked kernels for small problems (the driver chooses, see gemm.cpp); both write
     // C[0:m, 0:n] with the same epilogue and never read C unless beta == 1.
     //   gemm_direct: A (m x k) through strides, B (k x n) with contiguous rows (row stride ldb).

@@ -162,35 +162,40 @@ void test_conv(const KernelTable<T>& kt, Rng& rng) {
                         ++cases;
                     }
     CHECK(cases == 5 * 3 * 3 * 2 * 2);  // every combination is valid by construction
-    // A unit width stride with well-filled tiles takes the direct kernel (conv.cpp, direct_applies):
-    // rows of MR -1, 0, +1 and several tiles, channel counts around NR and 2 NR, paddings and
-    // dilations, heights strided or not (the rest of these go through im2col).
+    // A unit width stride with well-filled tiles takes a direct kernel (conv.cpp, direct_shape):
+    // MR positions x NR channels for rows of MR -1, 0, +1 and several tiles with channel counts
+    // around NR and 2 NR; MR channels x NR positions for channel counts around MR and rows around
+    // NR. Paddings, dilations and height strides vary; the other combinations go through im2col.
     const index_t mr = kt.mr, nr = kt.nr;
+    std::vector<std::pair<index_t, index_t>> rows_and_channels;
     for (index_t ow : {std::max<index_t>(1, (mr + 1) / 2), mr - 1, mr, mr + 1, 2 * mr + 3})
-        for (index_t o : {index_t(1), nr - 1, nr, nr + 1, 2 * nr - 1}) {
-            Conv2dShape s;
-            s.n = 1 + static_cast<index_t>(rng.below(3));
-            s.c = 1 + static_cast<index_t>(rng.below(3));
-            s.o = o;
-            s.kh = 1 + static_cast<index_t>(rng.below(4));
-            s.kw = 1 + static_cast<index_t>(rng.below(4));
-            s.dh = 1 + static_cast<index_t>(rng.below(2));
-            s.dw = 1 + static_cast<index_t>(rng.below(2));
-            s.ph = static_cast<index_t>(rng.below(3));
-            s.pw = static_cast<index_t>(rng.below(3));
-            s.sh = 1 + static_cast<index_t>(rng.below(2));
-            s.sw = 1;
-            s.w = std::max<index_t>(1, ow + s.dw * (s.kw - 1) - 2 * s.pw);
-            s.h = std::max<index_t>(1, s.dh * (s.kh - 1) + 1 - 2 * s.ph) + static_cast<index_t>(rng.below(5));
-            if (!s.valid()) continue;
-            Scope scope("direct: n=" + std::to_string(s.n) + " c=" + std::to_string(s.c) + " o=" + std::to_string(s.o) +
-                        " h=" + std::to_string(s.h) + " w=" + std::to_string(s.w) + " (ow=" + std::to_string(s.out_w()) +
-                        ") k=" + std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride=" + std::to_string(s.sh) +
-                        ",1 pad=" + std::to_string(s.ph) + "," + std::to_string(s.pw) + " dil=" + std::to_string(s.dh) +
-                        "," + std::to_string(s.dw));
-            run_case(kt, s, rng);
-            ++cases;
-        }
+        for (index_t o : {index_t(1), nr - 1, nr, nr + 1, 2 * nr - 1}) rows_and_channels.emplace_back(ow, o);
+    for (index_t ow : {nr - 1, nr, nr + 1, 2 * nr + 3})
+        for (index_t o : {mr - 1, mr, 2 * mr - 1}) rows_and_channels.emplace_back(std::max<index_t>(1, ow), std::max<index_t>(1, o));
+    for (const auto& [ow, o] : rows_and_channels) {
+        Conv2dShape s;
+        s.n = 1 + static_cast<index_t>(rng.below(3));
+        s.c = 1 + static_cast<index_t>(rng.below(3));
+        s.o = o;
+        s.kh = 1 + static_cast<index_t>(rng.below(4));
+        s.kw = 1 + static_cast<index_t>(rng.below(4));
+        s.dh = 1 + static_cast<index_t>(rng.below(2));
+        s.dw = 1 + static_cast<index_t>(rng.below(2));
+        s.ph = static_cast<index_t>(rng.below(3));
+        s.pw = static_cast<index_t>(rng.below(3));
+        s.sh = 1 + static_cast<index_t>(rng.below(2));
+        s.sw = 1;
+        s.w = std::max<index_t>(1, ow + s.dw * (s.kw - 1) - 2 * s.pw);
+        s.h = std::max<index_t>(1, s.dh * (s.kh - 1) + 1 - 2 * s.ph) + static_cast<index_t>(rng.below(5));
+        if (!s.valid()) continue;
+        Scope scope("direct: n=" + std::to_string(s.n) + " c=" + std::to_string(s.c) + " o=" + std::to_string(s.o) +
+                    " h=" + std::to_string(s.h) + " w=" + std::to_string(s.w) + " (ow=" + std::to_string(s.out_w()) +
+                    ") k=" + std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride=" + std::to_string(s.sh) +
+                    ",1 pad=" + std::to_string(s.ph) + "," + std::to_string(s.pw) + " dil=" + std::to_string(s.dh) +
+                    "," + std::to_string(s.dw));
+        run_case(kt, s, rng);
+        ++cases;
+    }
     CHECK(cases > 5 * 3 * 3 * 2 * 2 + 10);
     // A larger case that takes the packed GEMM path (k and p beyond the unpacked thresholds).
     Conv2dShape big;
