@@ -25,6 +25,16 @@ struct KernelTable {
                      index_t ldc, const Epilogue<T>& epilogue);
     int kc, mc, nc;      // cache blocks (multiples of the tile)
 
+    // The classic per-sample SGD step (batch 1) in one sweep over a Dense layer's weights, see
+    // engine.cpp. dense_forward_sgd: y[0:rows] = act(w x + bias), w (rows x k, row stride ldw),
+    // bit-identical to gemm_dot at m = 1 (so rows may be split at multiples of 4); when g_prev is
+    // not null it first applies the previous sample's step w += neg_lr * (g_prev x_prev^T), rounded
+    // exactly as gemm_direct's dW followed by axpy. sgd_rank1: that step alone, also writing dW
+    // (when dw is not null; w may be null to write only dW).
+    void (*dense_forward_sgd)(index_t k, index_t rows, const T* x, T* w, index_t ldw, const T* bias, const T* g_prev,
+                              const T* x_prev, T neg_lr, Act act, T alpha, T* y);
+    void (*sgd_rank1)(index_t k, index_t rows, const T* g, const T* x, T neg_lr, T* w, T* dw, index_t ldw);
+
     // FMA throughput probe (the machine's limit, see peak.h): `iters` rounds of independent
     // register-only fused multiply-adds over several accumulators, no memory traffic; each round is
     // fma_flops_per_iter floating-point operations. Returns a value derived from all accumulators

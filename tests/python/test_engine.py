@@ -384,13 +384,18 @@ def test_classic_nan_stop_is_the_same():
     x = np.ones((6, 3, 1), np.float32)
     x[4] = 1e30
     y = np.zeros((6, 2, 1), np.float32)
-    messages = []
+    messages, arrays = [], []
     for use_engine in (True, False):
         engine.set_enabled(use_engine)
         nncore.seed(0)
+        network = [Dense(3, 2)]
         with pytest.raises(FloatingPointError) as info:
-            nncore.train([Dense(3, 2)], nncore.mse, nncore.mse_prime, x, y, epochs=2, learning_rate=0.01, verbose=False)
+            nncore.train(network, nncore.mse, nncore.mse_prime, x, y, epochs=2, learning_rate=0.01, verbose=False)
         messages.append(str(info.value))
+        # Parameters and gradients as the last finished sample left them (the per-sample engine
+        # path applies its pending update and writes dW before it reports the stop).
+        arrays.append([a.tobytes() for pair in network[0].parameters() for a in pair])
+    assert arrays[0] == arrays[1]
     # Sample 4 overflows: its loss is inf where the ISA sums in float (scalar), else the loss is
     # still finite in double and the next sample diverges. Either way both paths agree.
     assert messages[0] == messages[1] and ("samples 4..4" in messages[0] or "samples 5..5" in messages[0])
