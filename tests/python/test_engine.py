@@ -454,3 +454,69 @@ def test_concurrent_predict_through_one_engine_matches_serial():
         thread.join()
     for expected, got in zip(serial, results):
         assert len(got) == 20 and all(g.tobytes() == expected.tobytes() for g in got)
+
+
+# -- the remembered predictor (single-sample predict skips re-planning) ---------------------------
+def _python_predict(network, x):
+    engine.set_enabled(False)
+    try:
+        return nncore.predict(network, x) if isinstance(network, list) else network.predict(x)
+    finally:
+        engine.set_enabled(None)
+
+
+@pytest.mark.parametrize("classic", [False, True])
+def test_remembered_predictor_sees_every_change_to_the_layers(classic, monkeypatch):
+    rng = np.random.default_rng(3)
+    nncore.seed(1)
+    layers = [Dense(6, 5), ReLU(), Dense(5, 3)]
+    network = layers if classic else Sequential(layers)
+    layers = layers if classic else network.layers  # the list the network reads
+    x = rng.normal(size=(6, 1) if classic else (1, 6)).astype(np.float32)
+
+    def check():
+        got = nncore.predict(network, x) if classic else network.predict(x)
+        want = _python_predict(network, x)
+        assert got.shape == want.shape and got.tobytes() == want.tobytes()
+        return got
+
+    first = check()
+    assert check().tobytes() == first.tobytes()
+    layers[0].weights[0, 0] += 1.0  # in place: the engine reads the same memory
+    check()
+    layers[0].weights = rng.normal(size=(5, 6)).astype(np.float32)  # a new array
+    check()
+    layers[2].bias = np.ones(3, np.float32)
+    check()
+    layers[1] = LeakyReLU(0.3)  # another activation object
+    check()
+    layers[1]._alpha = 0.05  # a changed slope
+    check()
+    layers[1] = Tanh()
+    check()
+    layers.insert(2, Dense(5, 5))
+    layers.insert(3, Sigmoid())
+    check()
+    layers[:] = [Dense(6, 3, dtype=np.float64)]  # another dtype: the input is then converted
+    out = nncore.predict(network, x) if classic else network.predict(x)
+    assert out.dtype == np.float64
+    # The switches still apply at once.
+    engine.set_enabled(False)
+    check()
+    engine.set_enabled(None)
+    monkeypatch.setenv("NNCORE_ENGINE", "0")
+    assert not engine.enabled()
+    monkeypatch.setenv("NNCORE_ENGINE", "1")
+    assert engine.enabled()
+
+
+def test_remembered_list_predictor_does_not_keep_the_network_alive():
+    import gc
+    import weakref
+
+    network = [Dense(4, 2), Tanh()]
+    nncore.predict(network, np.ones((4, 1), np.float32))
+    first = weakref.ref(network[0])
+    del network
+    gc.collect()
+    assert first() is None
