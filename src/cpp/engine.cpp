@@ -157,7 +157,9 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
         linear_backward(kt, rows, l.in, l.out, input, l.weights, g, k == 0 ? nullptr : gradients_[k - 1].data(),
                         l.weights_gradient, l.bias_gradient);
         if (a.update == EngineUpdate::sgd_step) {  // Dense.backward(gradient, learning_rate)
-            kt.axpy(static_cast<T>(-a.lr), l.weights_gradient, l.weights, l.in * l.out);
+            // One sample: the rank-1 step from dz and the input (as Dense.backward takes it).
+            if (rows == 1) kt.sgd_rank1(l.in, l.out, g, input, static_cast<T>(-a.lr), l.weights, nullptr, l.in);
+            else kt.axpy(static_cast<T>(-a.lr), l.weights_gradient, l.weights, l.in * l.out);
             kt.axpy(static_cast<T>(-a.lr), l.bias_gradient, l.bias, l.out);
         }
     }
@@ -248,12 +250,15 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
 
 // The classic per-sample loop (train(..., batch_size=1): plain SGD applied by every layer at once)
 // with each layer's weights swept once per sample instead of three times. The layer-by-layer step
-// forms dW = dz x^T, applies W -= lr dW, and the next sample's forward reads W again; here the
+// forms dW = dz x^T, applies the rank-1 step W += (-lr dz) x^T, and the next sample's forward reads
+// W again; here the
 // step of sample s stays pending (its dz in gradients_, its layer inputs in the buffers of sample
 // s) and is applied by kt.dense_forward_sgd while sample s + 1's forward streams the weights, with
 // the same rounding per element. Nothing reads a layer's weights between its update and the next
 // forward except the backward dx = dz W of the same sample, which must see the weights before the
-// update anyway. Biases are updated at once (they are small). At the end of the run (and before a
+// update anyway. The sweeps alternate direction (rows last to first every other sample), so each
+// starts on the rows its predecessor ended with, still in L1: for the 784x40 layer (125 KB, L1 48
+// KB) about a third less traffic to L2. Biases are updated at once (they are small). At the end of the run (and before a
 // NaN stop returns) the pending step is applied and dW written, so the layers' weights and
 // gradients are bit-identical to the layer-by-layer path's whenever control returns to Python.
 template <class T>
@@ -312,7 +317,7 @@ void Engine<T>::run_per_sample(const KernelTable<T>& kt, const EpochArgs<T>& a, 
             const EngineLayer<T>& l = layers_[k];
             kt.dense_forward_sgd(l.in, l.out, input_of(set, k, x), l.weights, l.in, l.bias,
                                  pending ? gradients_[k].data() : nullptr, pending ? input_of(prev_set, k, prev_x) : nullptr,
-                                 neg_lr, l.act, l.alpha, output_of(set, k));
+                                 neg_lr, l.act, l.alpha, output_of(set, k), set == 1);
         }
         pending = false;  // applied by the sweep above
         const T* p = output_of(set, count - 1);

@@ -183,8 +183,9 @@ void test_accuracy_and_nan_stop(const nncore::KernelTable<T>& kt, Rng& rng) {
 // The classic per-sample path (sgd_step, batch 1, a classic loss) sweeps each layer's weights once
 // per sample with the previous sample's update folded in; it must leave weights, biases and both
 // gradients bit-identical to the layer-by-layer kernel sequence (forward, loss, then per layer
-// from the last: activation backward, dx = dz W, dW = dz^T x, db, W += -lr dW, b += -lr db), with
+// from the last: activation backward, dx = dz W, dW = dz^T x, db, W += (-lr dz) x^T, b += -lr db), with
 // and without a sample order, and at a NaN stop (the gradients then are the last finished sample's).
+// (The layer-by-layer batch-1 step is the rank-1 update sgd_rank1, as Dense.backward applies it.)
 template <class T>
 void test_per_sample_sgd(const nncore::KernelTable<T>& kt, Rng& rng) {
     for (int variant = 0; variant < 3; ++variant) {
@@ -225,12 +226,12 @@ void test_per_sample_sgd(const nncore::KernelTable<T>& kt, Rng& rng) {
             kt.squared_error_grad(ts, y.data(), g2.data(), out, static_cast<T>(2.0 / double(out)));
             loss_sum += value;
             nncore::linear_backward(kt, 1, hidden, out, h.data(), rw2.data(), g2.data(), g1.data(), rdw2.data(), rdb2.data());
-            kt.axpy(neg_lr, rdw2.data(), rw2.data(), out * hidden);
+            kt.sgd_rank1(hidden, out, g2.data(), h.data(), neg_lr, rw2.data(), nullptr, hidden);
             kt.axpy(neg_lr, rdb2.data(), rb2.data(), out);
             nncore::activation_backward(kt, Act::tanh, T(0), h.data(), h.data(), g1.data(), g1.data(), hidden);
             nncore::linear_backward(kt, 1, in, hidden, xs, rw1.data(), g1.data(), static_cast<T*>(nullptr), rdw1.data(),
                                     rdb1.data());
-            kt.axpy(neg_lr, rdw1.data(), rw1.data(), hidden * in);
+            kt.sgd_rank1(in, hidden, g1.data(), xs, neg_lr, rw1.data(), nullptr, in);
             kt.axpy(neg_lr, rdb1.data(), rb1.data(), hidden);
         }
         CHECK(nan_stop == (stopped_at == bad_sample));

@@ -340,6 +340,7 @@ def _classic(use_engine, layers, loss, prime, x, y, **kwargs):
 @pytest.mark.parametrize("columns,batch_size,shuffle,dtype", [
     (True, 1, False, np.float32), (True, 1, True, np.float64), (False, 1, True, np.float32),
     (True, 3, True, np.float32), (False, 4, False, np.float64),
+    (False, 2, True, np.float32),  # 23 samples: the last mini-batch has one row (the rank-1 step)
 ])
 def test_classic_train_is_bit_identical(columns, batch_size, shuffle, dtype):
     rng = np.random.default_rng(1)
@@ -520,3 +521,28 @@ def test_remembered_list_predictor_does_not_keep_the_network_alive():
     del network
     gc.collect()
     assert first() is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_parameters_start_on_cache_lines(dtype, tmp_path):
+    # The kernels stream parameters in 64-byte vectors; numpy alone aligns to 16 bytes.
+    layers = [Dense(13, 7, dtype=dtype), Tanh()]
+    nncore.Sequential(layers).save(tmp_path / "m.safetensors")
+    for dense in (layers[0], nncore.load(tmp_path / "m.safetensors").layers[0]):
+        for array in (dense.weights, dense.bias, dense.weights_gradient, dense.bias_gradient):
+            assert array.ctypes.data % 64 == 0 and array.flags.c_contiguous and array.flags.writeable
+
+
+def test_single_sample_sgd_step_is_the_rank_one_update():
+    # Dense.backward(g, lr) on one sample: weights += (-lr g) x^T, close to weights - lr * dW.
+    rng = np.random.default_rng(9)
+    for dtype in (np.float32, np.float64):
+        dense = Dense(11, 5, dtype=dtype)
+        before = dense.weights.copy()
+        x = rng.normal(size=(1, 11)).astype(dtype)
+        g = rng.normal(size=(1, 5)).astype(dtype)
+        dense.forward(x)
+        dense.backward(g, 0.25)
+        want = before.astype(np.float64) - 0.25 * np.outer(g[0], x[0])
+        np.testing.assert_allclose(dense.weights, want, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+        np.testing.assert_array_equal(dense.weights_gradient, np.outer(g[0], x[0]).astype(dtype))
