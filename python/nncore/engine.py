@@ -24,7 +24,6 @@ the user work as always.
 from __future__ import annotations
 
 import math
-import operator
 import os
 import weakref
 from typing import Any, NamedTuple, Optional
@@ -142,22 +141,26 @@ def engine_for(owner: Any, p: Plan) -> Any:
     return engine
 
 
-def _watched(layers: list[Any]) -> list[Any]:
+_WATCHED_ATTRIBUTES = {
+    Dense: ("weights", "bias", "weights_gradient", "bias_gradient", "dtype"),
+    Reshape: ("input_shape", "output_shape"),
+    **{kind: ("_kind", "_alpha") for kind in _ACTIVATIONS},
+}
+
+
+def _watched(layers: list[Any]) -> tuple[tuple[tuple[str, ...], ...], tuple[Any, ...]]:
     """What ``plan`` and ``input_rows`` read from ``layers`` that user code may replace between
-    calls: each layer's type, a Dense layer's arrays and dtype, an activation's kind and slope, a
-    Reshape's shapes. Compared by identity, so a change (even to an equal new object) only costs
-    a fresh plan. The layer objects after the first are included too."""
-    watched: list[Any] = list(layers[1:])  # the layer objects (the first one is checked apart)
-    for layer in layers:
-        kind = type(layer)
-        watched.append(kind)
-        if kind is Dense:
-            watched += (layer.weights, layer.bias, layer.weights_gradient, layer.bias_gradient, layer.dtype)
-        elif kind in _ACTIVATIONS:
-            watched += (layer._kind, layer._alpha)
-        elif kind is Reshape:
-            watched += (layer.input_shape, layer.output_shape)
-    return watched
+    calls: each layer object and its type, a Dense layer's arrays and dtype, an activation's kind
+    and slope, a Reshape's shapes. As (attribute names per layer, the objects in order) for
+    ``_core.same_attributes``, which compares by identity, so a change (even to an equal new
+    object) only costs a fresh plan."""
+    names = tuple(_WATCHED_ATTRIBUTES.get(type(layer), ()) for layer in layers)
+    expected: list[Any] = []
+    for i, (layer, attributes) in enumerate(zip(layers, names)):
+        # The first layer itself is held weakly by the caller (it may be a dictionary key).
+        expected += (None if i == 0 else layer, type(layer))
+        expected += (getattr(layer, name) for name in attributes)
+    return names, tuple(expected)
 
 
 # Predictors of plain-list networks (the classic API), keyed by the first layer object: a list
@@ -172,7 +175,6 @@ def predictor(owner: Any, layers: list[Any], allow_prefix: bool = True) -> Optio
     plain list of layers. None when the layers need the Python path."""
     if not layers or not enabled():
         return None
-    watched = _watched(layers)
     try:
         memo = _list_predictors.get(layers[0]) if owner is None else getattr(owner, "_nncore_predictor", None)
     except TypeError:  # a first layer that takes no weak reference
@@ -181,8 +183,7 @@ def predictor(owner: Any, layers: list[Any], allow_prefix: bool = True) -> Optio
         memo is not None
         and memo[0] is allow_prefix
         and memo[1]() is layers[0]
-        and len(memo[2]) == len(watched)
-        and all(map(operator.is_, memo[2], watched))
+        and _core.same_attributes(layers, memo[2][0], memo[2][1])
     ):
         return memo[3]
     p = plan(layers, allow_prefix)
@@ -191,7 +192,7 @@ def predictor(owner: Any, layers: list[Any], allow_prefix: bool = True) -> Optio
         return None
     try:
         # The first layer is held weakly: it is the key of _list_predictors, which must not keep it alive.
-        entry = (allow_prefix, weakref.ref(layers[0]), watched, (p, runner))
+        entry = (allow_prefix, weakref.ref(layers[0]), _watched(layers), (p, runner))
         if owner is None:
             _list_predictors[layers[0]] = entry
         else:

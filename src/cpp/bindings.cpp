@@ -1322,6 +1322,38 @@ double fma_peak_py(const std::string& dtype, double seconds, int threads) {
                               : fma_peak_gflops(active_table<double>(), seconds, threads);
 }
 
+// Whether layers[1:] are the objects expected[...] says and every named attribute of every layer
+// is still the very object recorded (identity, never equality): the check engine.predictor makes
+// on each single-sample predict before it reuses a plan, here because in Python it costs as much as
+// a third of the C++ forward. names[i] is a tuple of attribute names of layers[i]; expected holds,
+// per layer, the layer itself (skipped for layer 0, which the caller checks), its type, then the
+// attribute values in the order of names[i].
+bool same_attributes(const py::sequence& layers, const py::tuple& names, const py::tuple& expected) {
+    const std::size_t count = layers.size();
+    if (count != names.size()) return false;
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+        const py::object layer = layers[i];
+        const py::tuple attributes = names[i].cast<py::tuple>();
+        if (k + 2 + attributes.size() > expected.size()) return false;
+        if (i > 0 && !layer.is(expected[k])) return false;
+        if (reinterpret_cast<PyObject*>(Py_TYPE(layer.ptr())) != expected[k + 1].ptr()) return false;
+        k += 2;
+        for (const auto& name : attributes) {
+            PyObject* value = PyObject_GetAttr(layer.ptr(), name.ptr());
+            if (value == nullptr) {
+                PyErr_Clear();
+                return false;
+            }
+            const bool same = value == expected[k].ptr();
+            Py_DECREF(value);
+            if (!same) return false;
+            ++k;
+        }
+    }
+    return k == expected.size();
+}
+
 py::dict cpu_info() {
     py::dict info;
     const IsaChoice& choice = isa_choice();
@@ -1398,6 +1430,7 @@ PYBIND11_MODULE(_core, m) {
         return loss_grad_py(Loss::binary_cross_entropy, t, p, scale, out);
     }, arg("y_true"), arg("y_pred"), arg("scale"), arg("out") = none);
     m.def("sgd_step", &sgd_step_py, arg("param"), arg("grad"), arg("lr"));
+    m.def("same_attributes", &same_attributes, arg("layers"), arg("names"), arg("expected"));
     m.def("sgd_rank1", &sgd_rank1_py, arg("weights"), arg("gradient"), arg("input"), arg("lr"));
     m.def("loss", &loss_value_py, arg("name"), arg("y_true"), arg("y_pred"), arg("scale"), arg("need_gradient") = true);
     m.def("softmax_cross_entropy", &softmax_cross_entropy_py, arg("logits"), arg("target"), arg("scale"),
