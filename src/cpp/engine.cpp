@@ -285,13 +285,15 @@ void Engine<T>::run_per_sample(const KernelTable<T>& kt, const EpochArgs<T>& a, 
     }
     const T neg_lr = static_cast<T>(-a.lr);
     const int threads = get_num_threads();
-    // The layer inputs of the pending sample (layer k reads prev_inputs[k]) and of the current one.
+    // The pending sample: its input row (prev_x) and which buffer set (outputs_ or outputs_alt_)
+    // holds its layer outputs, i.e. the inputs of layers 1, 2, ...; each sample uses the other set.
     const T* prev_x = nullptr;
     int prev_set = 0;
     bool pending = false;
     auto output_of = [&](int set, std::size_t k) -> T* { return (set ? outputs_alt_[k] : outputs_[k]).data(); };
     auto input_of = [&](int set, std::size_t k, const T* x) -> const T* { return k == 0 ? x : output_of(set, k - 1); };
-    // Applies (update) and/or writes as dW (gradient) the pending step of every layer.
+    // Writes the pending step's dW into every layer's weights_gradient, and applies the step to the
+    // weights too when `update` (at the end of a run; at a NaN stop the sweep has applied it).
     auto finish_pending = [&](bool update) {
         if (!pending) return;
         for (std::size_t k = 0; k < count; ++k) {
