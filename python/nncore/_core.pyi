@@ -1,6 +1,6 @@
 # Type stub of the compiled module (src/cpp/bindings.cpp); tests/python/test_stub.py keeps the
 # names in sync.
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -64,6 +64,8 @@ def binary_cross_entropy_grad(
     y_true: np.ndarray, y_pred: np.ndarray, scale: float, out: Optional[np.ndarray] = None
 ) -> np.ndarray: ...
 def sgd_step(param: np.ndarray, grad: np.ndarray, lr: float) -> None: ...
+def sgd_rank1(weights: np.ndarray, gradient: np.ndarray, input: np.ndarray, lr: float) -> None: ...
+def same_attributes(layers: Sequence[Any], names: tuple[tuple[str, ...], ...], expected: tuple[Any, ...]) -> bool: ...
 def loss(
     name: str, y_true: np.ndarray, y_pred: np.ndarray, scale: float, need_gradient: bool = True
 ) -> tuple[float, Optional[np.ndarray]]: ...

@@ -58,6 +58,8 @@ def as_float_array(data: Any, dtype: np.dtype, name: str, where: str) -> np.ndar
 
 
 def _cast(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if array.dtype == dtype:  # nothing to convert (and entering errstate costs about a microsecond)
+        return array
     # Values beyond float32's range become inf here; the caller's finiteness checks (or the loss)
     # report them, so numpy's overflow warning would only be noise.
     with np.errstate(over="ignore"):

@@ -7,10 +7,11 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _core
-from ._layout import Rows, to_rows
+from ._layout import Rows, aligned_copy, aligned_zeros, to_rows
 from ._validation import (
     check_float_dtype,
     check_gradient_shape,
+    check_non_negative_float,
     check_positive_int,
     layer_input,
 )
@@ -47,10 +48,11 @@ class Dense(Layer):
         self.input_size = check_positive_int(input_size, "input_size", where)
         self.output_size = check_positive_int(output_size, "output_size", where)
         self.dtype = check_float_dtype(dtype, where)
-        self.weights = draw(init, self.input_size, self.output_size, self.dtype, where)
-        self.bias = np.zeros(self.output_size, dtype=self.dtype)
-        self.weights_gradient = np.zeros_like(self.weights)
-        self.bias_gradient = np.zeros_like(self.bias)
+        # On 64-byte boundaries (see _layout.aligned_zeros): every native kernel streams these.
+        self.weights = aligned_copy(draw(init, self.input_size, self.output_size, self.dtype, where))
+        self.bias = aligned_zeros((self.output_size,), self.dtype)
+        self.weights_gradient = aligned_zeros(self.weights.shape, self.dtype)
+        self.bias_gradient = aligned_zeros((self.output_size,), self.dtype)
         self._rows: Optional[Rows] = None
 
     def __repr__(self) -> str:
@@ -77,7 +79,15 @@ class Dense(Layer):
         input_gradient, _, _ = _core.linear_backward(
             self._rows.rows, self.weights, gradient_rows, need_input_gradient, self.weights_gradient, self.bias_gradient
         )
-        self._apply_sgd(learning_rate, where)
+        if learning_rate is not None and len(gradient_rows) == 1:
+            # One sample: the rank-1 step weights += (-lr g) x^T, two roundings per weight instead
+            # of forming lr * weights_gradient first; the native engine's per-sample path applies
+            # the same step, so both give the same bits.
+            lr = check_non_negative_float(learning_rate, "learning_rate", where)
+            _core.sgd_rank1(self.weights, gradient_rows[0], self._rows.rows[0], lr)
+            _core.sgd_step(self.bias, self.bias_gradient, lr)
+        else:
+            self._apply_sgd(learning_rate, where)
         return self._rows.restore(input_gradient) if need_input_gradient else None
 
     def parameters(self) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -46,11 +47,28 @@ def set_enabled(flag: Optional[bool]) -> None:
     _override = None if flag is None else bool(flag)
 
 
+# os.environ.get encodes the key and decodes the value on every call (about a microsecond, a
+# noticeable part of a single-sample predict); on POSIX the raw bytes mapping behind it is read
+# instead (it is what os.environ and monkeypatch.setenv update), and the last answer is reused
+# while the raw value stays the same.
+_environ_bytes = getattr(os.environ, "_data", None) if os.name == "posix" else None
+if not isinstance(_environ_bytes, dict):
+    _environ_bytes = None
+_switch_memo: tuple[Any, bool] = (object(), True)
+
+
 def enabled() -> bool:
     """Whether eligible networks run on the engine (default True; ``NNCORE_ENGINE=0`` turns it off)."""
+    global _switch_memo
     if _override is not None:
         return _override
-    return os.environ.get("NNCORE_ENGINE", "1").strip().lower() not in ("0", "false", "no", "off")
+    raw = _environ_bytes.get(b"NNCORE_ENGINE") if _environ_bytes is not None else os.environ.get("NNCORE_ENGINE")
+    if raw is _switch_memo[0] or raw == _switch_memo[0]:
+        return _switch_memo[1]
+    text = os.fsdecode(raw) if isinstance(raw, bytes) else (raw if raw is not None else "1")
+    answer = text.strip().lower() not in ("0", "false", "no", "off")
+    _switch_memo = (raw, answer)
+    return answer
 
 
 _ACTIVATIONS = (ReLU, LeakyReLU, Tanh, Sigmoid, GELU)  # exact types: subclasses may override forward
@@ -121,6 +139,89 @@ def engine_for(owner: Any, p: Plan) -> Any:
     except AttributeError:
         pass
     return engine
+
+
+_WATCHED_ATTRIBUTES = {
+    Dense: ("weights", "bias", "weights_gradient", "bias_gradient", "dtype"),
+    Reshape: ("input_shape", "output_shape"),
+    **{kind: ("_kind", "_alpha") for kind in _ACTIVATIONS},
+}
+
+
+def _watched(layers: list[Any]) -> tuple[tuple[tuple[str, ...], ...], tuple[Any, ...]]:
+    """What ``plan`` and ``input_rows`` read from ``layers`` that user code may replace between
+    calls: each layer object and its type, a Dense layer's arrays and dtype, an activation's kind
+    and slope, a Reshape's shapes. As (attribute names per layer, the objects in order) for
+    ``_core.same_attributes``, which compares by identity, so a change (even to an equal new
+    object) only costs a fresh plan."""
+    names = tuple(_WATCHED_ATTRIBUTES.get(type(layer), ()) for layer in layers)
+    expected: list[Any] = []
+    for i, (layer, attributes) in enumerate(zip(layers, names)):
+        # The first layer itself is held weakly by the caller (it may be a dictionary key).
+        expected += (None if i == 0 else layer, type(layer))
+        expected += (getattr(layer, name) for name in attributes)
+    return names, tuple(expected)
+
+
+# Predictors of plain-list networks (the classic API), keyed by the first layer object: a list
+# takes no attributes, and the entry goes when the layer does.
+_list_predictors: "weakref.WeakKeyDictionary[Any, tuple[Any, ...]]" = weakref.WeakKeyDictionary()
+
+
+def predictor(owner: Any, layers: list[Any], allow_prefix: bool = True) -> Optional[tuple[Plan, Any]]:
+    """``plan(layers)`` and its engine, remembered between calls while the same layer objects hold
+    the same arrays and settings, so a single-sample ``predict`` does not rebuild either (the
+    remembered entry for a plain list holds its first layer, the key, only weakly). ``owner`` is the Sequential, or None for a
+    plain list of layers. None when the layers need the Python path."""
+    if not layers or not enabled():
+        return None
+    try:
+        memo = _list_predictors.get(layers[0]) if owner is None else getattr(owner, "_nncore_predictor", None)
+    except TypeError:  # a first layer that takes no weak reference
+        memo = None
+    if (
+        memo is not None
+        and memo[0] is allow_prefix
+        and memo[1]() is layers[0]
+        and _core.same_attributes(layers, memo[2][0], memo[2][1])
+    ):
+        return memo[3]
+    p = plan(layers, allow_prefix)
+    runner = engine_for(owner, p) if p is not None else None
+    if runner is None:
+        return None
+    try:
+        # The first layer is held weakly: it is the key of _list_predictors, which must not keep it alive.
+        entry = (allow_prefix, weakref.ref(layers[0]), _watched(layers), (p, runner))
+        if owner is None:
+            _list_predictors[layers[0]] = entry
+        else:
+            owner._nncore_predictor = entry
+    except (TypeError, AttributeError):  # layers without weak references, or an owner without attributes
+        pass
+    return p, runner
+
+
+def predict_rows(owner: Any, layers: list[Any], x: Any) -> Optional[np.ndarray]:
+    """The engine's outputs for ``x`` when it already is what the engine reads and the network has
+    no Flatten/Reshape in front: C-contiguous ``(n, input_size)`` rows (n >= 1) of the network's
+    dtype, or (``owner`` None, the classic API) one ``(input_size, 1)`` column, whose output is
+    then a column too. None otherwise: the caller takes its general path, which converts, checks
+    and explains. This is the shortest way from ``predict`` to the C++ forward, for single samples,
+    where Python's own work is a large part of the time."""
+    if type(x) is not np.ndarray or x.ndim != 2 or not x.flags.c_contiguous or not x.size:
+        return None
+    planned = predictor(owner, layers, allow_prefix=owner is not None)
+    if planned is None:
+        return None
+    p, runner = planned
+    if p.prefix or x.dtype != p.dtype:
+        return None
+    if x.shape[1] == p.input_size:
+        return runner.predict(x)
+    if owner is None and x.shape == (p.input_size, 1):
+        return runner.predict(x.reshape(1, p.input_size)).reshape(p.output_size, 1)
+    return None
 
 
 def input_rows(p: Plan, x: np.ndarray, batched: bool = True) -> Optional[tuple[np.ndarray, tuple[int, ...]]]:

@@ -47,6 +47,10 @@ def predict(network: Sequence[Any], input: Any) -> np.ndarray:
     The input is converted once to the network's dtype (float32 unless its Dense layers are
     float64).
     """
+    if type(network) is list:
+        native = engine.predict_rows(None, network, input)
+        if native is not None:
+            return native
     layers = check_network(network, "predict")
     output = as_float_array(input, network_dtype(layers), "input", "predict")
     if output.size == 0:
@@ -176,12 +180,12 @@ def _classic_engine(
 
 
 def _engine_predict(owner: Any, layers: list[Any], x: np.ndarray) -> Any:
-    p = engine.plan(layers, allow_prefix=False)
-    if p is None or x.dtype != p.dtype:
+    planned = engine.predictor(None if isinstance(owner, (list, tuple)) else owner, layers, allow_prefix=False)
+    if planned is None or x.dtype != planned[0].dtype:
         return None
+    p, runner = planned
     try:
         rows = to_rows(x, p.input_size, "predict")
     except ValueError:
         return None  # the layer-by-layer path raises its own, more specific, error
-    runner = engine.engine_for(owner, p)
-    return None if runner is None else rows.restore(runner.predict(rows.rows))
+    return rows.restore(runner.predict(rows.rows))

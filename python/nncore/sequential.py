@@ -109,6 +109,11 @@ class Sequential:
     def predict(self, x: Data, batch_size: Optional[int] = None) -> np.ndarray:
         """Outputs for ``x`` (rows are samples), in inference mode (Dropout off). With
         ``batch_size``, the samples go through in chunks of that many, bounding memory."""
+        if batch_size is None:
+            outputs = engine.predict_rows(self, self.layers, x)
+            if outputs is not None:
+                self._set_training(False)
+                return outputs
         inputs = self._inputs(x, "Sequential.predict")
         batch_size = _batch_size_or_all(batch_size, len(inputs), "Sequential.predict")
         outputs = self._engine_predict(inputs)
@@ -117,10 +122,12 @@ class Sequential:
     def _engine_predict(self, inputs: np.ndarray) -> Optional[np.ndarray]:
         """All of ``inputs`` through the native engine (rows are independent, so ``batch_size``
         cannot change the values), or None when the network needs the Python path."""
-        p = engine.plan(self.layers)
-        rows = engine.input_rows(p, inputs) if p is not None else None
-        runner = engine.engine_for(self, p) if rows is not None and rows[0].dtype == p.dtype else None
-        if runner is None:
+        planned = engine.predictor(self, self.layers)
+        if planned is None:
+            return None
+        p, runner = planned
+        rows = engine.input_rows(p, inputs)
+        if rows is None or rows[0].dtype != p.dtype:
             return None
         self._set_training(False)
         return runner.predict(rows[0]).reshape((len(inputs),) + rows[1])

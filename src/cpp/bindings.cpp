@@ -785,6 +785,38 @@ void sgd_impl(py::array param, const py::array& grad_in, double lr) {
     kt.axpy(static_cast<T>(-lr), pg, pp, n);
 }
 
+// The classic batch-1 SGD step of a Dense layer: weights[j] += (-lr g[j]) x (see KernelTable::sgd_rank1).
+template <class T>
+void sgd_rank1_impl(py::array weights, const py::array& g_in, const py::array& x_in, double lr) {
+    auto g = contiguous<T>(g_in);
+    auto x = contiguous<T>(x_in);
+    T* pw = static_cast<T*>(weights.mutable_data());
+    const T *pg = g.data(), *px = x.data();
+    const index_t out = weights.shape(0), in = weights.shape(1);
+    const auto& kt = active_table<T>();
+    py::gil_scoped_release release;
+    kt.sgd_rank1(in, out, pg, px, static_cast<T>(-lr), pw, nullptr, in);
+}
+
+void sgd_rank1_py(const py::object& weights_obj, const py::object& g_obj, const py::object& x_obj, double lr) {
+    const char* op = "sgd_rank1";
+    if (!py::isinstance<py::array>(weights_obj)) throw py::type_error("sgd_rank1: weights must be a numpy array");
+    py::array weights = py::reinterpret_borrow<py::array>(weights_obj);
+    py::array g = as_array(g_obj, op, "gradient"), x = as_array(x_obj, op, "input");
+    const Float kind = float_kind(weights, op, "weights");
+    require_same_dtype(weights, g, op, "weights", "gradient");
+    require_same_dtype(weights, x, op, "weights", "input");
+    require_ndim(weights, 2, op, "weights");
+    if (g.ndim() != 1 || g.shape(0) != weights.shape(0) || x.ndim() != 1 || x.shape(0) != weights.shape(1))
+        throw py::value_error("sgd_rank1: weights of shape " + shape_str(weights) + " need a gradient of shape (" +
+                              std::to_string(weights.shape(0)) + ",) and an input of shape (" + std::to_string(weights.shape(1)) +
+                              ",), got " + shape_str(g) + " and " + shape_str(x));
+    if (!weights.writeable()) throw py::value_error("sgd_rank1: weights are read-only");
+    if (!(weights.flags() & py::array::c_style)) throw py::value_error("sgd_rank1: weights must be C-contiguous");
+    if (overlaps(weights, g) || overlaps(weights, x)) throw py::value_error("sgd_rank1: weights must not share memory with the gradient or input");
+    if (kind == Float::f32) sgd_rank1_impl<float>(weights, g, x, lr); else sgd_rank1_impl<double>(weights, g, x, lr);
+}
+
 void sgd_step_py(const py::object& param_obj, const py::object& grad_obj, double lr) {
     const char* op = "sgd_step";
     if (!py::isinstance<py::array>(param_obj)) throw py::type_error("sgd_step: param must be a numpy array");
@@ -1360,6 +1392,38 @@ double fma_peak_py(const std::string& dtype, double seconds, int threads) {
                               : fma_peak_gflops(active_table<double>(), seconds, threads);
 }
 
+// Whether layers[1:] are the objects expected[...] says and every named attribute of every layer
+// is still the very object recorded (identity, never equality): the check engine.predictor makes
+// on each single-sample predict before it reuses a plan, here because in Python it costs as much as
+// a third of the C++ forward. names[i] is a tuple of attribute names of layers[i]; expected holds,
+// per layer, the layer itself (skipped for layer 0, which the caller checks), its type, then the
+// attribute values in the order of names[i].
+bool same_attributes(const py::sequence& layers, const py::tuple& names, const py::tuple& expected) {
+    const std::size_t count = layers.size();
+    if (count != names.size()) return false;
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+        const py::object layer = layers[i];
+        const py::tuple attributes = names[i].cast<py::tuple>();
+        if (k + 2 + attributes.size() > expected.size()) return false;
+        if (i > 0 && !layer.is(expected[k])) return false;
+        if (reinterpret_cast<PyObject*>(Py_TYPE(layer.ptr())) != expected[k + 1].ptr()) return false;
+        k += 2;
+        for (const auto& name : attributes) {
+            PyObject* value = PyObject_GetAttr(layer.ptr(), name.ptr());
+            if (value == nullptr) {
+                PyErr_Clear();
+                return false;
+            }
+            const bool same = value == expected[k].ptr();
+            Py_DECREF(value);
+            if (!same) return false;
+            ++k;
+        }
+    }
+    return k == expected.size();
+}
+
 py::dict cpu_info() {
     py::dict info;
     const IsaChoice& choice = isa_choice();
@@ -1436,6 +1500,8 @@ PYBIND11_MODULE(_core, m) {
         return loss_grad_py(Loss::binary_cross_entropy, t, p, scale, out);
     }, arg("y_true"), arg("y_pred"), arg("scale"), arg("out") = none);
     m.def("sgd_step", &sgd_step_py, arg("param"), arg("grad"), arg("lr"));
+    m.def("same_attributes", &same_attributes, arg("layers"), arg("names"), arg("expected"));
+    m.def("sgd_rank1", &sgd_rank1_py, arg("weights"), arg("gradient"), arg("input"), arg("lr"));
     m.def("loss", &loss_value_py, arg("name"), arg("y_true"), arg("y_pred"), arg("scale"), arg("need_gradient") = true);
     m.def("softmax_cross_entropy", &softmax_cross_entropy_py, arg("logits"), arg("target"), arg("scale"),
           arg("need_gradient") = true);

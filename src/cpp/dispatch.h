@@ -47,6 +47,18 @@ struct KernelTable {
     void (*im2col)(const Conv2dShape& s, const T* x, T* cols, index_t ld);
     void (*col2im)(const Conv2dShape& s, const T* cols, index_t ld, T* dx);
 
+    // The classic per-sample SGD step (batch 1) in one sweep over a Dense layer's weights, see
+    // engine.cpp. dense_forward_sgd: y[0:rows] = act(w x + bias), w (rows x k, row stride ldw),
+    // bit-identical to gemm_dot at m = 1 (so rows may be split at multiples of 4); when g_prev is
+    // not null it first applies the previous sample's batch-1 SGD step, the rank-1 update
+    // w[j] += (neg_lr g_prev[j]) x_prev (the coefficient rounded once per row, then one fused
+    // multiply-add per weight). `descending` visits the 4-row blocks last to first (same results).
+    // sgd_rank1: that step alone (when w is not null), and/or dW = g x^T as gemm_direct forms it
+    // (when dw is not null). The layer-by-layer batch-1 SGD uses sgd_rank1, so both agree.
+    void (*dense_forward_sgd)(index_t k, index_t rows, const T* x, T* w, index_t ldw, const T* bias, const T* g_prev,
+                              const T* x_prev, T neg_lr, Act act, T alpha, T* y, bool descending);
+    void (*sgd_rank1)(index_t k, index_t rows, const T* g, const T* x, T neg_lr, T* w, T* dw, index_t ldw);
+
     // FMA throughput probe (the machine's limit, see peak.h): `iters` rounds of independent
     // register-only fused multiply-adds over several accumulators, no memory traffic; each round is
     // fma_flops_per_iter floating-point operations. Returns a value derived from all accumulators

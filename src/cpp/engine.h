@@ -113,15 +113,22 @@ private:
     void reserve(index_t rows);
     // Forward of `rows` rows of x; the last layer writes to `last_out` (its own buffer if null).
     void forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out);
-    double loss_and_gradient(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* targets,
+    // Loss of the network's outputs p (rows x output_size); the gradient goes to gradients_.back().
+    double loss_and_gradient(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* p, const T* targets,
                              const std::int64_t* labels, index_t rows, bool need_gradient);
-    void count_correct(const EpochArgs<T>& a, const T* targets, const std::int64_t* labels, index_t rows,
+    void count_correct(const EpochArgs<T>& a, const T* p, const T* targets, const std::int64_t* labels, index_t rows,
                        EpochTotals& totals) const;
     void backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows);
+    // The classic per-sample loop (sgd_step, batch 1): see run_per_sample in engine.cpp.
+    bool per_sample_path(const EpochArgs<T>& a) const;
+    void run_per_sample(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals);
 
     std::vector<EngineLayer<T>> layers_;
     index_t capacity_rows_ = 0;
     std::vector<std::vector<T>> outputs_, pre_activations_, gradients_;
+    // run_per_sample alternates between outputs_ and these (one row each), so that the previous
+    // sample's layer inputs survive the next sample's forward pass.
+    std::vector<std::vector<T>> outputs_alt_;
     std::vector<T> x_batch_, t_batch_;
     std::vector<std::int64_t> label_batch_;
     std::mutex mutex_;  // one run at a time: the workspaces are shared

@@ -180,6 +180,82 @@ void test_accuracy_and_nan_stop(const nncore::KernelTable<T>& kt, Rng& rng) {
     CHECK(stopped.failed_batch == 1 && stopped.batches_done == 1 && std::isnan(stopped.failed_value) && steps[0] == 1);
 }
 
+// The classic per-sample path (sgd_step, batch 1, a classic loss) sweeps each layer's weights once
+// per sample with the previous sample's update folded in; it must leave weights, biases and both
+// gradients bit-identical to the layer-by-layer kernel sequence (forward, loss, then per layer
+// from the last: activation backward, dx = dz W, dW = dz^T x, db, W += (-lr dz) x^T, b += -lr db), with
+// and without a sample order, and at a NaN stop (the gradients then are the last finished sample's).
+// (The layer-by-layer batch-1 step is the rank-1 update sgd_rank1, as Dense.backward applies it.)
+template <class T>
+void test_per_sample_sgd(const nncore::KernelTable<T>& kt, Rng& rng) {
+    for (int variant = 0; variant < 3; ++variant) {
+        const bool shuffled = variant >= 1, nan_stop = variant == 2;
+        nntest::Scope scope(std::string(nntest::dtype_name<T>()) + " per-sample sgd" + (shuffled ? " shuffled" : "") +
+                            (nan_stop ? " nan stop" : ""));
+        const index_t n = 11, in = 37, hidden = 13, out = 3;  // odd sizes: vector tails and a partial 4-row block
+        const auto w1 = nntest::random_vector<T>(hidden * in, rng), b1 = nntest::random_vector<T>(hidden, rng);
+        const auto w2 = nntest::random_vector<T>(out * hidden, rng), b2 = nntest::random_vector<T>(out, rng);
+        auto x = nntest::random_vector<T>(n * in, rng);
+        const auto t = nntest::random_vector<T>(n * out, rng);
+        const index_t bad = 7;
+        if (nan_stop) x[bad * in + 2] = nntest::quiet_nan<T>();
+        std::vector<std::int64_t> order(n);
+        index_t bad_sample = -1;  // where the bad row comes in this order
+        for (index_t i = 0; i < n; ++i) {
+            order[i] = shuffled ? (i * 5 + 3) % n : i;
+            if (order[i] == bad) bad_sample = i;
+        }
+        const T neg_lr = T(-0.05);
+
+        // The layer-by-layer sequence.
+        auto rw1 = w1, rb1 = b1, rw2 = w2, rb2 = b2;
+        std::vector<T> rdw1(w1.size()), rdb1(b1.size()), rdw2(w2.size()), rdb2(b2.size());
+        std::vector<T> h(hidden), y(out), g2(out), g1(hidden);
+        double loss_sum = 0;
+        index_t stopped_at = -1;
+        for (index_t s = 0; s < n; ++s) {
+            const T* xs = x.data() + order[s] * in;
+            const T* ts = t.data() + order[s] * out;
+            nncore::linear_forward(kt, 1, in, hidden, xs, rw1.data(), rb1.data(), Act::tanh, T(0), h.data());
+            nncore::linear_forward(kt, 1, hidden, out, h.data(), rw2.data(), rb2.data(), Act::identity, T(0), y.data());
+            const double value = kt.squared_error_sum(ts, y.data(), out) / double(out);
+            if (!std::isfinite(value)) {
+                stopped_at = s;
+                break;
+            }
+            kt.squared_error_grad(ts, y.data(), g2.data(), out, static_cast<T>(2.0 / double(out)));
+            loss_sum += value;
+            nncore::linear_backward(kt, 1, hidden, out, h.data(), rw2.data(), g2.data(), g1.data(), rdw2.data(), rdb2.data());
+            kt.sgd_rank1(hidden, out, g2.data(), h.data(), neg_lr, rw2.data(), nullptr, hidden);
+            kt.axpy(neg_lr, rdb2.data(), rb2.data(), out);
+            nncore::activation_backward(kt, Act::tanh, T(0), h.data(), h.data(), g1.data(), g1.data(), hidden);
+            nncore::linear_backward(kt, 1, in, hidden, xs, rw1.data(), g1.data(), static_cast<T*>(nullptr), rdw1.data(),
+                                    rdb1.data());
+            kt.sgd_rank1(in, hidden, g1.data(), xs, neg_lr, rw1.data(), nullptr, in);
+            kt.axpy(neg_lr, rdb1.data(), rb1.data(), hidden);
+        }
+        CHECK(nan_stop == (stopped_at == bad_sample));
+
+        auto ew1 = w1, eb1 = b1, ew2 = w2, eb2 = b2;
+        std::vector<T> dw1(w1.size()), db1(b1.size()), dw2(w2.size()), db2(b2.size());
+        nncore::Engine<T> engine({{in, hidden, ew1.data(), eb1.data(), dw1.data(), db1.data(), Act::tanh, T(0)},
+                                  {hidden, out, ew2.data(), eb2.data(), dw2.data(), db2.data(), Act::identity, T(0)}});
+        nncore::EpochArgs<T> a;
+        a.x = x.data(), a.n = n, a.targets = t.data(), a.target_width = out, a.batch_size = 1;
+        a.order = shuffled ? order.data() : nullptr;
+        a.first_batch = 0, a.last_batch = n, a.loss = nncore::EngineLoss::classic_mse;
+        a.update = nncore::EngineUpdate::sgd_step, a.lr = 0.05;
+        nncore::EpochTotals totals;
+        engine.run_epoch(kt, a, totals);
+        CHECK(totals.failed_batch == stopped_at && totals.batches_done == (nan_stop ? bad_sample : n));
+        CHECK_MSG(totals.loss_sum == loss_sum, "loss sum " << totals.loss_sum << " want " << loss_sum);
+        CHECK_MSG(nntest::same_bits(ew1, rw1) && nntest::same_bits(eb1, rb1), "layer 1 parameters differ");
+        CHECK_MSG(nntest::same_bits(ew2, rw2) && nntest::same_bits(eb2, rb2), "layer 2 parameters differ");
+        CHECK_MSG(nntest::same_bits(dw1, rdw1) && nntest::same_bits(db1, rdb1), "layer 1 gradients differ");
+        CHECK_MSG(nntest::same_bits(dw2, rdw2) && nntest::same_bits(db2, rdb2), "layer 2 gradients differ");
+    }
+}
+
 // Steady state: after a warm-up epoch, more epochs allocate nothing (1 and 2 threads).
 void test_no_allocation_per_step(const nncore::KernelTable<float>& kt, Rng& rng) {
     const index_t n = 512, in = 200, hidden = 300, out = 10, batch = 128;
@@ -213,6 +289,23 @@ void test_no_allocation_per_step(const nncore::KernelTable<float>& kt, Rng& rng)
             CHECK(totals.failed_batch == -1);
         }
         CHECK_MSG(allocations.load() == before, allocations.load() - before << " allocations in 20 steady-state steps");
+
+        // The classic per-sample path (its alternate buffers are sized by the warm-up run).
+        std::vector<float> targets(n * out, 0.5f);
+        nncore::EpochArgs<float> c;
+        c.x = x.data(), c.n = n, c.targets = targets.data(), c.order = order.data(), c.target_width = out;
+        c.batch_size = 1, c.first_batch = 0, c.last_batch = n, c.loss = nncore::EngineLoss::classic_mse;
+        c.update = nncore::EngineUpdate::sgd_step, c.lr = 1e-3;
+        nncore::EpochTotals warm_classic;
+        engine.run_epoch(kt, c, warm_classic);
+        const long long before_classic = allocations.load();
+        for (int epoch = 0; epoch < 3; ++epoch) {
+            nncore::EpochTotals totals;
+            engine.run_epoch(kt, c, totals);
+            CHECK(totals.failed_batch == -1);
+        }
+        CHECK_MSG(allocations.load() == before_classic,
+                  allocations.load() - before_classic << " allocations in per-sample steady-state steps");
     }
     nncore::set_num_threads(1);
 }
@@ -228,6 +321,8 @@ int main() {
         }
         test_accuracy_and_nan_stop(tables.f32, rng);
         test_accuracy_and_nan_stop(tables.f64, rng);
+        test_per_sample_sgd(tables.f32, rng);
+        test_per_sample_sgd(tables.f64, rng);
         test_no_allocation_per_step(tables.f32, rng);
     });
     return nntest::finish("test_engine");

@@ -511,8 +511,112 @@ void test_linear(const KernelTable<T>& kt, Rng& rng) {
 
 }  // namespace
 
+// ---------------------------------------------------------------------------------------------
+// The classic batch-1 SGD sweep (dense_forward_sgd, sgd_rank1) against two references: a naive
+// long double one (the update W - lr g x_prev^T, then act(W x + b)), and, bit for bit, the
+// rank-1 step written out per element (c = -lr g[j] rounded, then one fused multiply-add, or a
+// multiply and an add on the scalar ISA, whose Vec::fmadd is that) followed by linear_forward, and
+// dW as gemm forms it. Edge sizes around the vector width and the 4-row block, k = 0 and rows = 0,
+// guard zones around every written array, and a split of the rows at a multiple of 4.
+template <class T>
+void test_batch1_sgd_sweep(const KernelTable<T>& kt, bool hardware_fma, Rng& rng) {
+    Scope scope(std::string("batch-1 SGD sweep ") + nntest::dtype_name<T>());
+    const index_t w = 64 / static_cast<index_t>(sizeof(T));
+    const index_t ks[] = {0, 1, 2, 3, 5, w - 1, w, w + 1, 37, 4 * w + 3};
+    const index_t row_counts[] = {0, 1, 2, 3, 4, 5, 7, 8, 9, 13};
+    const T neg_lr = T(-0.3), alpha = T(kLeakyAlpha), nan = nntest::quiet_nan<T>();
+    const long double eps = std::numeric_limits<T>::epsilon();
+    long long cases = 0;
+    for (index_t k : ks)
+        for (index_t rows : row_counts)
+            for (int variant = 0; variant < 4; ++variant) {
+                const bool update = variant & 1, use_bias = variant & 2, descending = rng.coin();
+                const Act act = kActs[rng.below(nntest::kActCount)];
+                Scope inner("k=" + std::to_string(k) + " rows=" + std::to_string(rows) + " act=" + act_name(act) +
+                            (update ? " update" : " forward only") + (use_bias ? " bias" : "") +
+                            (descending ? " descending" : ""));
+                const std::vector<T> w0 = nntest::random_vector<T>(rows * k, rng), x = nntest::random_vector<T>(k, rng);
+                const std::vector<T> x_prev = nntest::random_vector<T>(k, rng), g = nntest::random_vector<T>(rows, rng);
+                const std::vector<T> bias = nntest::random_vector<T>(rows, rng);
+                nntest::Guarded<T> weights(w0), y(rows, nan);
+                kt.dense_forward_sgd(k, rows, x.data(), weights.data(), k, use_bias ? bias.data() : nullptr,
+                                     update ? g.data() : nullptr, update ? x_prev.data() : nullptr, neg_lr, act, alpha, y.data(),
+                                     descending);
+                CHECK(weights.guards_intact() && y.guards_intact());
+
+                // Naive reference.
+                bool close = true;
+                for (index_t j = 0; j < rows; ++j) {
+                    long double acc = use_bias ? bias[j] : 0, mag = std::fabs(acc);
+                    for (index_t p = 0; p < k; ++p) {
+                        const long double step = update ? static_cast<long double>(neg_lr) * g[j] * x_prev[p] : 0;
+                        const long double wj = w0[j * k + p] + step, size = std::fabs(w0[j * k + p]) + std::fabs(step);
+                        // Two roundings (the product, then the update), each relative to its inputs.
+                        close &= std::fabs(weights[j * k + p] - wj) <= 3 * eps * size;
+                        acc += wj * x[p];
+                        mag += size * std::fabs(x[p]);
+                    }
+                    const long double want = act_ref(act, alpha, acc);
+                    // The sum's rounding (k terms), then the activation's few ulp (gelu's tail: 16).
+                    close &= std::fabs(y[j] - want) <= eps * (2 * k + 8) * (mag + 1) + 32 * eps * std::fabs(want);
+                }
+                CHECK_MSG(close, "differs from the naive reference");
+
+                // The rank-1 step per element and the layer-by-layer forward, bit for bit.
+                std::vector<T> w_ref = w0, y_ref(rows, nan), dw(rows * k, nan);
+                if (update) {
+                    nncore::gemm(kt, rows, k, 1, ConstMatrix<T>{g.data(), 1, rows}, ConstMatrix<T>{x_prev.data(), k, 1},
+                                 dw.data(), k, Epilogue<T>{}, 1);
+                    for (index_t j = 0; j < rows; ++j) {
+                        const T c = static_cast<T>(neg_lr * g[j]);
+                        for (index_t p = 0; p < k; ++p) {
+                            T& wv = w_ref[j * k + p];
+                            if (hardware_fma) {
+                                wv = std::fma(c, x_prev[p], wv);
+                            } else {
+                                const volatile T product = c * x_prev[p];  // rounded on its own, never contracted
+                                wv = product + wv;
+                            }
+                        }
+                    }
+                }
+                nncore::linear_forward(kt, 1, k, rows, x.data(), w_ref.data(), use_bias ? bias.data() : nullptr, act, alpha,
+                                       y_ref.data());
+                std::vector<T> w_got(weights.data(), weights.data() + rows * k), y_got(y.data(), y.data() + rows);
+                CHECK_MSG(nntest::same_bits(w_got, w_ref), "weights differ from the per-element rank-1 step");
+                CHECK_MSG(nntest::same_bits(y_got, y_ref), "outputs differ from linear_forward");
+
+                // Rows split at a multiple of 4 give the same bits.
+                if (rows > 4) {
+                    std::vector<T> w_split = w0, y_split(rows, nan);
+                    const index_t cut = 4;
+                    for (index_t r0 : {index_t(0), cut}) {
+                        const index_t r1 = r0 == 0 ? cut : rows;
+                        kt.dense_forward_sgd(k, r1 - r0, x.data(), w_split.data() + r0 * k, k, use_bias ? bias.data() + r0 : nullptr,
+                                             update ? g.data() + r0 : nullptr, update ? x_prev.data() : nullptr, neg_lr, act,
+                                             alpha, y_split.data() + r0, !descending);
+                    }
+                    CHECK_MSG(nntest::same_bits(w_split, w_ref) && nntest::same_bits(y_split, y_ref), "a split at row 4 differs");
+                }
+
+                // sgd_rank1: the update and dW, either alone.
+                if (update) {
+                    nntest::Guarded<T> w_both(w0), dw_both(rows * k, nan), w_only(w0), dw_only(rows * k, nan);
+                    kt.sgd_rank1(k, rows, g.data(), x_prev.data(), neg_lr, w_both.data(), dw_both.data(), k);
+                    kt.sgd_rank1(k, rows, g.data(), x_prev.data(), neg_lr, w_only.data(), nullptr, k);
+                    kt.sgd_rank1(k, rows, g.data(), x_prev.data(), neg_lr, nullptr, dw_only.data(), k);
+                    CHECK(w_both.guards_intact() && dw_both.guards_intact() && w_only.guards_intact() && dw_only.guards_intact());
+                    auto vec = [&](nntest::Guarded<T>& a) { return std::vector<T>(a.data(), a.data() + rows * k); };
+                    CHECK_MSG(nntest::same_bits(vec(w_both), w_ref) && nntest::same_bits(vec(w_only), w_ref), "sgd_rank1 weights differ");
+                    CHECK_MSG(nntest::same_bits(vec(dw_both), dw) && nntest::same_bits(vec(dw_only), dw), "sgd_rank1 dW differs");
+                }
+                ++cases;
+            }
+    std::printf("    batch-1 SGD sweep %s: %lld cases\n", nntest::dtype_name<T>(), cases);
+}
+
 int main() {
-    nntest::for_each_isa([](nncore::Isa, const nncore::Tables& tables) {
+    nntest::for_each_isa([](nncore::Isa isa, const nncore::Tables& tables) {
         Rng rng(20240601);
         test_gemm(tables.f32, rng);
         test_gemm(tables.f64, rng);
@@ -522,6 +626,8 @@ int main() {
         test_gemm_nan_propagation(tables.f64, rng);
         test_linear(tables.f32, rng);
         test_linear(tables.f64, rng);
+        test_batch1_sgd_sweep(tables.f32, isa != nncore::Isa::scalar, rng);
+        test_batch1_sgd_sweep(tables.f64, isa != nncore::Isa::scalar, rng);
     });
     return nntest::finish("test_gemm");
 }

@@ -340,6 +340,7 @@ def _classic(use_engine, layers, loss, prime, x, y, **kwargs):
 @pytest.mark.parametrize("columns,batch_size,shuffle,dtype", [
     (True, 1, False, np.float32), (True, 1, True, np.float64), (False, 1, True, np.float32),
     (True, 3, True, np.float32), (False, 4, False, np.float64),
+    (False, 2, True, np.float32),  # 23 samples: the last mini-batch has one row (the rank-1 step)
 ])
 def test_classic_train_is_bit_identical(columns, batch_size, shuffle, dtype):
     rng = np.random.default_rng(1)
@@ -384,13 +385,18 @@ def test_classic_nan_stop_is_the_same():
     x = np.ones((6, 3, 1), np.float32)
     x[4] = 1e30
     y = np.zeros((6, 2, 1), np.float32)
-    messages = []
+    messages, arrays = [], []
     for use_engine in (True, False):
         engine.set_enabled(use_engine)
         nncore.seed(0)
+        network = [Dense(3, 2)]
         with pytest.raises(FloatingPointError) as info:
-            nncore.train([Dense(3, 2)], nncore.mse, nncore.mse_prime, x, y, epochs=2, learning_rate=0.01, verbose=False)
+            nncore.train(network, nncore.mse, nncore.mse_prime, x, y, epochs=2, learning_rate=0.01, verbose=False)
         messages.append(str(info.value))
+        # Parameters and gradients as the last finished sample left them (the per-sample engine
+        # path applies its pending update and writes dW before it reports the stop).
+        arrays.append([a.tobytes() for pair in network[0].parameters() for a in pair])
+    assert arrays[0] == arrays[1]
     # Sample 4 overflows: its loss is inf where the ISA sums in float (scalar), else the loss is
     # still finite in double and the next sample diverges. Either way both paths agree.
     assert messages[0] == messages[1] and ("samples 4..4" in messages[0] or "samples 5..5" in messages[0])
@@ -449,3 +455,94 @@ def test_concurrent_predict_through_one_engine_matches_serial():
         thread.join()
     for expected, got in zip(serial, results):
         assert len(got) == 20 and all(g.tobytes() == expected.tobytes() for g in got)
+
+
+# -- the remembered predictor (single-sample predict skips re-planning) ---------------------------
+def _python_predict(network, x):
+    engine.set_enabled(False)
+    try:
+        return nncore.predict(network, x) if isinstance(network, list) else network.predict(x)
+    finally:
+        engine.set_enabled(None)
+
+
+@pytest.mark.parametrize("classic", [False, True])
+def test_remembered_predictor_sees_every_change_to_the_layers(classic, monkeypatch):
+    rng = np.random.default_rng(3)
+    nncore.seed(1)
+    layers = [Dense(6, 5), ReLU(), Dense(5, 3)]
+    network = layers if classic else Sequential(layers)
+    layers = layers if classic else network.layers  # the list the network reads
+    x = rng.normal(size=(6, 1) if classic else (1, 6)).astype(np.float32)
+
+    def check():
+        got = nncore.predict(network, x) if classic else network.predict(x)
+        want = _python_predict(network, x)
+        assert got.shape == want.shape and got.tobytes() == want.tobytes()
+        return got
+
+    first = check()
+    assert check().tobytes() == first.tobytes()
+    layers[0].weights[0, 0] += 1.0  # in place: the engine reads the same memory
+    check()
+    layers[0].weights = rng.normal(size=(5, 6)).astype(np.float32)  # a new array
+    check()
+    layers[2].bias = np.ones(3, np.float32)
+    check()
+    layers[1] = LeakyReLU(0.3)  # another activation object
+    check()
+    layers[1]._alpha = 0.05  # a changed slope
+    check()
+    layers[1] = Tanh()
+    check()
+    layers.insert(2, Dense(5, 5))
+    layers.insert(3, Sigmoid())
+    check()
+    layers[:] = [Dense(6, 3, dtype=np.float64)]  # another dtype: the input is then converted
+    out = nncore.predict(network, x) if classic else network.predict(x)
+    assert out.dtype == np.float64
+    # The switches still apply at once.
+    engine.set_enabled(False)
+    check()
+    engine.set_enabled(None)
+    monkeypatch.setenv("NNCORE_ENGINE", "0")
+    assert not engine.enabled()
+    monkeypatch.setenv("NNCORE_ENGINE", "1")
+    assert engine.enabled()
+
+
+def test_remembered_list_predictor_does_not_keep_the_network_alive():
+    import gc
+    import weakref
+
+    network = [Dense(4, 2), Tanh()]
+    nncore.predict(network, np.ones((4, 1), np.float32))
+    first = weakref.ref(network[0])
+    del network
+    gc.collect()
+    assert first() is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_parameters_start_on_cache_lines(dtype, tmp_path):
+    # The kernels stream parameters in 64-byte vectors; numpy alone aligns to 16 bytes.
+    layers = [Dense(13, 7, dtype=dtype), Tanh()]
+    nncore.Sequential(layers).save(tmp_path / "m.safetensors")
+    for dense in (layers[0], nncore.load(tmp_path / "m.safetensors").layers[0]):
+        for array in (dense.weights, dense.bias, dense.weights_gradient, dense.bias_gradient):
+            assert array.ctypes.data % 64 == 0 and array.flags.c_contiguous and array.flags.writeable
+
+
+def test_single_sample_sgd_step_is_the_rank_one_update():
+    # Dense.backward(g, lr) on one sample: weights += (-lr g) x^T, close to weights - lr * dW.
+    rng = np.random.default_rng(9)
+    for dtype in (np.float32, np.float64):
+        dense = Dense(11, 5, dtype=dtype)
+        before = dense.weights.copy()
+        x = rng.normal(size=(1, 11)).astype(dtype)
+        g = rng.normal(size=(1, 5)).astype(dtype)
+        dense.forward(x)
+        dense.backward(g, 0.25)
+        want = before.astype(np.float64) - 0.25 * np.outer(g[0], x[0])
+        np.testing.assert_allclose(dense.weights, want, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+        np.testing.assert_array_equal(dense.weights_gradient, np.outer(g[0], x[0]).astype(dtype))
