@@ -1,6 +1,7 @@
 """Kernel benchmarks: nncore.ops against numpy (and PyTorch when installed), side by side.
 
-Usage: python benchmarks/bench_ops.py [--threads N] [--quick]
+Usage: python benchmarks/bench_ops.py [--threads N] [--quick] [--functions tanh,exp] [--sizes 16384,1048576]
+                                      [--no-matmul]
 
 Prints markdown tables of medians (interleaved rounds after warm-up) and the ratio to each peer:
 matmul in GFLOP/s, and the elementwise functions (tanh, sigmoid, relu, exp, softmax, float32) in
@@ -133,7 +134,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="fewer sizes")
+    parser.add_argument("--functions", default=",".join(ELEMENTWISE),
+                        help="comma-separated elementwise functions (default: all)")
+    parser.add_argument("--sizes", default="", help="comma-separated element counts (default: by --quick)")
+    parser.add_argument("--no-matmul", action="store_true", help="elementwise functions only")
     args = parser.parse_args()
+    names = tuple(name for name in args.functions.split(",") if name)
+    unknown = sorted(set(names) - set(ELEMENTWISE))
+    if unknown:
+        parser.error(f"unknown function(s) {', '.join(unknown)}; expected some of {', '.join(ELEMENTWISE)}")
     info = nncore.cpu_info()
     print(f"nncore {nncore.__version__}, isa={info['isa']}, threads={args.threads}, numpy {np.__version__}, "
           f"torch {torch.__version__ if torch else NOT_INSTALLED}, "
@@ -142,9 +151,12 @@ def main() -> None:
     shapes = [(1, 784, 256), (64, 784, 256), (256, 784, 256), (64, 256, 128), (64, 128, 10), (1024, 1024, 1024)]
     if args.quick:
         shapes = shapes[1:2] + shapes[-1:]
-    print(markdown_table(run_matmul(shapes, args.threads)))
+    if not args.no_matmul:
+        print(markdown_table(run_matmul(shapes, args.threads)))
     sizes = [1 << 14, 1 << 20] if args.quick else [1 << 10, 1 << 14, 1 << 18, 1 << 20]
-    print(markdown_table(run_elementwise(sizes, args.threads)))
+    if args.sizes:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    print(markdown_table(run_elementwise(sizes, args.threads, names=names)))
 
 
 if __name__ == "__main__":

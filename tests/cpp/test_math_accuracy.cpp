@@ -65,6 +65,16 @@ void run_fn(const KernelTable<T>& kt, Fn f, const T* x, T* y, index_t n) {
     }
 }
 
+// vtanh reduces -2|x| log2(e) to n + f with n = round(.): n changes at |x| = (k + 1/2) ln(2) / 2,
+// k = 0 .. top (up to the clamp). Both signs.
+void add_tanh_cut_overs(std::vector<double>& b, int top) {
+    for (int k = 0; k <= top; ++k) {
+        const double c = (k + 0.5) * 0.34657359027997265471;  // ln(2) / 2
+        b.push_back(c);
+        b.push_back(-c);
+    }
+}
+
 // Ranges per dtype: the dense sweep, the second sweep, and boundary points of the implementation.
 template <class T>
 struct Domain;
@@ -77,8 +87,11 @@ struct Domain<float> {
     static constexpr double sigmoid_second[2] = {-110, 110};  // sigmoid(x) is subnormal down to -103.3
     static constexpr double tanh_second[2] = {-1, 1};        // where u / (u + 2) has the smallest u
     static std::vector<double> boundaries() {
-        return {88.72283935546875, 88.72283172607422, -87.33654022216797, -103.27892303466797, -103.97208404541016,
-                89.0, -104.0, 0.35, -0.35, 9.01091289520263671875 /* tanh rounds to 1 */, 9.1, -9.1 /* tanh clamp */};
+        std::vector<double> b = {88.72283935546875, 88.72283172607422, -87.33654022216797, -103.27892303466797,
+                                 -103.97208404541016, 89.0, -104.0, 0.35, -0.35,
+                                 9.01091289520263671875 /* tanh rounds to 1 */, 9.1, -9.1 /* tanh clamp */};
+        add_tanh_cut_overs(b, 26);
+        return b;
     }
 };
 
@@ -90,8 +103,11 @@ struct Domain<double> {
     static constexpr double sigmoid_second[2] = {-750, 750};
     static constexpr double tanh_second[2] = {-1, 1};
     static std::vector<double> boundaries() {
-        return {709.782712893384, -708.3964185322641, -744.4400719213812, -745.1332191019411, 710.0, -746.0,
-                0.35, -0.35, 19.061547465398498 /* tanh rounds to 1 */, 19.1, -19.1 /* tanh clamp */};
+        std::vector<double> b = {709.782712893384, -708.3964185322641, -744.4400719213812, -745.1332191019411,
+                                 710.0, -746.0, 0.35, -0.35, 19.061547465398498 /* tanh rounds to 1 */, 19.1,
+                                 -19.1 /* tanh clamp */};
+        add_tanh_cut_overs(b, 55);
+        return b;
     }
 };
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nncore
 import numpy as np
 import pytest
 from conftest import (
@@ -16,6 +17,7 @@ from conftest import (
     ref_sigmoid,
     ref_softmax,
     ref_tanh,
+    run_python,
 )
 from nncore import ops
 
@@ -257,6 +259,71 @@ def test_tanh_and_sigmoid_saturate_without_nan(dtype):
     assert np.isfinite(t).all() and np.isfinite(s).all()
     assert np.all(np.abs(t) <= 1) and np.all((s >= 0) & (s <= 1))
     assert np.all(np.diff(t) >= 0) and np.all(np.diff(s) >= 0)  # monotone
+
+
+# tanh near the cut-over points of its reduction, on every ISA. vtanh writes -2|x| log2(e) = n + f
+# with n = round(.), so n changes at |x| = (k + 1/2) ln(2) / 2; |x| is clamped at 9.1 (float) or
+# 19.1 (double), and tanh rounds to +-1 from 9.0109 (float) / 19.0615 (double) on. Each ISA runs
+# in its own interpreter (NNCORE_ISA is read once, at import).
+TANH_CUTOVER_SCRIPT = """
+import numpy as np
+import nncore
+from nncore import ops
+assert nncore.cpu_info()["isa"] == {isa!r}, nncore.cpu_info()
+for dtype, top, clamp, saturates in ((np.float32, 26, 9.1, 9.01091289520263671875),
+                                     (np.float64, 55, 19.1, 19.061547465398498)):
+    dtype = np.dtype(dtype)
+    int_type = np.int32 if dtype.itemsize == 4 else np.int64
+    centres = [(k + 0.5) * np.log(2.0) / 2 for k in range(top + 1)] + [clamp, saturates, 1.0, 0.5, 0.25]
+    steps = np.arange(-40, 41, dtype=int_type)
+    x = np.concatenate([(np.array([c], dtype).view(int_type) + steps).view(dtype) for c in centres])
+    x = np.concatenate([x, -x])
+    np.save({out!r} + "_" + dtype.name + ".npy", np.stack([x, ops.tanh(x)]))
+"""
+
+
+def _ulp_errors_long(got: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """|got - tanh(x)| in ulp of the correctly rounded result, tanh in long double."""
+    exact = np.tanh(x.astype(np.longdouble))
+    rounded = exact.astype(x.dtype)
+    spacing = np.maximum(np.spacing(np.abs(rounded)), np.finfo(x.dtype).smallest_subnormal)
+    return np.abs(got.astype(np.longdouble) - exact) / spacing.astype(np.longdouble)
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
+def test_tanh_at_its_cut_over_points_on_every_isa(isa, tmp_path):
+    if isa not in nncore.cpu_info()["available_isas"]:
+        pytest.skip(f"{isa} is not available on this CPU")
+    process = run_python(TANH_CUTOVER_SCRIPT.format(isa=isa, out=str(tmp_path / "tanh")), {"NNCORE_ISA": isa})
+    assert process.returncode == 0, process.stderr
+    for dtype in (np.float32, np.float64):
+        x, got = np.load(tmp_path / f"tanh_{np.dtype(dtype).name}.npy")
+        errors = _ulp_errors_long(got, x)
+        worst = int(np.argmax(errors))
+        assert errors[worst] <= 4, f"{isa}: tanh({x[worst]!r}) = {got[worst]!r} is off by {errors[worst]:.2f} ulp"
+        assert np.all(np.abs(got) <= 1) and np.array_equal(np.sign(got), np.sign(x))
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
+def test_tanh_special_values_on_every_isa(isa):
+    if isa not in nncore.cpu_info()["available_isas"]:
+        pytest.skip(f"{isa} is not available on this CPU")
+    code = """
+import numpy as np
+from nncore import ops
+for dtype in (np.float32, np.float64):
+    info = np.finfo(dtype)
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, info.smallest_subnormal, -info.smallest_subnormal,
+                  info.tiny, -info.tiny, info.max, -info.max], dtype)
+    y = ops.tanh(x)
+    assert np.signbit(y[0]) == False and y[0] == 0 and np.signbit(y[1]) and y[1] == 0, y
+    assert y[2] == 1 and y[3] == -1 and np.isnan(y[4]), y
+    assert np.array_equal(y[5:9], x[5:9]), y  # tanh(x) rounds to x for tiny x
+    assert y[9] == 1 and y[10] == -1, y
+print("ok")
+"""
+    process = run_python(code, {"NNCORE_ISA": isa})
+    assert process.returncode == 0 and "ok" in process.stdout, process.stderr
 
 
 # ----------------------------------------------------------------------------------------------

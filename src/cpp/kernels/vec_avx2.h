@@ -29,6 +29,7 @@ struct Vec<float> {
     static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
     static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+    static reg fmsub(reg a, reg b, reg c) { return _mm256_fmsub_ps(a, b, c); }
     // a * b - p exactly, for p = fl(a * b).
     static reg product_error(reg a, reg b, reg p) { return _mm256_fmsub_ps(a, b, p); }
     static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
@@ -94,6 +95,7 @@ struct Vec<double> {
     static reg mul(reg a, reg b) { return _mm256_mul_pd(a, b); }
     static reg div(reg a, reg b) { return _mm256_div_pd(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
+    static reg fmsub(reg a, reg b, reg c) { return _mm256_fmsub_pd(a, b, c); }
     static reg product_error(reg a, reg b, reg p) { return _mm256_fmsub_pd(a, b, p); }
     static reg max(reg a, reg b) { return _mm256_max_pd(a, b); }
     static reg min(reg a, reg b) { return _mm256_min_pd(a, b); }

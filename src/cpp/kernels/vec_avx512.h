@@ -25,6 +25,7 @@ struct Vec<float> {
     static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
     static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+    static reg fmsub(reg a, reg b, reg c) { return _mm512_fmsub_ps(a, b, c); }
     // a * b - p exactly, for p = fl(a * b).
     static reg product_error(reg a, reg b, reg p) { return _mm512_fmsub_ps(a, b, p); }
     static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
@@ -69,6 +70,7 @@ struct Vec<double> {
     static reg mul(reg a, reg b) { return _mm512_mul_pd(a, b); }
     static reg div(reg a, reg b) { return _mm512_div_pd(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
+    static reg fmsub(reg a, reg b, reg c) { return _mm512_fmsub_pd(a, b, c); }
     static reg product_error(reg a, reg b, reg p) { return _mm512_fmsub_pd(a, b, p); }
     static reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
     static reg min(reg a, reg b) { return _mm512_min_pd(a, b); }

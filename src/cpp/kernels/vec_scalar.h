@@ -24,6 +24,7 @@ struct Vec {
     static reg div(reg a, reg b) { return a / b; }
     // Plain multiply-add: std::fma would be a slow software routine on CPUs without FMA.
     static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
+    static reg fmsub(reg a, reg b, reg c) { return a * b - c; }
     // a * b - p exactly, for p = fl(a * b) (|a b| well inside the range): Dekker's product with
     // Veltkamp's split, or one fused multiply-add where the compiler says it is fast.
     static reg product_error(reg a, reg b, reg p) {
