@@ -171,39 +171,53 @@ void conv2d_backward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x,
                      T* dw, T* db) {
     const index_t p = s.out_h() * s.out_w(), k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
     const index_t g = group_size(s, kDotGroupBytes / static_cast<index_t>(sizeof(T)));
-    const int threads = get_num_threads();
+    const index_t groups = (s.n + g - 1) / g, partial_size = s.o * k + s.o;
     if (db) std::fill(db, db + s.o, T(0));
     if (s.n == 0) {
         std::fill(dw, dw + s.o * k, T(0));
         return;
     }
-    T* cols = workspace<T, 0>(k * g * p);
-    T* dcols = dx ? workspace<T, 1>(k * g * p) : nullptr;
-    T* grad = workspace<T, 2>(s.o * g * p);
-    for (index_t first = 0; first < s.n; first += g) {
-        const index_t count = std::min(g, s.n - first), ld = count * p;
-        // grad (o x count*p): the output gradient of the group with samples side by side, as out in forward.
-        for_samples(count, [&](index_t i) {
-            kt.im2col(s, x + (first + i) * in_size, cols + i * p, ld);
-            const T* dyi = dy + (first + i) * s.o * p;
-            for (index_t oc = 0; oc < s.o; ++oc) std::copy(dyi + oc * p, dyi + (oc + 1) * p, grad + oc * ld + i * p);
-        });
-        if (db)
+    // Each group is one task (one thread, no synchronisation inside): it fills its own partial dw
+    // and db; a wave of kWave groups is then summed into dw and db in group order. Groups and waves
+    // depend on the shape only, so the sums are the same for any thread count.
+    constexpr index_t kWave = 8;
+    T* partials = workspace<T, 6>(kWave * partial_size);
+    for (index_t wave = 0; wave < groups; wave += kWave) {
+        const index_t in_wave = std::min(kWave, groups - wave);
+        parallel_for(static_cast<int>(in_wave), [&](int task) {
+            const index_t first = (wave + task) * g, count = std::min(g, s.n - first), ld = count * p;
+            T* cols = workspace<T, 0>(k * g * p);
+            T* grad = workspace<T, 2>(s.o * g * p);
+            T* pdw = partials + task * partial_size;
+            // grad (o x count*p): the group's output gradient with samples side by side.
+            for (index_t i = 0; i < count; ++i) {
+                kt.im2col(s, x + (first + i) * in_size, cols + i * p, ld);
+                const T* dyi = dy + (first + i) * s.o * p;
+                for (index_t oc = 0; oc < s.o; ++oc)
+                    std::copy(dyi + oc * p, dyi + (oc + 1) * p, grad + oc * ld + i * p);
+            }
             for (index_t oc = 0; oc < s.o; ++oc) {
                 const T* row = grad + oc * ld;
                 T sum = T(0);
                 for (index_t j = 0; j < ld; ++j) sum += row[j];
-                db[oc] += sum;
+                pdw[s.o * k + oc] = sum;
             }
-        // dw (o x k) (+)= grad (o x count*p) * cols^T (count*p x k)
-        Epilogue<T> ep;
-        ep.beta = first == 0 ? 0 : 1;
-        gemm(kt, s.o, k, ld, ConstMatrix<T>{grad, ld, 1}, ConstMatrix<T>{cols, 1, ld}, dw, k, ep, threads);
-        if (dcols) {
-            // dcols (k x count*p) = w^T (k x o) * grad (o x count*p), scattered back per sample.
-            gemm(kt, k, ld, s.o, ConstMatrix<T>{w, 1, k}, ConstMatrix<T>{grad, ld, 1}, dcols, ld, Epilogue<T>{},
-                 threads);
-            for_samples(count, [&](index_t i) { kt.col2im(s, dcols + i * p, ld, dx + (first + i) * in_size); });
+            // partial dw (o x k) = grad (o x count*p) * cols^T (count*p x k)
+            gemm(kt, s.o, k, ld, ConstMatrix<T>{grad, ld, 1}, ConstMatrix<T>{cols, 1, ld}, pdw, k, Epilogue<T>{}, 1);
+            if (dx) {
+                // dcols (k x count*p) = w^T (k x o) * grad (o x count*p), scattered back per sample.
+                T* dcols = workspace<T, 1>(k * g * p);
+                gemm(kt, k, ld, s.o, ConstMatrix<T>{w, 1, k}, ConstMatrix<T>{grad, ld, 1}, dcols, ld, Epilogue<T>{}, 1);
+                for (index_t i = 0; i < count; ++i) kt.col2im(s, dcols + i * p, ld, dx + (first + i) * in_size);
+            }
+        });
+        for (index_t task = 0; task < in_wave; ++task) {
+            const T* pdw = partials + task * partial_size;
+            if (wave + task == 0) std::copy(pdw, pdw + s.o * k, dw);
+            else
+                for (index_t j = 0; j < s.o * k; ++j) dw[j] += pdw[j];
+            if (db)
+                for (index_t oc = 0; oc < s.o; ++oc) db[oc] += pdw[s.o * k + oc];
         }
     }
 }
