@@ -63,12 +63,17 @@ def settings(quick: bool) -> dict[str, Any]:
 
 
 def machine() -> str:
+    """The CPU's model name, family and model numbers (which tell AMD generations apart when the
+    name is just "AMD EPYC") and logical CPU count, from /proc/cpuinfo."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+            fields = [line.split(":", 1) for line in cpuinfo if ":" in line]
+        values = lambda key: [v.strip() for k, v in fields if k.strip() == key]  # noqa: E731
+        names = values("model name")
         if names:
-            model = f"{names[0]} ({len(names)} logical CPUs)"
+            family, number = (values("cpu family") or ["?"])[0], (values("model") or ["?"])[0]
+            model = f"{names[0]}, family {family} model {number} ({len(names)} logical CPUs)"
     except OSError:
         pass
     return model
