@@ -114,8 +114,8 @@ bool overlaps(const py::array& a, const py::array& b) {
 // the heap, so every training step's activations and gradients of a CNN were fresh pages, each
 // zeroed by the kernel on first touch (measured in this VM: ~780 page faults and ~2 ms for one
 // 3.2 MB ReLU output of LeNet at batch 64, against ~0.15 ms for the computation itself). Blocks are
-// kept per exact size, at most kCachedMaxBytes in all; the arrays are ordinary numpy arrays whose
-// base object gives the block back.
+// kept per exact size, at most kCachedMaxBytes in all (the most recently freed win); the arrays are
+// ordinary numpy arrays whose base object gives the block back.
 class BlockCache {
 public:
     static constexpr std::size_t kCachedMinBytes = std::size_t(256) << 10;
@@ -139,17 +139,32 @@ public:
         return block + kHeader;
     }
 
+    // Keeps the block for its size; when that would pass kCachedMaxBytes, blocks of other sizes
+    // (or older ones of this size) are released first, so the sizes in use now stay cached.
     void give(void* data) {
         const std::size_t bytes = *reinterpret_cast<std::size_t*>(static_cast<char*>(data) - kHeader);
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (cached_ + bytes <= kCachedMaxBytes) {
-                free_[bytes].push_back(data);
-                cached_ += bytes;
-                return;
-            }
+        if (bytes > kCachedMaxBytes) {
+            std::free(static_cast<char*>(data) - kHeader);
+            return;
         }
-        std::free(static_cast<char*>(data) - kHeader);
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (auto entry = free_.begin(); cached_ + bytes > kCachedMaxBytes && entry != free_.end();) {
+            if (entry->first == bytes || entry->second.empty()) {
+                ++entry;
+                continue;
+            }
+            std::free(static_cast<char*>(entry->second.back()) - kHeader);
+            entry->second.pop_back();
+            cached_ -= entry->first;
+        }
+        auto& same = free_[bytes];
+        while (cached_ + bytes > kCachedMaxBytes && !same.empty()) {
+            std::free(static_cast<char*>(same.front()) - kHeader);
+            same.erase(same.begin());
+            cached_ -= bytes;
+        }
+        same.push_back(data);
+        cached_ += bytes;
     }
 
 private:

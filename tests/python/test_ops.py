@@ -545,6 +545,10 @@ def test_matmul_propagates_nan_and_inf(dtype):
 
 
 def test_large_results_are_independent_writable_arrays_whose_memory_is_recycled():
+    # First fill the cache of freed blocks (64 MB) with another size: it must still make room.
+    filler = np.ones((512, 512), np.float32)  # 1 MB results
+    held = [ops.relu(filler) for _ in range(80)]
+    del held
     x = np.random.default_rng(0).standard_normal((300, 400)).astype(np.float32)  # 480 KB results
     a = ops.relu(x)
     b = ops.relu(x)
