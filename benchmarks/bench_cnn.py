@@ -10,13 +10,12 @@ the same thread count; their epochs are interleaved so that load on the shared m
 
 from __future__ import annotations
 
-import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 import nncore
-from common import NOT_INSTALLED, ratio, threads, torch
+from common import Trainer, ratio, threads, time_epochs, torch
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -76,7 +75,7 @@ def torch_model(weights: list[tuple[np.ndarray, np.ndarray]]) -> Any:
     return model
 
 
-def _nncore_trainer(data: Data, weights: list, batch_size: int, seed: int) -> tuple[Callable, Callable]:
+def _nncore_trainer(data: Data, weights: list, batch_size: int, seed: int) -> Trainer:
     x, y, xt, yt = data
     model = nncore_model(weights)
     opt = nncore.optim.Adam(1e-3)
@@ -88,7 +87,7 @@ def _nncore_trainer(data: Data, weights: list, batch_size: int, seed: int) -> tu
     return epoch, lambda: float(np.mean(np.argmax(model.predict(xt, batch_size=1000), axis=1) == yt))
 
 
-def _torch_trainer(data: Data, weights: list, batch_size: int, seed: int) -> tuple[Callable, Callable]:
+def _torch_trainer(data: Data, weights: list, batch_size: int, seed: int) -> Trainer:
     x, y, xt, yt = data
     model = torch_model(weights)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -116,7 +115,7 @@ def run_cnn_training(data: Data, batch_size: int = 64, epochs: int = 2, n_thread
     from the same initial weights, test accuracy after them, and nncore's speed-up."""
     images = as_images(data)
     weights = initial_weights(seed)
-    trainers: dict[str, Optional[tuple[Callable, Callable]]] = {"nncore": None, "torch": None}
+    trainers: dict[str, Optional[Trainer]] = {"nncore": None, "torch": None}
     makers = {"nncore": _nncore_trainer, "torch": _torch_trainer if torch is not None else None}
     warm = tuple(part[:256] for part in images)
     row: dict[str, Any] = {"network": "LeNet (2 conv, 2 max-pool, 2 dense)", "optimizer": "Adam lr 0.001",
@@ -127,21 +126,6 @@ def run_cnn_training(data: Data, batch_size: int = 64, epochs: int = 2, n_thread
             if make is not None:
                 make(warm, weights, batch_size, seed)[0]()  # first-call costs stay untimed
                 trainers[name] = make(images, weights, batch_size, seed)
-        times: dict[str, list[float]] = {name: [] for name in trainers}
-        for _ in range(epochs):
-            for name, trainer in trainers.items():
-                if trainer is not None:
-                    t0 = time.perf_counter()
-                    trainer[0]()
-                    times[name].append(time.perf_counter() - t0)
-        seconds: dict[str, Optional[float]] = {}
-        for name, trainer in trainers.items():
-            if trainer is None:
-                seconds[name] = None
-                row[f"{name} s/epoch"] = row[f"{name} acc"] = NOT_INSTALLED
-                continue
-            seconds[name] = float(np.median(times[name]))
-            row[f"{name} s/epoch"] = seconds[name]
-            row[f"{name} acc"] = f"{trainer[1]():.2%}"
+        seconds = time_epochs(trainers, epochs, row)
     row["vs torch"] = ratio(seconds["torch"], seconds["nncore"])
     return [row]

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 import nncore
-from common import NOT_INSTALLED, compare, ratio, sklearn, threads, torch
+from common import NOT_INSTALLED, compare, ratio, sklearn, threads, time_epochs, torch
 
 HIDDEN = (256, 128)
 SGD_SETTINGS = {"lr": 0.01, "momentum": 0.9}
@@ -189,21 +189,9 @@ def run_training(data: Data, batch_sizes: Sequence[int] = (32, 64, 256), epochs:
             for batch_size in batch_sizes:
                 row: dict[str, Any] = {"optimizer": _optimizer_label(optimizer), "batch": batch_size,
                                        "epochs": epochs, "threads": n_threads}
-                trainers = {name: TRAINERS[name](data, optimizer, batch_size, seed) for name in names}
-                times: dict[str, list[float]] = {name: [] for name in names}
-                for _ in range(epochs):
-                    for name, (epoch, _) in trainers.items():
-                        t0 = time.perf_counter()
-                        epoch()
-                        times[name].append(time.perf_counter() - t0)
-                seconds: dict[str, Optional[float]] = {name: None for name in TRAINERS}
-                for name in TRAINERS:
-                    if name not in trainers:
-                        row[f"{name} s/epoch"] = row[f"{name} acc"] = NOT_INSTALLED
-                        continue
-                    seconds[name] = float(np.median(times[name]))
-                    row[f"{name} s/epoch"] = seconds[name]
-                    row[f"{name} acc"] = f"{trainers[name][1]():.2%}"
+                trainers = {name: TRAINERS[name](data, optimizer, batch_size, seed) if name in names else None
+                            for name in TRAINERS}
+                seconds = time_epochs(trainers, epochs, row)
                 row["vs torch"] = ratio(seconds["torch"], seconds["nncore"])
                 row["vs sklearn"] = ratio(seconds["sklearn"], seconds["nncore"])
                 rows.append(row)

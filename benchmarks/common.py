@@ -85,6 +85,32 @@ def compare(fns: dict[str, Optional[Callable[[], object]]], min_time: float = 0.
     return {name: (float(np.median(samples[name])) if name in samples else None) for name in fns}
 
 
+# A trainer is (epoch, accuracy): ``epoch()`` trains one epoch, ``accuracy()`` is the test accuracy now.
+Trainer = tuple[Callable[[], object], Callable[[], float]]
+
+
+def time_epochs(trainers: dict[str, Optional[Trainer]], epochs: int, row: dict[str, Any]) -> dict[str, Optional[float]]:
+    """Trains ``epochs`` epochs of every framework, interleaved (so a burst of load on the shared
+    machine hits all of them); puts each one's median seconds per epoch and final test accuracy
+    in ``row`` ("not installed" for a None trainer) and returns the medians (None when missing)."""
+    times: dict[str, list[float]] = {name: [] for name, trainer in trainers.items() if trainer is not None}
+    for _ in range(epochs):
+        for name in times:
+            t0 = time.perf_counter()
+            trainers[name][0]()  # type: ignore[index]
+            times[name].append(time.perf_counter() - t0)
+    seconds: dict[str, Optional[float]] = {}
+    for name, trainer in trainers.items():
+        if trainer is None:
+            seconds[name] = None
+            row[f"{name} s/epoch"] = row[f"{name} acc"] = NOT_INSTALLED
+            continue
+        seconds[name] = float(np.median(times[name]))
+        row[f"{name} s/epoch"] = seconds[name]
+        row[f"{name} acc"] = f"{trainer[1]():.2%}"
+    return seconds
+
+
 def ratio(baseline: Optional[float], ours: Optional[float]) -> str:
     """How many times faster ``ours`` is than ``baseline`` (both in seconds)."""
     if baseline is None or ours is None or ours <= 0:

@@ -16,7 +16,6 @@ and downloads the files there (sha256-checked) when the network allows.
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,11 +23,9 @@ from pathlib import Path
 import numpy as np
 
 import nncore
+from _mnist import default_data_dir, describe, load_or_explain
 from nncore import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
-from nncore.datasets import load_mnist
 from nncore.optim import Adam
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def lenet() -> Sequential:
@@ -46,10 +43,8 @@ def images(x: np.ndarray) -> np.ndarray:
 
 
 def main() -> int:
-    shared = REPO.parent / "shared" / "data" / "mnist"
     parser = argparse.ArgumentParser(description="Train a LeNet-style CNN on MNIST with nncore.")
-    parser.add_argument("data_dir", nargs="?", default=str(shared) if not os.environ.get("NNCORE_DATA")
-                        and shared.is_dir() else None, help="directory with the MNIST IDX files")
+    parser.add_argument("data_dir", nargs="?", default=default_data_dir(), help="directory with the MNIST IDX files")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
     parser.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default 0)")
@@ -58,16 +53,12 @@ def main() -> int:
     if args.epochs < 1 or args.batch_size < 1 or args.seed < 0:
         parser.error("expected --epochs >= 1, --batch-size >= 1 and --seed >= 0")
 
-    try:
-        (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir)
-    except (FileNotFoundError, OSError) as error:
-        print(f"MNIST data not available: {error}\n\nPass a directory holding the four MNIST IDX files "
-              "(python examples/mnist_cnn.py DIR) or set NNCORE_DATA=DIR.", file=sys.stderr)
+    data = load_or_explain(args.data_dir, "mnist_cnn.py")
+    if data is None:
         return 2
+    (x_train, y_train), (x_test, y_test) = data
     x_train, x_test = images(x_train), images(x_test)
-    info = nncore.cpu_info()
-    print(f"nncore {nncore.__version__}: {info['isa']} kernels, {info['num_threads']} threads; "
-          f"{len(x_train)} training and {len(x_test)} test images")
+    describe(len(x_train), len(x_test))
 
     nncore.seed(args.seed)
     model = lenet()

@@ -13,7 +13,6 @@ and downloads the files there (sha256-checked) when the network allows.
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,17 +20,10 @@ from pathlib import Path
 import numpy as np
 
 import nncore
+from _mnist import default_data_dir, describe, load_or_explain
 from nncore import Dense, ReLU, Sequential
 from nncore.callbacks import EarlyStopping
-from nncore.datasets import load_mnist
 from nncore.optim import Adam, CosineAnnealingLR
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def default_data_dir():
-    shared = REPO.parent / "shared" / "data" / "mnist"
-    return str(shared) if not os.environ.get("NNCORE_DATA") and shared.is_dir() else None
 
 
 def rows(images):
@@ -52,17 +44,13 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    try:
-        (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir)
-    except (FileNotFoundError, OSError) as error:
-        print(f"MNIST data not available: {error}\n\nPass a directory holding the four MNIST IDX files "
-              "(python examples/mnist_mlp.py DIR) or set NNCORE_DATA=DIR.", file=sys.stderr)
+    data = load_or_explain(args.data_dir, "mnist_mlp.py")
+    if data is None:
         return 2
+    (x_train, y_train), (x_test, y_test) = data
     x_train, x_test = rows(x_train), rows(x_test)
 
-    info = nncore.cpu_info()
-    print(f"nncore {nncore.__version__}: {info['isa']} kernels, {info['num_threads']} threads; "
-          f"{len(x_train)} training and {len(x_test)} test images")
+    describe(len(x_train), len(x_test))
 
     nncore.seed(args.seed)
     model = Sequential([

@@ -813,38 +813,6 @@ void sgd_rank1_impl(py::array weights, const py::array& g_in, const py::array& x
     kt.sgd_rank1(in, out, pg, px, static_cast<T>(-lr), pw, nullptr, in);
 }
 
-void sgd_rank1_py(const py::object& weights_obj, const py::object& g_obj, const py::object& x_obj, double lr) {
-    const char* op = "sgd_rank1";
-    if (!py::isinstance<py::array>(weights_obj)) throw py::type_error("sgd_rank1: weights must be a numpy array");
-    py::array weights = py::reinterpret_borrow<py::array>(weights_obj);
-    py::array g = as_array(g_obj, op, "gradient"), x = as_array(x_obj, op, "input");
-    const Float kind = float_kind(weights, op, "weights");
-    require_same_dtype(weights, g, op, "weights", "gradient");
-    require_same_dtype(weights, x, op, "weights", "input");
-    require_ndim(weights, 2, op, "weights");
-    if (g.ndim() != 1 || g.shape(0) != weights.shape(0) || x.ndim() != 1 || x.shape(0) != weights.shape(1))
-        throw py::value_error("sgd_rank1: weights of shape " + shape_str(weights) + " need a gradient of shape (" +
-                              std::to_string(weights.shape(0)) + ",) and an input of shape (" + std::to_string(weights.shape(1)) +
-                              ",), got " + shape_str(g) + " and " + shape_str(x));
-    if (!weights.writeable()) throw py::value_error("sgd_rank1: weights are read-only");
-    if (!(weights.flags() & py::array::c_style)) throw py::value_error("sgd_rank1: weights must be C-contiguous");
-    if (overlaps(weights, g) || overlaps(weights, x)) throw py::value_error("sgd_rank1: weights must not share memory with the gradient or input");
-    if (kind == Float::f32) sgd_rank1_impl<float>(weights, g, x, lr); else sgd_rank1_impl<double>(weights, g, x, lr);
-}
-
-void sgd_step_py(const py::object& param_obj, const py::object& grad_obj, double lr) {
-    const char* op = "sgd_step";
-    if (!py::isinstance<py::array>(param_obj)) throw py::type_error("sgd_step: param must be a numpy array");
-    py::array param = py::reinterpret_borrow<py::array>(param_obj);
-    py::array grad = as_array(grad_obj, op, "grad");
-    const Float kind = float_kind(param, op, "param");
-    require_same_dtype(param, grad, op, "param", "grad");
-    require_same_shape(param, grad, op, "param", "grad");
-    if (!param.writeable()) throw py::value_error("sgd_step: param is read-only");
-    if (!(param.flags() & py::array::c_style)) throw py::value_error("sgd_step: param must be C-contiguous");
-    if (kind == Float::f32) sgd_impl<float>(param, grad, lr); else sgd_impl<double>(param, grad, lr);
-}
-
 // ------------------------------------------------------------------------------------------------
 // Losses with value and gradient in one pass.
 LossKind parse_loss(const std::string& name) {
@@ -959,6 +927,31 @@ py::array inplace_array(const py::object& obj, const char* op, const char* name)
     if (!(a.flags() & py::array::c_style))
         throw py::value_error(std::string(op) + ": " + name + " must be C-contiguous (it is updated in place, so it is never copied)");
     return a;
+}
+
+void sgd_rank1_py(const py::object& weights_obj, const py::object& g_obj, const py::object& x_obj, double lr) {
+    const char* op = "sgd_rank1";
+    py::array weights = inplace_array(weights_obj, op, "weights");
+    py::array g = as_array(g_obj, op, "gradient"), x = as_array(x_obj, op, "input");
+    require_same_dtype(weights, g, op, "weights", "gradient");
+    require_same_dtype(weights, x, op, "weights", "input");
+    require_ndim(weights, 2, op, "weights");
+    if (g.ndim() != 1 || g.shape(0) != weights.shape(0) || x.ndim() != 1 || x.shape(0) != weights.shape(1))
+        throw py::value_error("sgd_rank1: weights of shape " + shape_str(weights) + " need a gradient of shape (" +
+                              std::to_string(weights.shape(0)) + ",) and an input of shape (" + std::to_string(weights.shape(1)) +
+                              ",), got " + shape_str(g) + " and " + shape_str(x));
+    if (overlaps(weights, g) || overlaps(weights, x)) throw py::value_error("sgd_rank1: weights must not share memory with the gradient or input");
+    if (float_kind(weights, op, "weights") == Float::f32) sgd_rank1_impl<float>(weights, g, x, lr);
+    else sgd_rank1_impl<double>(weights, g, x, lr);
+}
+
+void sgd_step_py(const py::object& param_obj, const py::object& grad_obj, double lr) {
+    const char* op = "sgd_step";
+    py::array param = inplace_array(param_obj, op, "param");
+    py::array grad = as_array(grad_obj, op, "grad");
+    require_same_dtype(param, grad, op, "param", "grad");
+    require_same_shape(param, grad, op, "param", "grad");
+    if (float_kind(param, op, "param") == Float::f32) sgd_impl<float>(param, grad, lr); else sgd_impl<double>(param, grad, lr);
 }
 
 // A state array beside `param`: same shape and dtype, writable, contiguous, not sharing its memory.

@@ -138,12 +138,12 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
 
 template <class T>
 void conv2d_forward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
-    const index_t p = s.out_h() * s.out_w(), k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
-    const index_t g = group_size(s);
     if (const Direct shape = direct_shape(kt, s); shape != Direct::none) {
         direct_conv(kt, s, x, w, bias, y, shape);
         return;
     }
+    const index_t p = s.out_h() * s.out_w(), k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
+    const index_t g = group_size(s);
     const int threads = get_num_threads();
     T* cols = workspace<T, 0>(k * g * p);
     T* out = workspace<T, 2>(s.o * g * p);

@@ -14,8 +14,8 @@ struct Vec<float> {
     static reg set1(float x) { return _mm256_set1_ps(x); }
     static reg load(const float* p) { return _mm256_loadu_ps(p); }
     static void store(float* p, reg a) { _mm256_storeu_ps(p, a); }
-    // Lanes [lo, hi) of the vector at p (0 <= lo <= hi <= width): the others load as zero, and
-    // their memory is never touched.
+    // Lanes [lo, hi) of the vector at p (0 <= lo <= hi <= width): the others load as zero (or as
+    // `fill`), and their memory is never touched.
     using span = __m256i;
     static span lanes(index_t lo, index_t hi) {
         const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -23,6 +23,9 @@ struct Vec<float> {
                                 _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(static_cast<int>(lo) - 1)));
     }
     static reg load_span(const float* p, span m) { return _mm256_maskload_ps(p, m); }
+    static reg load_span_or(const float* p, span m, reg fill) {
+        return _mm256_blendv_ps(fill, _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+    }
     static void store_span(float* p, span m, reg a) { _mm256_maskstore_ps(p, m, a); }
     static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
     static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
@@ -89,6 +92,9 @@ struct Vec<double> {
                                 _mm256_cmpgt_epi64(lane, _mm256_set1_epi64x(lo - 1)));
     }
     static reg load_span(const double* p, span m) { return _mm256_maskload_pd(p, m); }
+    static reg load_span_or(const double* p, span m, reg fill) {
+        return _mm256_blendv_pd(fill, _mm256_maskload_pd(p, m), _mm256_castsi256_pd(m));
+    }
     static void store_span(double* p, span m, reg a) { _mm256_maskstore_pd(p, m, a); }
     static reg add(reg a, reg b) { return _mm256_add_pd(a, b); }
     static reg sub(reg a, reg b) { return _mm256_sub_pd(a, b); }

@@ -14,11 +14,12 @@ struct Vec<float> {
     static reg set1(float x) { return _mm512_set1_ps(x); }
     static reg load(const float* p) { return _mm512_loadu_ps(p); }
     static void store(float* p, reg a) { _mm512_storeu_ps(p, a); }
-    // Lanes [lo, hi) of the vector at p (0 <= lo <= hi <= width): the others load as zero, and
-    // their memory is never touched.
+    // Lanes [lo, hi) of the vector at p (0 <= lo <= hi <= width): the others load as zero (or as
+    // `fill`), and their memory is never touched.
     using span = __mmask16;
     static span lanes(index_t lo, index_t hi) { return static_cast<span>(((1u << hi) - 1u) & ~((1u << lo) - 1u)); }
     static reg load_span(const float* p, span m) { return _mm512_maskz_loadu_ps(m, p); }
+    static reg load_span_or(const float* p, span m, reg fill) { return _mm512_mask_loadu_ps(fill, m, p); }
     static void store_span(float* p, span m, reg a) { _mm512_mask_storeu_ps(p, m, a); }
     static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
     static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
@@ -64,6 +65,7 @@ struct Vec<double> {
     using span = __mmask8;
     static span lanes(index_t lo, index_t hi) { return static_cast<span>(((1u << hi) - 1u) & ~((1u << lo) - 1u)); }
     static reg load_span(const double* p, span m) { return _mm512_maskz_loadu_pd(m, p); }
+    static reg load_span_or(const double* p, span m, reg fill) { return _mm512_mask_loadu_pd(fill, m, p); }
     static void store_span(double* p, span m, reg a) { _mm512_mask_storeu_pd(p, m, a); }
     static reg add(reg a, reg b) { return _mm512_add_pd(a, b); }
     static reg sub(reg a, reg b) { return _mm512_sub_pd(a, b); }

@@ -10,11 +10,12 @@ struct Vec {
     static reg set1(T x) { return x; }
     static reg load(const T* p) { return *p; }
     static void store(T* p, reg a) { *p = a; }
-    // Lanes [lo, hi) of the vector at p (0 <= lo <= hi <= width): the others load as zero, and
-    // their memory is never touched.
+    // Lanes [lo, hi) of the vector at p (0 <= lo <= hi <= width): the others load as zero (or as
+    // `fill`), and their memory is never touched.
     using span = bool;
     static span lanes(index_t lo, index_t hi) { return lo <= 0 && hi > 0; }
     static reg load_span(const T* p, span m) { return m ? *p : T(0); }
+    static reg load_span_or(const T* p, span m, reg fill) { return m ? *p : fill; }
     static void store_span(T* p, span m, reg a) {
         if (m) *p = a;
     }
