@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <vector>
+#include <cstdint>
 
 #include "gemm.h"
 #include "thread_pool.h"
@@ -10,27 +11,26 @@ namespace nncore {
 
 namespace {
 
-// A per-thread buffer grown when needed and then reused, so repeated calls do not allocate.
+// A per-thread buffer grown when needed and then reused, so repeated calls do not allocate; it
+// starts on a 64-byte boundary, so that vectors loaded at multiples of the width do not straddle
+// cache lines.
 template <class T, int Slot>
 T* workspace(index_t count) {
+    constexpr std::size_t kAlign = 64 / sizeof(T);
     thread_local std::vector<T> buffer;
-    if (buffer.size() < static_cast<std::size_t>(count)) buffer.resize(static_cast<std::size_t>(count));
-    return buffer.data();
+    if (buffer.size() < static_cast<std::size_t>(count) + kAlign) buffer.resize(static_cast<std::size_t>(count) + kAlign);
+    const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(buffer.data()) % 64 / sizeof(T);
+    return buffer.data() + (misalignment ? kAlign - misalignment : 0);
 }
 
-// Samples are processed in groups of g, a count fixed by the shape alone (never by the thread
-// count), so every sum is formed in the same order whatever the number of threads.
-// The group's columns (c*kh*kw x g*oh*ow, row stride ld) hold the samples' im2col blocks side by side.
+// Forward through im2col: samples are processed in groups of g, a count fixed by the shape alone
+// (never by the thread count), so every sum is formed in the same order whatever the number of
+// threads. The group's columns (c*kh*kw x g*oh*ow, row stride ld) hold the samples' im2col blocks
+// side by side.
 constexpr index_t kGroupElements = index_t(1) << 20;  // cols of one group: at most ~4 MB in float32
-// The backward takes smaller groups: dw = dy cols^T then reduces along rows that are contiguous in
-// both operands, which the GEMM computes without packing (its dot path) while cols stays below
-// ~900 KB, and packing cols^T would be a transposing copy as costly as the product itself.
-constexpr index_t kDotGroupBytes = index_t(768) << 10;
-
-index_t group_size(const Conv2dShape& s, index_t elements = kGroupElements) {
-    const index_t per_sample = s.c * s.kh * s.kw * s.out_h() * s.out_w();
-    return std::max<index_t>(1, std::min<index_t>(s.n, elements / std::max<index_t>(per_sample, 1)));
-}
+// The weight gradient takes groups of samples whose padded inputs and packed output gradients
+// fill about this many bytes (read by every tile of the group, so they should stay in L2).
+constexpr index_t kWeightsGroupBytes = index_t(256) << 10;
 
 // Runs f(i) for i in [0, count), one task per sample, over the thread pool.
 template <class F>
@@ -38,112 +38,308 @@ void for_samples(index_t count, F&& f) {
     parallel_for(static_cast<int>(count), [&](int i) { f(static_cast<index_t>(i)); });
 }
 
+index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+
 // ---------------------------------------------------------------------------------------------
 // Direct convolution (no im2col) for a unit width stride: each sample is copied into a zero-padded
-// buffer that the conv micro-kernels read in place through a table of tap offsets, instead of
-// expanding the input c*kh*kw-fold. Two tile shapes: MR neighbouring positions of a row times NR
-// output channels (the tile is then transposed into y), or, for few channels and long rows, MR
-// channels times NR positions (stored straight into y). Each is used when its tiles are mostly
-// filled: at least 50% of the multiply-adds of the partial tiles (at the end of a row, and of the
-// channels) are real, and more than with the other shape; else im2col + GEMM.
-enum class Direct { none, positions, channels };
+// buffer (c, hp, wp) that the conv micro-kernels read in place through a table of tap offsets,
+// instead of expanding the input c*kh*kw-fold. Each register tile of the kernel table can be used
+// (see ConvTile) as mr neighbouring outputs of a row times nr output channels (positions: the tile
+// is then transposed into y), or as mr channels times nr neighbouring outputs of a row (channels:
+// stored straight into y).
+enum class Role { none, positions, channels };
 
 template <class T>
-Direct direct_shape(const KernelTable<T>& kt, const Conv2dShape& s) {
-    const auto fill = [](index_t used, index_t tile) {
-        return static_cast<double>(used) / static_cast<double>((used + tile - 1) / tile * tile);
-    };
-    const index_t ow = s.out_w();
-    const double positions = fill(ow, kt.mr) * fill(s.o, kt.nr), channels = fill(s.o, kt.mr) * fill(ow, kt.nr);
-    if (s.sw != 1 || std::max(positions, channels) < 0.5) return Direct::none;
-    return positions >= channels ? Direct::positions : Direct::channels;
+struct DirectPlan {
+    Role role = Role::none;
+    const ConvTile<T>* tile = nullptr;
+};
+
+// The tile and role with the least estimated time per sample: one cycle per vector multiply-add
+// (each tile runs at the FMA peak when its operands are in cache: measured 98% for every tile and
+// role on Zen 4), plus each tile's stores (the positions role moves its values one by one, about
+// two a cycle; the channels role stores vectors). At least half of the multiply-adds must be real
+// (the rest fall on partial tiles); else none, and the caller uses im2col + GEMM.
+// A forced method or tile (tests) skips the fill requirement.
+template <class T>
+DirectPlan<T> direct_plan(const KernelTable<T>& kt, const Conv2dShape& s, const ConvChoice& choice) {
+    DirectPlan<T> best;
+    if (s.sw != 1 || choice.forward == ConvMethod::im2col) return best;
+    const bool forced = choice.forward != ConvMethod::automatic || choice.tile >= 0;
+    const index_t oh = s.out_h(), ow = s.out_w(), k = s.c * s.kh * s.kw;
+    const double useful = static_cast<double>(oh * ow * s.o * k);
+    double best_cycles = 0;
+    for (int t = 0; t < kt.conv_tile_count; ++t) {
+        if (choice.tile >= 0 && t != choice.tile) continue;
+        const ConvTile<T>& tile = kt.conv_tiles[t];
+        const double steps = static_cast<double>(tile.mr) * tile.vectors * static_cast<double>(k);
+        const double lanes = static_cast<double>(tile.mr) * tile.nr * static_cast<double>(k);
+        const struct {
+            Role role;
+            index_t tiles;
+            double store;
+        } options[] = {
+            {Role::positions, oh * ceil_div(ow, tile.mr) * ceil_div(s.o, tile.nr), 0.5 * tile.mr * tile.nr},
+            {Role::channels, oh * ceil_div(s.o, tile.mr) * ceil_div(ow, tile.nr), static_cast<double>(tile.mr) * tile.vectors},
+        };
+        for (const auto& option : options) {
+            if (forced ? (choice.forward == ConvMethod::positions) != (option.role == Role::positions) &&
+                             choice.forward != ConvMethod::automatic
+                       : 2.0 * useful < static_cast<double>(option.tiles) * lanes)
+                continue;
+            const double cycles = static_cast<double>(option.tiles) * (steps + option.store);
+            if (best.role == Role::none || cycles < best_cycles) {
+                best = {option.role, &tile};
+                best_cycles = cycles;
+            }
+        }
+    }
+    return best;
 }
 
-// The weights w (o, c, kh, kw) packed for the chosen kernel: w^T (c*kh*kw x o) in NR-channel panels
-// (positions), or w in MR-channel panels (channels).
-template <class T>
-const T* pack_weights(const KernelTable<T>& kt, const Conv2dShape& s, const T* w, Direct shape) {
+// Offsets of the taps (ci, ki, kj) inside a sample's padded input (rows of wp values, planes of
+// hp rows), followed by `extra` zeros (readable offsets for the rows of a partial tile).
+template <int Slot>
+const index_t* tap_offsets(const Conv2dShape& s, index_t hp, index_t wp, index_t extra) {
     const index_t k = s.c * s.kh * s.kw;
-    const int tile = shape == Direct::positions ? kt.nr : kt.mr;
-    T* packed = workspace<T, 3>(k * ((s.o + tile - 1) / tile * tile));
-    if (shape == Direct::positions) kt.pack_b(w, 1, k, k, s.o, kt.nr, packed);
-    else kt.pack_a(w, k, 1, s.o, k, kt.mr, packed);
-    return packed;
-}
-
-// y (n, o, oh, ow) = conv(x, w) + bias (bias may be null), s.sw == 1.
-template <class T>
-void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
-                 Direct shape) {
-    const index_t oh = s.out_h(), ow = s.out_w(), hp = s.h + 2 * s.ph, wp = s.w + 2 * s.pw;
-    const index_t k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w, padded_size = s.c * hp * wp;
-    const int mr = kt.mr, nr = kt.nr;
-    const T* packed_w = pack_weights(kt, s, w, shape);
-    index_t* offsets = workspace<index_t, 0>(k);
+    index_t* offsets = workspace<index_t, Slot>(k + extra);
     for (index_t ci = 0; ci < s.c; ++ci)
         for (index_t ki = 0; ki < s.kh; ++ki)
             for (index_t kj = 0; kj < s.kw; ++kj)
                 offsets[(ci * s.kh + ki) * s.kw + kj] = ci * hp * wp + ki * s.dh * wp + kj * s.dw;
+    std::fill(offsets + k, offsets + k + extra, index_t(0));
+    return offsets;
+}
+
+// Copies sample x (c, h, w) into the interior of its zero-padded buffer (c, hp, wp); the padding
+// is left as it is (zero).
+template <class T>
+void copy_interior(const Conv2dShape& s, const T* x, index_t hp, index_t wp, T* padded) {
+    for (index_t ci = 0; ci < s.c; ++ci)
+        for (index_t iy = 0; iy < s.h; ++iy)
+            std::copy(x + (ci * s.h + iy) * s.w, x + (ci * s.h + iy + 1) * s.w, padded + (ci * hp + iy + s.ph) * wp + s.pw);
+}
+
+// y (n, o, oh, ow) = conv(x, w) + bias (bias may be null), s.sw == 1, with the plan's tile.
+template <class T>
+void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
+                 const DirectPlan<T>& plan) {
+    const index_t oh = s.out_h(), ow = s.out_w(), hp = s.h + 2 * s.ph, wp = s.w + 2 * s.pw;
+    const index_t k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w, padded_size = s.c * hp * wp;
+    const ConvTile<T>& tile = *plan.tile;
+    const int mr = tile.mr, nr = tile.nr;
+    // The weights w (o, c, kh, kw) packed: w^T (k x o) in nr-channel panels (positions), or w in
+    // mr-channel panels (channels).
+    const index_t panel = plan.role == Role::positions ? nr : mr;
+    T* packed_w = workspace<T, 3>(k * ceil_div(s.o, panel) * panel);
+    if (plan.role == Role::positions) kt.pack_b(w, 1, k, k, s.o, nr, packed_w);
+    else kt.pack_a(w, k, 1, s.o, k, mr, packed_w);
+    const index_t* offsets = tap_offsets<0>(s, hp, wp, 0);
     const index_t parts = std::min<index_t>(s.n, get_num_threads());
     parallel_for(static_cast<int>(parts), [&](int part) {
         Epilogue<T> ep;
         // Slack: a tile at the end of the last row reads (but never stores) up to a tile past it.
         const index_t slack = std::max(mr, nr);
         T* padded = workspace<T, 4>(padded_size + slack);
-        T* tile = workspace<T, 5>(static_cast<index_t>(mr) * nr);
+        T* values = workspace<T, 5>(static_cast<index_t>(mr) * nr);
         std::fill(padded, padded + padded_size + slack, T(0));
         for (index_t n = s.n * part / parts; n < s.n * (part + 1) / parts; ++n) {
-            const T* xn = x + n * in_size;
-            for (index_t ci = 0; ci < s.c; ++ci)
-                for (index_t iy = 0; iy < s.h; ++iy)
-                    std::copy(xn + (ci * s.h + iy) * s.w, xn + (ci * s.h + iy + 1) * s.w,
-                              padded + (ci * hp + iy + s.ph) * wp + s.pw);
+            copy_interior(s, x + n * in_size, hp, wp, padded);
             T* yn = y + n * s.o * oh * ow;
-            if (shape == Direct::channels) {
+            switch (plan.role) {
+            case Role::channels:
                 for (index_t oy = 0; oy < oh; ++oy)
                     for (index_t ox = 0; ox < ow; ox += nr) {
                         const int n_eff = static_cast<int>(std::min<index_t>(nr, ow - ox));
                         const T* origin = padded + oy * s.sh * wp + ox;
                         for (index_t i0 = 0; i0 < s.o; i0 += mr) {
                             const int m_eff = static_cast<int>(std::min<index_t>(mr, s.o - i0));
-                            kt.conv_ukernel_channels(k, packed_w + i0 * k, origin, offsets, yn + (i0 * oh + oy) * ow + ox,
-                                                     oh * ow, m_eff, n_eff, ep);
+                            tile.channels(k, packed_w + i0 * k, origin, offsets, yn + (i0 * oh + oy) * ow + ox, oh * ow,
+                                          m_eff, n_eff, ep);
                         }
                     }
                 if (bias)
                     for (index_t oc = 0; oc < s.o; ++oc)
                         for (T *v = yn + oc * oh * ow, *end = v + oh * ow; v < end; ++v) *v += bias[oc];
-                continue;
-            }
-            for (index_t oy = 0; oy < oh; ++oy)
-                for (index_t ox = 0; ox < ow; ox += mr) {
-                    const int m_eff = static_cast<int>(std::min<index_t>(mr, ow - ox));
-                    const T* origin = padded + oy * s.sh * wp + ox;
-                    for (index_t j0 = 0; j0 < s.o; j0 += nr) {
-                        const int n_eff = static_cast<int>(std::min<index_t>(nr, s.o - j0));
-                        ep.bias = bias ? bias + j0 : nullptr;
-                        kt.conv_ukernel(k, origin, offsets, packed_w + j0 * k, tile, nr, m_eff, n_eff, ep);
-                        // The tile is positions x channels; y is channels x positions.
-                        for (int j = 0; j < n_eff; ++j) {
-                            T* dst = yn + ((j0 + j) * oh + oy) * ow + ox;
-                            for (int i = 0; i < m_eff; ++i) dst[i] = tile[i * nr + j];
+                break;
+            default:
+                for (index_t oy = 0; oy < oh; ++oy)
+                    for (index_t ox = 0; ox < ow; ox += mr) {
+                        const int m_eff = static_cast<int>(std::min<index_t>(mr, ow - ox));
+                        const T* origin = padded + oy * s.sh * wp + ox;
+                        for (index_t j0 = 0; j0 < s.o; j0 += nr) {
+                            const int n_eff = static_cast<int>(std::min<index_t>(nr, s.o - j0));
+                            ep.bias = bias ? bias + j0 : nullptr;
+                            tile.positions(k, origin, offsets, packed_w + j0 * k, values, nr, m_eff, n_eff, ep);
+                            // The tile is positions x channels; y is channels x positions.
+                            for (int j = 0; j < n_eff; ++j) {
+                                T* dst = yn + ((j0 + j) * oh + oy) * ow + ox;
+                                for (int i = 0; i < m_eff; ++i) dst[i] = values[i * nr + j];
+                            }
                         }
                     }
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward.
+//
+// The tile of the least cost(tile), the first such; or conv_tiles[forced] when forced >= 0.
+template <class T, class Cost>
+const ConvTile<T>& cheapest_tile(const KernelTable<T>& kt, int forced, Cost&& cost) {
+    if (forced >= 0) return kt.conv_tiles[forced];
+    int best = 0;
+    for (int t = 1; t < kt.conv_tile_count; ++t)
+        if (cost(kt.conv_tiles[t]) < cost(kt.conv_tiles[best])) best = t;
+    return kt.conv_tiles[best];
+}
+//
+// dx as the adjoint of the positions role, for any stride, padding and dilation: the gradient of
+// each output position, times the kernels, is added into the window it was computed from. Per
+// sample, tap (ki, kj) and row of outputs, a tile of mr neighbouring outputs times nr input
+// channels, sum over the o output channels of dy[oc, oy, ox + i] * w[oc, ci, ki, kj], is added
+// (beta = 1) into an NHWC copy of dx with its padding, where output (oy, ox + i) lands at row
+// oy sh + ki dh, column (ox + i) sw + kj dw: tile rows sw * c apart. The interior is then
+// transposed into dx. Every dx value sums its taps in the same order for any thread count.
+template <class T>
+void input_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* w, const T* dy, T* dx, int tile_choice) {
+    const index_t oh = s.out_h(), ow = s.out_w(), p = oh * ow, hp = s.h + 2 * s.ph, wp = s.w + 2 * s.pw;
+    const index_t taps = s.kh * s.kw, in_size = s.c * s.h * s.w;
+    // The tile with the fewest multiply-adds (and read-modify-writes of its rows).
+    const ConvTile<T>& tile = cheapest_tile(kt, tile_choice, [&](const ConvTile<T>& t) {
+        return ceil_div(ow, t.mr) * ceil_div(s.c, t.nr) * t.mr * t.vectors * (s.o + 2);
+    });
+    const index_t panels = ceil_div(s.c, tile.nr), tap_size = s.o * panels * tile.nr;
+    // Per tap: w[:, :, ki, kj] as an (o x c) matrix in nr-channel panels.
+    T* packed = workspace<T, 7>(taps * tap_size);
+    for (index_t tap = 0; tap < taps; ++tap) kt.pack_b(w + tap, s.c * taps, taps, s.o, s.c, tile.nr, packed + tap * tap_size);
+    index_t* channels = workspace<index_t, 3>(s.o);  // where output channel oc starts in dy_n
+    for (index_t oc = 0; oc < s.o; ++oc) channels[oc] = oc * p;
+    const index_t parts = std::min<index_t>(s.n, get_num_threads());
+    parallel_for(static_cast<int>(parts), [&](int part) {
+        Epilogue<T> accumulate;
+        accumulate.beta = 1;
+        // dy_n copied with mr values of slack: a partial tile reads (not uses) up to mr - 1 past it.
+        T* dyn = workspace<T, 8>(s.o * p + tile.mr);
+        T* grad = workspace<T, 10>(hp * wp * s.c);
+        std::fill(dyn + s.o * p, dyn + s.o * p + tile.mr, T(0));
+        for (index_t n = s.n * part / parts; n < s.n * (part + 1) / parts; ++n) {
+            std::copy(dy + n * s.o * p, dy + (n + 1) * s.o * p, dyn);
+            std::fill(grad, grad + hp * wp * s.c, T(0));
+            for (index_t ki = 0; ki < s.kh; ++ki)
+                for (index_t kj = 0; kj < s.kw; ++kj) {
+                    const T* wt = packed + (ki * s.kw + kj) * tap_size;
+                    for (index_t oy = 0; oy < oh; ++oy)
+                        for (index_t ox = 0; ox < ow; ox += tile.mr) {
+                            T* window = grad + ((oy * s.sh + ki * s.dh) * wp + ox * s.sw + kj * s.dw) * s.c;
+                            for (index_t j = 0; j < panels; ++j)
+                                tile.positions(s.o, dyn + oy * ow + ox, channels, wt + j * s.o * tile.nr, window + j * tile.nr,
+                                               s.sw * s.c, static_cast<int>(std::min<index_t>(tile.mr, ow - ox)),
+                                               static_cast<int>(std::min<index_t>(tile.nr, s.c - j * tile.nr)), accumulate);
+                        }
+                }
+            T* dxn = dx + n * in_size;
+            for (index_t ci = 0; ci < s.c; ++ci)
+                for (index_t iy = 0; iy < s.h; ++iy) {
+                    const T* from = grad + ((iy + s.ph) * wp + s.pw) * s.c + ci;
+                    for (index_t ix = 0; ix < s.w; ++ix) *dxn++ = from[ix * s.c];
                 }
         }
     });
 }
 
+// dw = sum over samples and output positions of dy x window, db = sums of dy (unless db is null),
+// directly from the (padded) input: dw^T (taps x o) is an implicit GEMM over output positions.
+// Samples go in groups of g fixed by the shape, one task each (its padded inputs, its output
+// gradients packed in nr-channel panels, its partial dw^T and db); a wave of kWave groups is then
+// added into dw and db in group order, so the sums are the same for any thread count.
+template <class T>
+void weights_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* dy, T* dw, T* db,
+                      int tile_choice) {
+    const index_t oh = s.out_h(), ow = s.out_w(), p = oh * ow, k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
+    const bool unpadded = s.ph == 0 && s.pw == 0;
+    const index_t hp = s.h + 2 * s.ph, wp = s.w + 2 * s.pw, padded_size = s.c * hp * wp;
+    // The tile covering (c*kh*kw taps) x (o channels) with the fewest multiply-adds.
+    const ConvTile<T>& tile = cheapest_tile(kt, tile_choice, [&](const ConvTile<T>& t) {
+        return ceil_div(k, t.mr) * ceil_div(s.o, t.nr) * t.mr * t.vectors;
+    });
+    const index_t panels = ceil_div(s.o, tile.nr), panel_size = p * tile.nr;
+    const index_t per_sample = (unpadded ? 0 : padded_size) + panels * panel_size;
+    const index_t g = std::max<index_t>(
+        1, std::min<index_t>(s.n, kWeightsGroupBytes / static_cast<index_t>(sizeof(T)) / std::max<index_t>(per_sample, 1)));
+    const index_t groups = ceil_div(s.n, g), partial_size = k * s.o + s.o;
+    if (db) std::fill(db, db + s.o, T(0));
+    if (s.n == 0) {
+        std::fill(dw, dw + s.o * k, T(0));
+        return;
+    }
+    const index_t* taps = tap_offsets<1>(s, hp, wp, tile.mr);
+    // positions[q] for q = (sample i of the group, oy, ox): where that output's window starts.
+    index_t* positions = workspace<index_t, 2>(g * p);
+    for (index_t i = 0; i < g; ++i)
+        for (index_t oy = 0; oy < oh; ++oy)
+            for (index_t ox = 0; ox < ow; ++ox)
+                positions[(i * oh + oy) * ow + ox] = i * padded_size + oy * s.sh * wp + ox * s.sw;
+    constexpr index_t kWave = 8;
+    T* partials = workspace<T, 6>(kWave * partial_size);
+    for (index_t wave = 0; wave < groups; wave += kWave) {
+        const index_t in_wave = std::min(kWave, groups - wave);
+        parallel_for(static_cast<int>(in_wave), [&](int task) {
+            const index_t first = (wave + task) * g, count = std::min(g, s.n - first);
+            T* pdw = partials + task * partial_size;  // dw^T (k x o), then db
+            const T* xg = x + first * in_size;
+            if (!unpadded) {
+                T* padded = workspace<T, 8>(g * padded_size);
+                std::fill(padded, padded + count * padded_size, T(0));
+                for (index_t i = 0; i < count; ++i) copy_interior(s, xg + i * in_size, hp, wp, padded + i * padded_size);
+                xg = padded;
+            }
+            // Panel j of the group: rows q (as positions) of nr output channels [j nr, (j + 1) nr).
+            T* packed_dy = workspace<T, 9>(panels * g * panel_size);
+            for (index_t j = 0; j < panels; ++j)
+                for (index_t i = 0; i < count; ++i)
+                    kt.pack_b(dy + ((first + i) * s.o + j * tile.nr) * p, 1, p, p,
+                              std::min<index_t>(tile.nr, s.o - j * tile.nr), tile.nr,
+                              packed_dy + (j * g + i) * panel_size);
+            // db: the packed rows summed in order (each channel over its samples, then positions), nr
+            // independent sums at a time.
+            for (index_t j = 0; j < panels; ++j) {
+                T* sums = pdw + k * s.o + j * tile.nr;
+                const index_t lanes = std::min<index_t>(tile.nr, s.o - j * tile.nr);
+                std::fill(sums, sums + lanes, T(0));
+                for (const T *row = packed_dy + j * g * panel_size, *end = row + count * panel_size; row < end; row += tile.nr)
+                    for (index_t c = 0; c < lanes; ++c) sums[c] += row[c];
+            }
+            for (index_t t0 = 0; t0 < k; t0 += tile.mr)
+                for (index_t j = 0; j < panels; ++j)
+                    tile.weights(count * p, xg, positions, taps + t0, packed_dy + j * g * panel_size,
+                                 pdw + t0 * s.o + j * tile.nr, s.o, static_cast<int>(std::min<index_t>(tile.mr, k - t0)),
+                                 static_cast<int>(std::min<index_t>(tile.nr, s.o - j * tile.nr)), Epilogue<T>{});
+        });
+        for (index_t task = 0; task < in_wave; ++task) {
+            const T* pdw = partials + task * partial_size;
+            const bool first = wave + task == 0;
+            for (index_t oc = 0; oc < s.o; ++oc)
+                for (index_t q = 0; q < k; ++q) dw[oc * k + q] = first ? pdw[q * s.o + oc] : dw[oc * k + q] + pdw[q * s.o + oc];
+            if (db)
+                for (index_t oc = 0; oc < s.o; ++oc) db[oc] += pdw[k * s.o + oc];
+        }
+    }
+}
+
 }  // namespace
 
 template <class T>
-void conv2d_forward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y) {
-    if (const Direct shape = direct_shape(kt, s); shape != Direct::none) {
-        direct_conv(kt, s, x, w, bias, y, shape);
+void conv2d_forward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* bias, T* y,
+                    const ConvChoice& choice) {
+    if (const DirectPlan<T> plan = direct_plan(kt, s, choice); plan.role != Role::none) {
+        direct_conv(kt, s, x, w, bias, y, plan);
         return;
     }
     const index_t p = s.out_h() * s.out_w(), k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
-    const index_t g = group_size(s);
+    const index_t g = std::max<index_t>(1, std::min<index_t>(s.n, kGroupElements / std::max<index_t>(k * p, 1)));
     const int threads = get_num_threads();
     T* cols = workspace<T, 0>(k * g * p);
     T* out = workspace<T, 2>(s.o * g * p);
@@ -168,67 +364,18 @@ void conv2d_forward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, 
 
 template <class T>
 void conv2d_backward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* dy, T* dx,
-                     T* dw, T* db) {
-    const index_t p = s.out_h() * s.out_w(), k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
-    const index_t g = group_size(s, kDotGroupBytes / static_cast<index_t>(sizeof(T)));
-    const index_t groups = (s.n + g - 1) / g, partial_size = s.o * k + s.o;
-    if (db) std::fill(db, db + s.o, T(0));
-    if (s.n == 0) {
-        std::fill(dw, dw + s.o * k, T(0));
-        return;
-    }
-    // Each group is one task (one thread, no synchronisation inside): it fills its own partial dw
-    // and db; a wave of kWave groups is then summed into dw and db in group order. Groups and waves
-    // depend on the shape only, so the sums are the same for any thread count.
-    constexpr index_t kWave = 8;
-    T* partials = workspace<T, 6>(kWave * partial_size);
-    for (index_t wave = 0; wave < groups; wave += kWave) {
-        const index_t in_wave = std::min(kWave, groups - wave);
-        parallel_for(static_cast<int>(in_wave), [&](int task) {
-            const index_t first = (wave + task) * g, count = std::min(g, s.n - first), ld = count * p;
-            T* cols = workspace<T, 0>(k * g * p);
-            T* grad = workspace<T, 2>(s.o * g * p);
-            T* pdw = partials + task * partial_size;
-            // grad (o x count*p): the group's output gradient with samples side by side.
-            for (index_t i = 0; i < count; ++i) {
-                kt.im2col(s, x + (first + i) * in_size, cols + i * p, ld);
-                const T* dyi = dy + (first + i) * s.o * p;
-                for (index_t oc = 0; oc < s.o; ++oc)
-                    std::copy(dyi + oc * p, dyi + (oc + 1) * p, grad + oc * ld + i * p);
-            }
-            for (index_t oc = 0; oc < s.o; ++oc) {
-                const T* row = grad + oc * ld;
-                T sum = T(0);
-                for (index_t j = 0; j < ld; ++j) sum += row[j];
-                pdw[s.o * k + oc] = sum;
-            }
-            // partial dw (o x k) = grad (o x count*p) * cols^T (count*p x k)
-            gemm(kt, s.o, k, ld, ConstMatrix<T>{grad, ld, 1}, ConstMatrix<T>{cols, 1, ld}, pdw, k, Epilogue<T>{}, 1);
-            if (dx) {
-                // dcols (k x count*p) = w^T (k x o) * grad (o x count*p), scattered back per sample.
-                T* dcols = workspace<T, 1>(k * g * p);
-                gemm(kt, k, ld, s.o, ConstMatrix<T>{w, 1, k}, ConstMatrix<T>{grad, ld, 1}, dcols, ld, Epilogue<T>{}, 1);
-                for (index_t i = 0; i < count; ++i) kt.col2im(s, dcols + i * p, ld, dx + (first + i) * in_size);
-            }
-        });
-        for (index_t task = 0; task < in_wave; ++task) {
-            const T* pdw = partials + task * partial_size;
-            if (wave + task == 0) std::copy(pdw, pdw + s.o * k, dw);
-            else
-                for (index_t j = 0; j < s.o * k; ++j) dw[j] += pdw[j];
-            if (db)
-                for (index_t oc = 0; oc < s.o; ++oc) db[oc] += pdw[s.o * k + oc];
-        }
-    }
+                     T* dw, T* db, const ConvChoice& choice) {
+    if (dx && s.n > 0) input_gradient(kt, s, w, dy, dx, choice.tile);
+    weights_gradient(kt, s, x, dy, dw, db, choice.tile);
 }
 
 template void conv2d_forward<float>(const KernelTable<float>&, const Conv2dShape&, const float*, const float*,
-                                    const float*, float*);
+                                    const float*, float*, const ConvChoice&);
 template void conv2d_forward<double>(const KernelTable<double>&, const Conv2dShape&, const double*, const double*,
-                                     const double*, double*);
+                                     const double*, double*, const ConvChoice&);
 template void conv2d_backward<float>(const KernelTable<float>&, const Conv2dShape&, const float*, const float*,
-                                     const float*, float*, float*, float*);
+                                     const float*, float*, float*, float*, const ConvChoice&);
 template void conv2d_backward<double>(const KernelTable<double>&, const Conv2dShape&, const double*, const double*,
-                                      const double*, double*, double*, double*);
+                                      const double*, double*, double*, double*, const ConvChoice&);
 
 }  // namespace nncore

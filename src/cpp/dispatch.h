@@ -7,6 +7,28 @@
 
 namespace nncore {
 
+// One register tile of the direct convolution (an implicit GEMM reading the zero-padded input in
+// place, see conv.cpp), mr x nr with nr a multiple of the vector width, used three ways with the
+// GEMM micro-kernel's epilogue; only the m_eff x n_eff corner of C is stored.
+//   positions: C[i][j] = sum over q < k of x[offsets[q] + i] * packed_w[q * nr + j]: mr neighbouring
+//     output positions of a row times nr output channels (packed_w: k x nr); x[offsets[q] + i]
+//     must be readable for all i < mr.
+//   channels: C[i][j] = sum over q < k of packed_w[q * mr + i] * x[offsets[q] + j]: mr output
+//     channels times nr positions; x[offsets[q] + j] readable for j < nr.
+//   weights: C[i][j] = sum over q < k of x[positions[q] + taps[i]] * packed_dy[q * nr + j]: the
+//     weight gradient (transposed) of mr kernel taps times nr output channels, summed over k output
+//     positions; taps[i] readable for all i < mr.
+template <class T>
+struct ConvTile {
+    int mr, nr, vectors;  // nr = vectors * the vector width
+    void (*positions)(index_t k, const T* x, const index_t* offsets, const T* packed_w, T* c, index_t ldc,
+                      int m_eff, int n_eff, const Epilogue<T>& epilogue);
+    void (*channels)(index_t k, const T* packed_w, const T* x, const index_t* offsets, T* c, index_t ldc,
+                     int m_eff, int n_eff, const Epilogue<T>& epilogue);
+    void (*weights)(index_t k, const T* x, const index_t* positions, const index_t* taps, const T* packed_dy, T* c,
+                    index_t ldc, int m_eff, int n_eff, const Epilogue<T>& epilogue);
+};
+
 template <class T>
 struct KernelTable {
     // GEMM micro-kernel contract: C[0:m_eff, 0:n_eff] (row stride ldc) receives the epilogue of
@@ -16,15 +38,10 @@ struct KernelTable {
     void (*gemm_ukernel)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc,
                          int m_eff, int n_eff, const Epilogue<T>& epilogue);
     int mr, nr;          // register tile
-    // Direct convolution with the same tile and epilogue: C[i][j] = sum over q < k of
-    // x[offsets[q] + i] * packed_w[q * NR + j] (packed_w: k x NR, NR output channels per k step);
-    // x[offsets[q] + i] must be readable for all i < MR.
-    void (*conv_ukernel)(index_t k, const T* x, const index_t* offsets, const T* packed_w, T* c, index_t ldc,
-                         int m_eff, int n_eff, const Epilogue<T>& epilogue);
-    // ... and transposed, for few channels: C[i][j] = sum over q < k of packed_w[q * MR + i] *
-    // x[offsets[q] + j] (packed_w: MR output channels per k step); x[offsets[q] + j] readable for j < NR.
-    void (*conv_ukernel_channels)(index_t k, const T* packed_w, const T* x, const index_t* offsets, T* c,
-                                  index_t ldc, int m_eff, int n_eff, const Epilogue<T>& epilogue);
+    // Direct convolution register tiles (the GEMM's first, see conv.cpp for the choice).
+    static constexpr int kMaxConvTiles = 5;
+    ConvTile<T> conv_tiles[kMaxConvTiles];
+    int conv_tile_count;
     // Unpacked kernels for small problems (the driver chooses, see gemm.cpp); both write
     // C[0:m, 0:n] with the same epilogue and never read C unless beta == 1.
     //   gemm_direct: A (m x k) through strides, B (k x n) with contiguous rows (row stride ldb).
@@ -40,12 +57,10 @@ struct KernelTable {
     void (*pack_a)(const T* a, index_t rs, index_t cs, index_t mc, index_t kc, int mr, T* out);
     void (*pack_b)(const T* b, index_t rs, index_t cs, index_t kc, index_t nc, int nr, T* out);
 
-    // Convolution lowering for one sample x (c, h, w), see conv_shape.h. im2col writes the sample's
+    // Convolution lowering for one sample x (c, h, w), see conv_shape.h: im2col writes the sample's
     // block of columns into cols (c*kh*kw rows of oh*ow values, row stride ld): row (ci, ki, kj),
     // column (oy, ox) holds x[ci, oy*sh - ph + ki*dh, ox*sw - pw + kj*dw], zero outside the input.
-    // col2im is its adjoint: dx = the scatter-add of such a block (dx is overwritten).
     void (*im2col)(const Conv2dShape& s, const T* x, T* cols, index_t ld);
-    void (*col2im)(const Conv2dShape& s, const T* cols, index_t ld, T* dx);
 
     // The classic per-sample SGD step (batch 1) in one sweep over a Dense layer's weights, see
     // engine.cpp. dense_forward_sgd: y[0:rows] = act(w x + bias), w (rows x k, row stride ldw),

@@ -84,21 +84,19 @@ void check_close(const char* what, const Guarded<T>& got, const std::vector<long
 }
 
 template <class T>
-void run_case(const KernelTable<T>& kt, const Conv2dShape& s, Rng& rng) {
+void run_choice(const KernelTable<T>& kt, const Conv2dShape& s, const std::vector<T>& x, const std::vector<T>& w,
+                const std::vector<T>& b, const std::vector<T>& dy, const Ref& r, const nncore::ConvChoice& choice) {
     const index_t oh = s.out_h(), ow = s.out_w();
     const index_t nx = s.n * s.c * s.h * s.w, ny = s.n * s.o * oh * ow, nw = s.o * s.c * s.kh * s.kw;
-    const auto x = nntest::random_vector<T>(nx, rng), w = nntest::random_vector<T>(nw, rng),
-               b = nntest::random_vector<T>(s.o, rng), dy = nntest::random_vector<T>(ny, rng);
-    const Ref r = reference(s, x, w, b, dy);
     const T nan = nntest::quiet_nan<T>();
     std::vector<T> y1, dx1, dw1, db1;
     for (int threads : {1, 2}) {
         nncore::set_num_threads(threads);
         Scope scope("threads=" + std::to_string(threads));
         Guarded<T> y(ny, nan), dx(nx, nan), dw(nw, nan), db(s.o, nan);
-        nncore::conv2d_forward(kt, s, x.data(), w.data(), b.data(), y.data());
+        nncore::conv2d_forward(kt, s, x.data(), w.data(), b.data(), y.data(), choice);
         check_close("forward", y, r.y, r.my);
-        nncore::conv2d_backward(kt, s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data());
+        nncore::conv2d_backward(kt, s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data(), choice);
         check_close("dx", dx, r.dx, r.mdx);
         check_close("dw", dw, r.dw, r.mdw);
         check_close("db", db, r.db, r.mdb);
@@ -118,11 +116,35 @@ void run_case(const KernelTable<T>& kt, const Conv2dShape& s, Rng& rng) {
         Guarded<T> y(ny, nan), dw(nw, nan);
         std::vector<T> zero(s.o, T(0));
         const Ref r0 = reference(s, x, w, zero, dy);
-        nncore::conv2d_forward(kt, s, x.data(), w.data(), static_cast<const T*>(nullptr), y.data());
+        nncore::conv2d_forward(kt, s, x.data(), w.data(), static_cast<const T*>(nullptr), y.data(), choice);
         check_close("forward without bias", y, r0.y, r0.my);
         nncore::conv2d_backward(kt, s, x.data(), w.data(), dy.data(), static_cast<T*>(nullptr), dw.data(),
-                                static_cast<T*>(nullptr));
+                                static_cast<T*>(nullptr), choice);
         check_close("dw without dx", dw, r.dw, r.mdw);
+    }
+}
+
+const char* method_name(nncore::ConvMethod m) {
+    switch (m) {
+    case nncore::ConvMethod::positions: return "positions";
+    case nncore::ConvMethod::channels: return "channels";
+    case nncore::ConvMethod::im2col: return "im2col";
+    default: return "automatic";
+    }
+}
+
+// Every choice in `choices` (default: the cost model's) computes the same case.
+template <class T>
+void run_case(const KernelTable<T>& kt, const Conv2dShape& s, Rng& rng,
+              const std::vector<nncore::ConvChoice>& choices = {nncore::ConvChoice{}}) {
+    const index_t oh = s.out_h(), ow = s.out_w();
+    const index_t nx = s.n * s.c * s.h * s.w, ny = s.n * s.o * oh * ow, nw = s.o * s.c * s.kh * s.kw;
+    const auto x = nntest::random_vector<T>(nx, rng), w = nntest::random_vector<T>(nw, rng),
+               b = nntest::random_vector<T>(s.o, rng), dy = nntest::random_vector<T>(ny, rng);
+    const Ref r = reference(s, x, w, b, dy);
+    for (const nncore::ConvChoice& choice : choices) {
+        Scope scope(std::string("method=") + method_name(choice.forward) + " tile=" + std::to_string(choice.tile));
+        run_choice(kt, s, x, w, b, dy, r, choice);
     }
 }
 
@@ -162,46 +184,52 @@ void test_conv(const KernelTable<T>& kt, Rng& rng) {
                         ++cases;
                     }
     CHECK(cases == 5 * 3 * 3 * 2 * 2);  // every combination is valid by construction
-    // A unit width stride with well-filled tiles takes a direct kernel (conv.cpp, direct_shape):
-    // MR positions x NR channels for rows of MR -1, 0, +1 and several tiles with channel counts
-    // around NR and 2 NR; MR channels x NR positions for channel counts around MR and rows around
-    // NR. Paddings, dilations and height strides vary; the other combinations go through im2col.
-    const index_t mr = kt.mr, nr = kt.nr;
-    std::vector<std::pair<index_t, index_t>> rows_and_channels;
-    for (index_t ow : {std::max<index_t>(1, (mr + 1) / 2), mr - 1, mr, mr + 1, 2 * mr + 3})
-        for (index_t o : {index_t(1), nr - 1, nr, nr + 1, 2 * nr - 1}) rows_and_channels.emplace_back(ow, o);
-    for (index_t ow : {nr - 1, nr, nr + 1, 2 * nr + 3})
-        for (index_t o : {mr - 1, mr, 2 * mr - 1}) rows_and_channels.emplace_back(std::max<index_t>(1, ow), std::max<index_t>(1, o));
-    for (const auto& [ow, o] : rows_and_channels) {
-        Conv2dShape s;
-        s.n = 1 + static_cast<index_t>(rng.below(3));
-        s.c = 1 + static_cast<index_t>(rng.below(3));
-        s.o = o;
-        s.kh = 1 + static_cast<index_t>(rng.below(4));
-        s.kw = 1 + static_cast<index_t>(rng.below(4));
-        s.dh = 1 + static_cast<index_t>(rng.below(2));
-        s.dw = 1 + static_cast<index_t>(rng.below(2));
-        s.ph = static_cast<index_t>(rng.below(3));
-        s.pw = static_cast<index_t>(rng.below(3));
-        s.sh = 1 + static_cast<index_t>(rng.below(2));
-        s.sw = 1;
-        s.w = std::max<index_t>(1, ow + s.dw * (s.kw - 1) - 2 * s.pw);
-        s.h = std::max<index_t>(1, s.dh * (s.kh - 1) + 1 - 2 * s.ph) + static_cast<index_t>(rng.below(5));
-        if (!s.valid()) continue;
-        Scope scope("direct: n=" + std::to_string(s.n) + " c=" + std::to_string(s.c) + " o=" + std::to_string(s.o) +
-                    " h=" + std::to_string(s.h) + " w=" + std::to_string(s.w) + " (ow=" + std::to_string(s.out_w()) +
-                    ") k=" + std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride=" + std::to_string(s.sh) +
-                    ",1 pad=" + std::to_string(s.ph) + "," + std::to_string(s.pw) + " dil=" + std::to_string(s.dh) +
-                    "," + std::to_string(s.dw));
-        run_case(kt, s, rng);
-        ++cases;
+    // Every register tile in every use, forced: the forward as mr positions x nr channels and as mr
+    // channels x nr positions, dx (mr outputs x nr input channels per tap) and dw (mr taps x nr
+    // output channels), plus im2col, on shapes around the tile's edges: rows of outputs around mr
+    // and nr, channel counts around mr and nr, c*kh*kw around mr. Strides, paddings and dilations
+    // vary (a width stride > 1 makes the forward use im2col and dx rows sw*c apart).
+    for (int t = 0; t < kt.conv_tile_count; ++t) {
+        const index_t mr = kt.conv_tiles[t].mr, nr = kt.conv_tiles[t].nr;
+        const std::vector<nncore::ConvChoice> choices = {{nncore::ConvMethod::positions, t},
+                                                         {nncore::ConvMethod::channels, t},
+                                                         {nncore::ConvMethod::im2col, t},
+                                                         {nncore::ConvMethod::automatic, -1}};
+        const index_t rows[] = {1, mr - 1, mr, mr + 1, 2 * mr + 3, nr - 1, nr + 1};
+        const index_t channels[] = {1, mr - 1, mr + 1, nr - 1, nr, nr + 1, 2 * nr + 1};
+        for (int i = 0; i < 7; ++i) {
+            Conv2dShape s;
+            s.n = 1 + static_cast<index_t>(rng.below(3));
+            s.o = std::max<index_t>(1, channels[i]);
+            s.c = std::max<index_t>(1, channels[(i + 3) % 7] / (i % 2 ? 1 : 4));
+            s.kh = 1 + static_cast<index_t>(rng.below(4));
+            s.kw = 1 + static_cast<index_t>(rng.below(4));
+            s.dh = 1 + static_cast<index_t>(rng.below(2));
+            s.dw = 1 + static_cast<index_t>(rng.below(2));
+            s.ph = static_cast<index_t>(rng.below(3));
+            s.pw = static_cast<index_t>(rng.below(3));
+            s.sh = 1 + static_cast<index_t>(rng.below(2));
+            s.sw = i == 6 ? 2 : 1;
+            s.w = std::max<index_t>(1, (std::max<index_t>(1, rows[i]) - 1) * s.sw + s.dw * (s.kw - 1) + 1 - 2 * s.pw);
+            s.h = std::max<index_t>(1, s.dh * (s.kh - 1) + 1 - 2 * s.ph) + static_cast<index_t>(rng.below(5));
+            if (!s.valid()) continue;
+            Scope scope("tile " + std::to_string(mr) + "x" + std::to_string(nr) + ": n=" + std::to_string(s.n) +
+                        " c=" + std::to_string(s.c) + " o=" + std::to_string(s.o) + " h=" + std::to_string(s.h) +
+                        " w=" + std::to_string(s.w) + " (ow=" + std::to_string(s.out_w()) + ") k=" +
+                        std::to_string(s.kh) + "x" + std::to_string(s.kw) + " stride=" + std::to_string(s.sh) + "," +
+                        std::to_string(s.sw) + " pad=" + std::to_string(s.ph) + "," + std::to_string(s.pw) +
+                        " dil=" + std::to_string(s.dh) + "," + std::to_string(s.dw));
+            run_case(kt, s, rng, choices);
+            ++cases;
+        }
     }
-    CHECK(cases > 5 * 3 * 3 * 2 * 2 + 10);
-    // A larger case that takes the packed GEMM path (k and p beyond the unpacked thresholds).
+    CHECK(cases >= 5 * 3 * 3 * 2 * 2 + 6 * kt.conv_tile_count);
+    // A larger case (the im2col forward takes the packed GEMM path: k and p beyond the unpacked
+    // thresholds).
     Conv2dShape big;
     big.n = 2, big.c = 16, big.o = 24, big.h = 33, big.w = 29, big.kh = 3, big.kw = 3, big.ph = 1, big.pw = 1;
     Scope scope("large case");
-    run_case(kt, big, rng);
+    run_case(kt, big, rng, {{nncore::ConvMethod::im2col, -1}, {}});
 }
 
 }  // namespace
