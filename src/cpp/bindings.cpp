@@ -549,7 +549,7 @@ py::array pool2d_impl(bool is_max, const py::array& x_in, const Pool2dShape& s, 
     T* py_ = y.mutable_data();
     {
         py::gil_scoped_release release;
-        if (is_max) max_pool2d_forward(s, px, py_);
+        if (is_max) max_pool2d_forward(active_table<T>(), s, px, py_);
         else avg_pool2d_forward(s, px, py_);
     }
     return std::move(y);
@@ -572,7 +572,7 @@ py::array pool2d_backward_impl(bool is_max, const py::array& x_in, const py::arr
     T* pdx = dx.mutable_data();
     {
         py::gil_scoped_release release;
-        if (is_max) max_pool2d_backward(s, px, pdy, pdx);
+        if (is_max) max_pool2d_backward(active_table<T>(), s, px, pdy, pdx);
         else avg_pool2d_backward(s, pdy, pdx);
     }
     return std::move(dx);

@@ -118,6 +118,12 @@ struct KernelTable {
     void (*adam_update)(const AdamCoefficients<T>& c, T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n);
     void (*rmsprop_update)(const RmspropCoefficients<T>& c, T* param, const T* grad, T* square_avg,
                            T* momentum_buffer, T* grad_avg, index_t n);
+
+    // 2x2 max pooling with stride 2 (pool.h) over one plane x (h x w, both >= 2): forward writes y
+    // (h/2 x w/2); backward writes every value of dx (h x w) once, dy at each window's choice and
+    // zero elsewhere (an odd last row or column is in no window).
+    void (*max_pool2x2_forward)(const T* x, index_t h, index_t w, T* y);
+    void (*max_pool2x2_backward)(const T* x, const T* dy, index_t h, index_t w, T* dx);
 };
 
 // Loss and sum-of-squares kernels sum blocks of this many values (see KernelTable::loss).

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "common.h"
+#include "dispatch.h"
 
 namespace nncore {
 
@@ -16,11 +17,11 @@ struct Pool2dShape {
 
 // Max pooling takes the first maximum of each window in row-major order; a NaN wins (and the first
 // NaN is taken), as in PyTorch. The backward recomputes that choice from x and routes dy there
-// (overlapping windows add up).
+// (overlapping windows add up). The 2x2 window with stride 2 runs kt's kernels (see dispatch.h).
 template <class T>
-void max_pool2d_forward(const Pool2dShape& s, const T* x, T* y);
+void max_pool2d_forward(const KernelTable<T>& kt, const Pool2dShape& s, const T* x, T* y);
 template <class T>
-void max_pool2d_backward(const Pool2dShape& s, const T* x, const T* dy, T* dx);
+void max_pool2d_backward(const KernelTable<T>& kt, const Pool2dShape& s, const T* x, const T* dy, T* dx);
 
 template <class T>
 void avg_pool2d_forward(const Pool2dShape& s, const T* x, T* y);

@@ -58,8 +58,19 @@ struct Vec<float> {
     }
     static mask lt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
     static mask gt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+    static mask ge(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
     static mask isnan(reg a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+    static mask mask_or(mask a, mask b) { return _mm256_or_ps(a, b); }
     static reg select(mask m, reg if_true, reg if_false) { return _mm256_blendv_ps(if_false, if_true, m); }
+    // Lanes of the pair a:b (16 values, a first): the even ones, the odd ones, and the first or last
+    // 8 values of the two interleaved (a0 b0 a1 b1 ...). Shuffles work within 128-bit halves, so a
+    // 64-bit permute puts the halves in order.
+    static reg even(reg a, reg b) { return in_order(_mm256_shuffle_ps(a, b, 0x88)); }
+    static reg odd(reg a, reg b) { return in_order(_mm256_shuffle_ps(a, b, 0xDD)); }
+    static reg zip_lo(reg a, reg b) { return _mm256_unpacklo_ps(in_order(a), in_order(b)); }
+    static reg zip_hi(reg a, reg b) { return _mm256_unpackhi_ps(in_order(a), in_order(b)); }
+    // 64-bit blocks 0 2 1 3.
+    static reg in_order(reg a) { return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(a), 0xD8)); }
     static float reduce_add(reg a) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -123,8 +134,15 @@ struct Vec<double> {
     }
     static mask lt(reg a, reg b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
     static mask gt(reg a, reg b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
+    static mask ge(reg a, reg b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
     static mask isnan(reg a) { return _mm256_cmp_pd(a, a, _CMP_UNORD_Q); }
+    static mask mask_or(mask a, mask b) { return _mm256_or_pd(a, b); }
     static reg select(mask m, reg if_true, reg if_false) { return _mm256_blendv_pd(if_false, if_true, m); }
+    // As for float: a0 a2 b0 b2, a1 a3 b1 b3, a0 b0 a1 b1, a2 b2 a3 b3.
+    static reg even(reg a, reg b) { return _mm256_permute4x64_pd(_mm256_unpacklo_pd(a, b), 0xD8); }
+    static reg odd(reg a, reg b) { return _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), 0xD8); }
+    static reg zip_lo(reg a, reg b) { return _mm256_permute2f128_pd(_mm256_unpacklo_pd(a, b), _mm256_unpackhi_pd(a, b), 0x20); }
+    static reg zip_hi(reg a, reg b) { return _mm256_permute2f128_pd(_mm256_unpacklo_pd(a, b), _mm256_unpackhi_pd(a, b), 0x31); }
     static double reduce_add(reg a) {
         __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
         return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));

@@ -45,8 +45,24 @@ struct Vec<float> {
     static reg exp2i(reg n) { return _mm512_scalef_ps(_mm512_set1_ps(1.0f), n); }
     static mask lt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
     static mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+    static mask ge(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
     static mask isnan(reg a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+    static mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
     static reg select(mask m, reg if_true, reg if_false) { return _mm512_mask_blend_ps(m, if_false, if_true); }
+    // Lanes of the pair a:b (32 values, a first): the even ones, the odd ones, and the first or last
+    // 16 values of the two interleaved (a0 b0 a1 b1 ...); each one two-source permute.
+    static reg even(reg a, reg b) {
+        return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+    }
+    static reg odd(reg a, reg b) {
+        return _mm512_permutex2var_ps(a, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), b);
+    }
+    static reg zip_lo(reg a, reg b) {
+        return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b);
+    }
+    static reg zip_hi(reg a, reg b) {
+        return _mm512_permutex2var_ps(a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
+    }
     static float reduce_add(reg a) { return _mm512_reduce_add_ps(a); }
     static float reduce_max(reg a) { return _mm512_reduce_max_ps(a); }
 };
@@ -87,8 +103,14 @@ struct Vec<double> {
     static reg exp2i(reg n) { return _mm512_scalef_pd(_mm512_set1_pd(1.0), n); }
     static mask lt(reg a, reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_LT_OQ); }
     static mask gt(reg a, reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+    static mask ge(reg a, reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_GE_OQ); }
     static mask isnan(reg a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q); }
+    static mask mask_or(mask a, mask b) { return static_cast<mask>(a | b); }
     static reg select(mask m, reg if_true, reg if_false) { return _mm512_mask_blend_pd(m, if_false, if_true); }
+    static reg even(reg a, reg b) { return _mm512_permutex2var_pd(a, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), b); }
+    static reg odd(reg a, reg b) { return _mm512_permutex2var_pd(a, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), b); }
+    static reg zip_lo(reg a, reg b) { return _mm512_permutex2var_pd(a, _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), b); }
+    static reg zip_hi(reg a, reg b) { return _mm512_permutex2var_pd(a, _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), b); }
     static double reduce_add(reg a) { return _mm512_reduce_add_pd(a); }
     static double reduce_max(reg a) { return _mm512_reduce_max_pd(a); }
 };

@@ -50,8 +50,16 @@ struct Vec {
     static reg exp2i(reg n) { return std::ldexp(T(1), static_cast<int>(n)); }
     static mask lt(reg a, reg b) { return a < b; }
     static mask gt(reg a, reg b) { return a > b; }
+    static mask ge(reg a, reg b) { return a >= b; }
     static mask isnan(reg a) { return a != a; }
+    static mask mask_or(mask a, mask b) { return a || b; }
     static reg select(mask m, reg if_true, reg if_false) { return m ? if_true : if_false; }
+    // Lanes of the pair a:b (2 * width values, a first): the even ones, the odd ones, and the first
+    // or last width values of the two interleaved (a0 b0 a1 b1 ...). With one lane: a, b, a, b.
+    static reg even(reg a, reg) { return a; }
+    static reg odd(reg, reg b) { return b; }
+    static reg zip_lo(reg a, reg) { return a; }
+    static reg zip_hi(reg, reg b) { return b; }
     static T reduce_add(reg a) { return a; }
     static T reduce_max(reg a) { return a; }
 };
