@@ -31,6 +31,8 @@ constexpr index_t kGroupElements = index_t(1) << 20;  // cols of one group: at m
 // The weight gradient takes groups of samples whose padded inputs and packed output gradients
 // fill about this many bytes (read by every tile of the group, so they should stay in L2).
 constexpr index_t kWeightsGroupBytes = index_t(256) << 10;
+// Groups run in waves of this many tasks, each with its own partial sums.
+constexpr index_t kWave = 8;
 
 // Runs f(i) for i in [0, count), one task per sample, over the thread pool.
 template <class F>
@@ -39,6 +41,10 @@ void for_samples(index_t count, F&& f) {
 }
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+
+// Tasks to split n independent samples into: a few per thread, so that a thread the shared machine
+// delays leaves its share to the others (each sample is computed the same way in any task).
+index_t sample_parts(index_t n) { return std::min<index_t>(n, 4 * get_num_threads()); }
 
 // ---------------------------------------------------------------------------------------------
 // Direct convolution (no im2col) for a unit width stride: each sample is copied into a zero-padded
@@ -135,7 +141,7 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
     if (plan.role == Role::positions) kt.pack_b(w, 1, k, k, s.o, nr, packed_w);
     else kt.pack_a(w, k, 1, s.o, k, mr, packed_w);
     const index_t* offsets = tap_offsets<0>(s, hp, wp, 0);
-    const index_t parts = std::min<index_t>(s.n, get_num_threads());
+    const index_t parts = sample_parts(s.n);
     parallel_for(static_cast<int>(parts), [&](int part) {
         Epilogue<T> ep;
         // Slack: a tile at the end of the last row reads (but never stores) up to a tile past it.
@@ -185,7 +191,7 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
 
 // ---------------------------------------------------------------------------------------------
 // Backward.
-//
+
 // The tile of the least cost(tile), the first such; or conv_tiles[forced] when forced >= 0.
 template <class T, class Cost>
 const ConvTile<T>& cheapest_tile(const KernelTable<T>& kt, int forced, Cost&& cost) {
@@ -195,7 +201,7 @@ const ConvTile<T>& cheapest_tile(const KernelTable<T>& kt, int forced, Cost&& co
         if (cost(kt.conv_tiles[t]) < cost(kt.conv_tiles[best])) best = t;
     return kt.conv_tiles[best];
 }
-//
+
 // dx as the adjoint of the positions role, for any stride, padding and dilation: the gradient of
 // each output position, times the kernels, is added into the window it was computed from. Per
 // sample, tap (ki, kj) and row of outputs, a tile of mr neighbouring outputs times nr input
@@ -217,16 +223,20 @@ void input_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* w, 
     for (index_t tap = 0; tap < taps; ++tap) kt.pack_b(w + tap, s.c * taps, taps, s.o, s.c, tile.nr, packed + tap * tap_size);
     index_t* channels = workspace<index_t, 3>(s.o);  // where output channel oc starts in dy_n
     for (index_t oc = 0; oc < s.o; ++oc) channels[oc] = oc * p;
-    const index_t parts = std::min<index_t>(s.n, get_num_threads());
+    const index_t parts = sample_parts(s.n);
     parallel_for(static_cast<int>(parts), [&](int part) {
         Epilogue<T> accumulate;
         accumulate.beta = 1;
-        // dy_n copied with mr values of slack: a partial tile reads (not uses) up to mr - 1 past it.
-        T* dyn = workspace<T, 8>(s.o * p + tile.mr);
         T* grad = workspace<T, 10>(hp * wp * s.c);
-        std::fill(dyn + s.o * p, dyn + s.o * p + tile.mr, T(0));
         for (index_t n = s.n * part / parts; n < s.n * (part + 1) / parts; ++n) {
-            std::copy(dy + n * s.o * p, dy + (n + 1) * s.o * p, dyn);
+            // A partial tile reads (never uses) up to mr - 1 values past the row: past the end of
+            // dy for the last sample, which is therefore read from a copy with that much slack.
+            const T* dyn = dy + n * s.o * p;
+            if (n == s.n - 1 && ow % tile.mr != 0) {
+                T* copy = workspace<T, 8>(s.o * p + tile.mr);
+                std::fill(std::copy(dyn, dyn + s.o * p, copy), copy + s.o * p + tile.mr, T(0));
+                dyn = copy;
+            }
             std::fill(grad, grad + hp * wp * s.c, T(0));
             for (index_t ki = 0; ki < s.kh; ++ki)
                 for (index_t kj = 0; kj < s.kw; ++kj) {
@@ -261,14 +271,20 @@ void weights_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* x
     const index_t oh = s.out_h(), ow = s.out_w(), p = oh * ow, k = s.c * s.kh * s.kw, in_size = s.c * s.h * s.w;
     const bool unpadded = s.ph == 0 && s.pw == 0;
     const index_t hp = s.h + 2 * s.ph, wp = s.w + 2 * s.pw, padded_size = s.c * hp * wp;
-    // The tile covering (c*kh*kw taps) x (o channels) with the fewest multiply-adds.
+    // The tile covering (c*kh*kw taps) x (o channels) with the fewest multiply-adds, each tap
+    // offset costing registers: up to 8 stay in general-purpose registers; with more, the
+    // compiler spills some and every step moves them back (measured in cache, AVX-512 float: 8
+    // taps 116 GFLOP/s, 10 and 12 taps 94-100, 14 taps 84).
     const ConvTile<T>& tile = cheapest_tile(kt, tile_choice, [&](const ConvTile<T>& t) {
-        return ceil_div(k, t.mr) * ceil_div(s.o, t.nr) * t.mr * t.vectors;
+        const double spills = t.mr <= 8 ? 1.0 : t.mr <= 12 ? 1.15 : 1.4;
+        return spills * static_cast<double>(ceil_div(k, t.mr) * ceil_div(s.o, t.nr) * t.mr * t.vectors);
     });
     const index_t panels = ceil_div(s.o, tile.nr), panel_size = p * tile.nr;
     const index_t per_sample = (unpadded ? 0 : padded_size) + panels * panel_size;
-    const index_t g = std::max<index_t>(
-        1, std::min<index_t>(s.n, kWeightsGroupBytes / static_cast<index_t>(sizeof(T)) / std::max<index_t>(per_sample, 1)));
+    // At most kWeightsGroupBytes, and at least kWave groups when there are that many samples, so
+    // that a wave keeps several threads busy with equal shares.
+    const index_t by_size = kWeightsGroupBytes / static_cast<index_t>(sizeof(T)) / std::max<index_t>(per_sample, 1);
+    const index_t g = std::max<index_t>(1, std::min(by_size, ceil_div(s.n, kWave)));
     const index_t groups = ceil_div(s.n, g), partial_size = k * s.o + s.o;
     if (db) std::fill(db, db + s.o, T(0));
     if (s.n == 0) {
@@ -282,7 +298,6 @@ void weights_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* x
         for (index_t oy = 0; oy < oh; ++oy)
             for (index_t ox = 0; ox < ow; ++ox)
                 positions[(i * oh + oy) * ow + ox] = i * padded_size + oy * s.sh * wp + ox * s.sw;
-    constexpr index_t kWave = 8;
     T* partials = workspace<T, 6>(kWave * partial_size);
     for (index_t wave = 0; wave < groups; wave += kWave) {
         const index_t in_wave = std::min(kWave, groups - wave);
