@@ -94,11 +94,16 @@ __attribute__((always_inline)) inline typename V::reg vexp(typename V::reg x) {
 // bit where x's is set (xorsign) gives tanh(x), tanh(-0) = -0 included; the results are bitwise
 // those of copysign(u / (2 + u), x).
 // Per register: abs, min, 2 multiplications, round, one subtraction for f, 5 FMAs for q, 2^n, one
-// subtraction, the fused multiply-add, one subtraction, the division and xorsign (two bitwise
-// operations): 18 operations, where the previous form (expm1 in base e with a two-constant
-// reduction) took 21. Zen 4 runs zmm multiplications, FMAs and copysign's ternary logic on the
-// same two pipes (one zmm operation per cycle), and the division holds them for about as long as 3
-// more; xorsign's and/xor run on any pipe: 4.39 -> 4.52 Gelem/s (AVX-512, 1 thread, 4096 floats).
+// subtraction, the fused multiply-add, one subtraction, the division and xorsign (one
+// ternary-logic instruction with AVX-512, and + xor with AVX2, where copysign takes three): 17
+// operations, where the previous form (expm1 in base e with a two-constant reduction) took 21.
+// The AVX-512 ternary logic of xorsign overwrites the quotient, where copysign's overwrote its
+// sign-mask constant, which GCC then copied into a fresh register for every 16 values: one vector
+// operation less, 4.39 -> 4.47 Gelem/s (AVX-512 kernel alone, 1 thread, 4096 floats, old and new
+// builds alternated).
+// On Zen 4 the zmm multiplications, FMAs and ternary logic share two pipes (one zmm operation per
+// cycle), and the division holds them for about as long as 3 more: those ~12 cycles per 16 floats
+// are the bound.
 // Measured alternatives on Zen 4 (AVX-512, 1 thread, 4096 and 1M floats, same conditions, Gelem/s):
 // a (4, 4) minimax rational x P(x^2) / Q(x^2) on |x| <= 9.1 needs 10 multiplications/FMAs and the
 // division: 4.6, and misses the bound (5.3 ulp near |x| = 8.5, where the rounding of P and Q

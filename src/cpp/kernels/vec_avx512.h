@@ -39,9 +39,9 @@ struct Vec<float> {
         return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
             _mm512_set1_epi32(INT32_MIN), _mm512_castps_si512(sign), _mm512_castps_si512(magnitude), 0xCA));
     }
-    // a with its sign bit flipped where b's is set: copysign(a, b) for a >= +0. Two bitwise
-    // operations that any vector pipe runs, where copysign's ternary logic runs on the FMA pipes
-    // (Zen 4), which vtanh keeps busy.
+    // a with its sign bit flipped where b's is set: copysign(a, b) for a >= +0. GCC makes it one
+    // ternary-logic instruction that overwrites a, so unlike copysign's (which overwrites its
+    // sign-mask constant) it needs no register copy when a is a temporary.
     static reg xorsign(reg a, reg b) {
         return _mm512_castsi512_ps(_mm512_xor_si512(
             _mm512_castps_si512(a), _mm512_and_si512(_mm512_set1_epi32(INT32_MIN), _mm512_castps_si512(b))));
