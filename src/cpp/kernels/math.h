@@ -88,12 +88,31 @@ __attribute__((always_inline)) inline typename V::reg vexp(typename V::reg x) {
 // relative error moves tanh by at most as much, since |x tanh'(x) / tanh(x)| <= 1), t = n + f with
 // n an integer and |f| <= 1/2 (f = t - n is exact; where the compiler fuses the product into it,
 // as GCC does for the AVX builds, f is the exact -2|x| log2(e) - n rounded once, which is better), and
-//   u = 2^n (2^f - 1) + 2^n - 1 = (2^n f) q(f) - (1 - 2^n),
-// one fused multiply-subtract; 1 - 2^n is exact for the n that occur (-27 <= n <= 0).
+//   -u = (1 - 2^n) - (2^n f) q(f),
+// one fused negated multiply-add; 1 - 2^n is exact for the n that occur (-27 <= n <= 0). -u is
+// >= +0 (+0 exactly for x = +-0), so tanh(|x|) = -u / (2 - (-u)) is >= +0 and flipping its sign
+// bit where x's is set (xorsign) gives tanh(x), tanh(-0) = -0 included; the results are bitwise
+// those of copysign(u / (2 + u), x).
 // Per register: abs, min, 2 multiplications, round, one subtraction for f, 5 FMAs for q, 2^n, one
-// subtraction, the fused multiply-subtract, one addition, the division and copysign: 17
+// subtraction, the fused multiply-add, one subtraction, the division and xorsign (one
+// ternary-logic instruction with AVX-512, and + xor with AVX2, where copysign takes three): 17
 // operations, where the previous form (expm1 in base e with a two-constant reduction) took 21.
-// Measured on Zen 4 (AVX-512, 1 thread, data in L1): about 13 cycles per 16 floats, from 15.5.
+// The AVX-512 ternary logic of xorsign overwrites the quotient, where copysign's overwrote its
+// sign-mask constant, which GCC then copied into a fresh register for every 16 values: one vector
+// operation less, 4.39 -> 4.47 Gelem/s (AVX-512 kernel alone, 1 thread, 4096 floats, old and new
+// builds alternated).
+// On Zen 4 the zmm multiplications, FMAs and ternary logic share two pipes (one zmm operation per
+// cycle), and the division holds them for about as long as 3 more: those ~12 cycles per 16 floats
+// are the bound.
+// Measured alternatives on Zen 4 (AVX-512, 1 thread, 4096 and 1M floats, same conditions, Gelem/s):
+// a (4, 4) minimax rational x P(x^2) / Q(x^2) on |x| <= 9.1 needs 10 multiplications/FMAs and the
+// division: 4.6, and misses the bound (5.3 ulp near |x| = 8.5, where the rounding of P and Q
+// moves a result just below 1 by up to 5 ulp); its division replaced by rcp14 and a correction:
+// 4.0; 32-interval piecewise polynomials picked with vpermt2ps (no division), degree 5: 4.1, 6:
+// 3.6; tanh(b + r) with tanh(b) from a 32-entry table and one division: 4.6; Estrin for q, a
+// scalef for 2^n f, 2^n from integer operations, the denominator as fma(2^n f, q, 1 + 2^n) or
+// two registers per loop step: no gain or slower. Even without its division (a wrong result) this
+// formula runs at 5.4 and the rational at 5.8.
 // Always inlined (as are act_forward_reg, vexp and vsigmoid): left to itself, GCC kept them out of
 // line in the ISA builds (~50 callers each), so each register paid a call, the vector calling
 // convention and the reload of every constant; measured with act_forward on Zen 4, 1 thread, 4096
@@ -110,8 +129,8 @@ __attribute__((always_inline)) inline typename V::reg vtanh(typename V::reg x) {
     for (int i = C::tanh_q_terms - 2; i >= 0; --i) q = V::fmadd(q, f, V::set1(C::tanh_q[i]));
     const auto one = V::set1(T(1));
     const auto s = V::exp2i(n);
-    const auto u = V::fmsub(V::mul(s, f), q, V::sub(one, s));
-    return V::copysign(V::div(u, V::add(V::set1(T(2)), u)), x);
+    const auto v = V::fnmadd(V::mul(s, f), q, V::sub(one, s));  // -u >= +0 (+0 for x = +-0)
+    return V::xorsign(V::div(v, V::sub(V::set1(T(2)), v)), x);
 }
 
 // 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) for x < 0, both with e = exp(-|x|) <= 1. exp never

@@ -33,6 +33,7 @@ struct Vec<float> {
     static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
     static reg fmsub(reg a, reg b, reg c) { return _mm256_fmsub_ps(a, b, c); }
+    static reg fnmadd(reg a, reg b, reg c) { return _mm256_fnmadd_ps(a, b, c); }
     // a * b - p exactly, for p = fl(a * b).
     static reg product_error(reg a, reg b, reg p) { return _mm256_fmsub_ps(a, b, p); }
     static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
@@ -43,6 +44,9 @@ struct Vec<float> {
         const reg sign_bit = _mm256_set1_ps(-0.0f);
         return _mm256_or_ps(_mm256_andnot_ps(sign_bit, magnitude), _mm256_and_ps(sign_bit, sign));
     }
+    // a with its sign bit flipped where b's is set (copysign(a, b) for a >= +0, in two bitwise
+    // operations instead of three).
+    static reg xorsign(reg a, reg b) { return _mm256_xor_ps(a, _mm256_and_ps(_mm256_set1_ps(-0.0f), b)); }
     static reg round(reg a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     // 2^n is built from exponent bits in two halves so that subnormal results stay exact:
     // each half stays within the normal exponent range for |n| <= 252.
@@ -113,6 +117,7 @@ struct Vec<double> {
     static reg div(reg a, reg b) { return _mm256_div_pd(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_pd(a, b, c); }
     static reg fmsub(reg a, reg b, reg c) { return _mm256_fmsub_pd(a, b, c); }
+    static reg fnmadd(reg a, reg b, reg c) { return _mm256_fnmadd_pd(a, b, c); }
     static reg product_error(reg a, reg b, reg p) { return _mm256_fmsub_pd(a, b, p); }
     static reg max(reg a, reg b) { return _mm256_max_pd(a, b); }
     static reg min(reg a, reg b) { return _mm256_min_pd(a, b); }
@@ -122,6 +127,7 @@ struct Vec<double> {
         const reg sign_bit = _mm256_set1_pd(-0.0);
         return _mm256_or_pd(_mm256_andnot_pd(sign_bit, magnitude), _mm256_and_pd(sign_bit, sign));
     }
+    static reg xorsign(reg a, reg b) { return _mm256_xor_pd(a, _mm256_and_pd(_mm256_set1_pd(-0.0), b)); }
     static reg round(reg a) { return _mm256_round_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static reg pow2(reg n) {
         __m128i n32 = _mm_add_epi32(_mm256_cvtpd_epi32(n), _mm_set1_epi32(1023));

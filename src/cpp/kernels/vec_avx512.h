@@ -27,6 +27,7 @@ struct Vec<float> {
     static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
     static reg fmsub(reg a, reg b, reg c) { return _mm512_fmsub_ps(a, b, c); }
+    static reg fnmadd(reg a, reg b, reg c) { return _mm512_fnmadd_ps(a, b, c); }
     // a * b - p exactly, for p = fl(a * b).
     static reg product_error(reg a, reg b, reg p) { return _mm512_fmsub_ps(a, b, p); }
     static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
@@ -37,6 +38,13 @@ struct Vec<float> {
         // One bitwise select: sign bit from `sign`, the rest from `magnitude` (0xCA = a ? b : c).
         return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
             _mm512_set1_epi32(INT32_MIN), _mm512_castps_si512(sign), _mm512_castps_si512(magnitude), 0xCA));
+    }
+    // a with its sign bit flipped where b's is set: copysign(a, b) for a >= +0. GCC makes it one
+    // ternary-logic instruction that overwrites a, so unlike copysign's (which overwrites its
+    // sign-mask constant) it needs no register copy when a is a temporary.
+    static reg xorsign(reg a, reg b) {
+        return _mm512_castsi512_ps(_mm512_xor_si512(
+            _mm512_castps_si512(a), _mm512_and_si512(_mm512_set1_epi32(INT32_MIN), _mm512_castps_si512(b))));
     }
     static reg round(reg a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     // scalef computes a * 2^floor(n) with correct overflow, underflow and subnormal results.
@@ -89,6 +97,7 @@ struct Vec<double> {
     static reg div(reg a, reg b) { return _mm512_div_pd(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_pd(a, b, c); }
     static reg fmsub(reg a, reg b, reg c) { return _mm512_fmsub_pd(a, b, c); }
+    static reg fnmadd(reg a, reg b, reg c) { return _mm512_fnmadd_pd(a, b, c); }
     static reg product_error(reg a, reg b, reg p) { return _mm512_fmsub_pd(a, b, p); }
     static reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
     static reg min(reg a, reg b) { return _mm512_min_pd(a, b); }
@@ -97,6 +106,10 @@ struct Vec<double> {
     static reg copysign(reg magnitude, reg sign) {
         return _mm512_castsi512_pd(_mm512_ternarylogic_epi64(
             _mm512_set1_epi64(INT64_MIN), _mm512_castpd_si512(sign), _mm512_castpd_si512(magnitude), 0xCA));
+    }
+    static reg xorsign(reg a, reg b) {
+        return _mm512_castsi512_pd(_mm512_xor_si512(
+            _mm512_castpd_si512(a), _mm512_and_si512(_mm512_set1_epi64(INT64_MIN), _mm512_castpd_si512(b))));
     }
     static reg round(reg a) { return _mm512_roundscale_pd(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
     static reg scale2(reg a, reg n) { return _mm512_scalef_pd(a, n); }

@@ -26,6 +26,7 @@ struct Vec {
     // Plain multiply-add: std::fma would be a slow software routine on CPUs without FMA.
     static reg fmadd(reg a, reg b, reg c) { return a * b + c; }
     static reg fmsub(reg a, reg b, reg c) { return a * b - c; }
+    static reg fnmadd(reg a, reg b, reg c) { return c - a * b; }
     // a * b - p exactly, for p = fl(a * b) (|a b| well inside the range): Dekker's product with
     // Veltkamp's split, or one fused multiply-add where the compiler says it is fast.
     static reg product_error(reg a, reg b, reg p) {
@@ -43,6 +44,9 @@ struct Vec {
     static reg abs(reg a) { return std::fabs(a); }
     static reg sqrt(reg a) { return std::sqrt(a); }
     static reg copysign(reg magnitude, reg sign) { return std::copysign(magnitude, sign); }
+    // a with its sign bit flipped where b's is set (copysign(a, b) for a >= +0, without clearing
+    // a's own sign first).
+    static reg xorsign(reg a, reg b) { return std::signbit(b) ? -a : a; }
     static reg round(reg a) { return std::nearbyint(a); }
     // a * 2^n for integral n already clamped to the range the caller documents.
     static reg scale2(reg a, reg n) { return std::ldexp(a, static_cast<int>(n)); }
