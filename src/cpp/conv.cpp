@@ -50,9 +50,9 @@ index_t sample_parts(index_t n) { return std::min<index_t>(n, 4 * get_num_thread
 // Direct convolution (no im2col) for a unit width stride: each sample is copied into a zero-padded
 // buffer (c, hp, wp) that the conv micro-kernels read in place through a table of tap offsets,
 // instead of expanding the input c*kh*kw-fold. Each register tile of the kernel table can be used
-// (see ConvTile) as mr neighbouring outputs of a row times nr output channels (positions: the tile
-// is then transposed into y), or as mr channels times nr neighbouring outputs of a row (channels:
-// stored straight into y).
+// (see ConvTile) as mr neighbouring outputs of a row times nr output channels (positions: the
+// tiles fill the sample's output as positions x channels, then transposed into y), or as mr
+// channels times nr neighbouring outputs of a row (channels: stored straight into y).
 enum class Role { none, positions, channels };
 
 template <class T>
@@ -63,8 +63,8 @@ struct DirectPlan {
 
 // The tile and role with the least estimated time per sample: one cycle per vector multiply-add
 // (each tile runs at the FMA peak when its operands are in cache: measured 98% for every tile and
-// role on Zen 4), plus each tile's stores (the positions role moves its values one by one, about
-// two a cycle; the channels role stores vectors). At least half of the multiply-adds must be real
+// role on Zen 4), plus each tile's vector stores, and for the positions role the transposition of
+// its values into y (about a quarter of a cycle a value). At least half of the multiply-adds must be real
 // (the rest fall on partial tiles); else none, and the caller uses im2col + GEMM.
 // A forced method or tile (tests) skips the fill requirement.
 template <class T>
@@ -85,7 +85,8 @@ DirectPlan<T> direct_plan(const KernelTable<T>& kt, const Conv2dShape& s, const 
             index_t tiles;
             double store;
         } options[] = {
-            {Role::positions, oh * ceil_div(ow, tile.mr) * ceil_div(s.o, tile.nr), 0.5 * tile.mr * tile.nr},
+            {Role::positions, oh * ceil_div(ow, tile.mr) * ceil_div(s.o, tile.nr),
+             static_cast<double>(tile.mr) * tile.vectors + 0.25 * tile.mr * tile.nr},
             {Role::channels, oh * ceil_div(s.o, tile.mr) * ceil_div(ow, tile.nr), static_cast<double>(tile.mr) * tile.vectors},
         };
         for (const auto& option : options) {
@@ -147,7 +148,7 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
         // Slack: a tile at the end of the last row reads (but never stores) up to a tile past it.
         const index_t slack = std::max(mr, nr);
         T* padded = workspace<T, 4>(padded_size + slack);
-        T* values = workspace<T, 5>(static_cast<index_t>(mr) * nr);
+        T* values = workspace<T, 5>(plan.role == Role::positions ? oh * ow * s.o : 0);  // positions x channels
         std::fill(padded, padded + padded_size + slack, T(0));
         for (index_t n = s.n * part / parts; n < s.n * (part + 1) / parts; ++n) {
             copy_interior(s, x + n * in_size, hp, wp, padded);
@@ -176,14 +177,13 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
                         for (index_t j0 = 0; j0 < s.o; j0 += nr) {
                             const int n_eff = static_cast<int>(std::min<index_t>(nr, s.o - j0));
                             ep.bias = bias ? bias + j0 : nullptr;
-                            tile.positions(k, origin, offsets, packed_w + j0 * k, values, nr, m_eff, n_eff, ep);
-                            // The tile is positions x channels; y is channels x positions.
-                            for (int j = 0; j < n_eff; ++j) {
-                                T* dst = yn + ((j0 + j) * oh + oy) * ow + ox;
-                                for (int i = 0; i < m_eff; ++i) dst[i] = values[i * nr + j];
-                            }
+                            tile.positions(k, origin, offsets, packed_w + j0 * k, values + (oy * ow + ox) * s.o + j0,
+                                           s.o, m_eff, n_eff, ep);
                         }
                     }
+                // The tiles filled the sample's output as positions x channels; y is channels x
+                // positions: the transposing copy of pack_b, as one panel of oh*ow columns.
+                kt.pack_b(values, 1, s.o, s.o, oh * ow, oh * ow, yn);
             }
         }
     });
@@ -318,15 +318,11 @@ void weights_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* x
                     kt.pack_b(dy + ((first + i) * s.o + j * tile.nr) * p, 1, p, p,
                               std::min<index_t>(tile.nr, s.o - j * tile.nr), tile.nr,
                               packed_dy + (j * g + i) * panel_size);
-            // db: the packed rows summed in order (each channel over its samples, then positions), nr
-            // independent sums at a time.
-            for (index_t j = 0; j < panels; ++j) {
-                T* sums = pdw + k * s.o + j * tile.nr;
-                const index_t lanes = std::min<index_t>(tile.nr, s.o - j * tile.nr);
-                std::fill(sums, sums + lanes, T(0));
-                for (const T *row = packed_dy + j * g * panel_size, *end = row + count * panel_size; row < end; row += tile.nr)
-                    for (index_t c = 0; c < lanes; ++c) sums[c] += row[c];
-            }
+            // db: the columns of the packed panels summed (each channel over its samples, then
+            // positions, in order).
+            for (index_t j = 0; j < panels; ++j)
+                kt.column_sums(packed_dy + j * g * panel_size, count * p, std::min<index_t>(tile.nr, s.o - j * tile.nr),
+                               tile.nr, pdw + k * s.o + j * tile.nr);
             for (index_t t0 = 0; t0 < k; t0 += tile.mr)
                 for (index_t j = 0; j < panels; ++j)
                     tile.weights(count * p, xg, positions, taps + t0, packed_dy + j * g * panel_size,
