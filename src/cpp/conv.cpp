@@ -34,17 +34,18 @@ constexpr index_t kWeightsGroupBytes = index_t(256) << 10;
 // Groups run in waves of this many tasks, each with its own partial sums.
 constexpr index_t kWave = 8;
 
-// Runs f(i) for i in [0, count), one task per sample, over the thread pool.
+// Runs f(i) for i in [0, count), one task each, over the thread pool.
 template <class F>
-void for_samples(index_t count, F&& f) {
+void for_tasks(index_t count, F&& f) {
     parallel_for(static_cast<int>(count), [&](int i) { f(static_cast<index_t>(i)); });
 }
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
-// Tasks to split n independent samples into: a few per thread, so that a thread the shared machine
-// delays leaves its share to the others (each sample is computed the same way in any task).
-index_t sample_parts(index_t n) { return std::min<index_t>(n, 4 * get_num_threads()); }
+// Tasks to split n independent items (samples, channels) into: a few per thread, so that a thread
+// the shared machine delays leaves its share to the others (each item is computed the same way in
+// any task).
+index_t task_count(index_t n) { return std::min<index_t>(n, 4 * get_num_threads()); }
 
 // ---------------------------------------------------------------------------------------------
 // Direct convolution (no im2col) for a unit width stride: each sample is copied into a zero-padded
@@ -142,7 +143,7 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
     if (plan.role == Role::positions) kt.pack_b(w, 1, k, k, s.o, nr, packed_w);
     else kt.pack_a(w, k, 1, s.o, k, mr, packed_w);
     const index_t* offsets = tap_offsets<0>(s, hp, wp, 0);
-    const index_t parts = sample_parts(s.n);
+    const index_t parts = task_count(s.n);
     parallel_for(static_cast<int>(parts), [&](int part) {
         Epilogue<T> ep;
         // Slack: a tile at the end of the last row reads (but never stores) up to a tile past it.
@@ -223,7 +224,7 @@ void input_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* w, 
     for (index_t tap = 0; tap < taps; ++tap) kt.pack_b(w + tap, s.c * taps, taps, s.o, s.c, tile.nr, packed + tap * tap_size);
     index_t* channels = workspace<index_t, 3>(s.o);  // where output channel oc starts in dy_n
     for (index_t oc = 0; oc < s.o; ++oc) channels[oc] = oc * p;
-    const index_t parts = sample_parts(s.n);
+    const index_t parts = task_count(s.n);
     parallel_for(static_cast<int>(parts), [&](int part) {
         Epilogue<T> accumulate;
         accumulate.beta = 1;
@@ -329,14 +330,21 @@ void weights_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* x
                                  pdw + t0 * s.o + j * tile.nr, s.o, static_cast<int>(std::min<index_t>(tile.mr, k - t0)),
                                  static_cast<int>(std::min<index_t>(tile.nr, s.o - j * tile.nr)), Epilogue<T>{});
         });
-        for (index_t task = 0; task < in_wave; ++task) {
-            const T* pdw = partials + task * partial_size;
-            const bool first = wave + task == 0;
-            for (index_t oc = 0; oc < s.o; ++oc)
-                for (index_t q = 0; q < k; ++q) dw[oc * k + q] = first ? pdw[q * s.o + oc] : dw[oc * k + q] + pdw[q * s.o + oc];
-            if (db)
-                for (index_t oc = 0; oc < s.o; ++oc) db[oc] += pdw[k * s.o + oc];
-        }
+        // dw (o x k) += the wave's partial dw^T (k x o) in group order, split over threads by
+        // output channel (every value is summed in the same order).
+        const index_t parts = task_count(s.o);
+        for_tasks(parts, [&](index_t part) {
+            for (index_t oc = s.o * part / parts; oc < s.o * (part + 1) / parts; ++oc)
+                for (index_t task = 0; task < in_wave; ++task) {
+                    const T* pdw = partials + task * partial_size;
+                    T* row = dw + oc * k;
+                    if (wave + task == 0)
+                        for (index_t q = 0; q < k; ++q) row[q] = pdw[q * s.o + oc];
+                    else
+                        for (index_t q = 0; q < k; ++q) row[q] += pdw[q * s.o + oc];
+                    if (db) db[oc] += pdw[k * s.o + oc];
+                }
+        });
     }
 }
 
@@ -356,11 +364,11 @@ void conv2d_forward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, 
     T* out = workspace<T, 2>(s.o * g * p);
     for (index_t first = 0; first < s.n; first += g) {
         const index_t count = std::min(g, s.n - first), ld = count * p;
-        for_samples(count, [&](index_t i) { kt.im2col(s, x + (first + i) * in_size, cols + i * p, ld); });
+        for_tasks(count, [&](index_t i) { kt.im2col(s, x + (first + i) * in_size, cols + i * p, ld); });
         // out (o x count*p) = w (o x k) * cols (k x count*p); then out's columns of sample i, plus the
         // bias of each row, are sample i's (o, p) output.
         gemm(kt, s.o, ld, k, ConstMatrix<T>{w, k, 1}, ConstMatrix<T>{cols, ld, 1}, out, ld, Epilogue<T>{}, threads);
-        for_samples(count, [&](index_t i) {
+        for_tasks(count, [&](index_t i) {
             T* yi = y + (first + i) * s.o * p;
             for (index_t oc = 0; oc < s.o; ++oc) {
                 const T* src = out + oc * ld + i * p;
