@@ -39,7 +39,7 @@ struct KernelTable {
                          int m_eff, int n_eff, const Epilogue<T>& epilogue);
     int mr, nr;          // register tile
     // Direct convolution register tiles (the GEMM's first, see conv.cpp for the choice).
-    static constexpr int kMaxConvTiles = 5;
+    static constexpr int kMaxConvTiles = 6;
     ConvTile<T> conv_tiles[kMaxConvTiles];
     int conv_tile_count;
     // Unpacked kernels for small problems (the driver chooses, see gemm.cpp); both write

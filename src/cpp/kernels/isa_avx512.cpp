@@ -16,7 +16,7 @@ void fill_tables_avx512(Tables& tables) {
     //       (2048^3 ~114-116); kc 384: ~112-113 and ~100-104 (2048^3 ~113); kc 256: ~108-111;
     //       12x16 kc 384: ~108 and ~93; 12x16 kc 128 (before): ~97 at 1024^3.
     // A long kc amortises the load and store of C per micro-kernel call.
-    isa_avx512::fill_table<float, 12, 2>(tables.f32, 512, 16, 4096, isa_avx512::ConvTiles<10, 2, 8, 2, 14, 1, 10, 1>{});
+    isa_avx512::fill_table<float, 12, 2>(tables.f32, 512, 16, 4096, isa_avx512::ConvTiles<10, 2, 8, 2, 14, 1, 10, 1, 5, 1>{});
     isa_avx512::fill_table<double, 6, 4>(tables.f64, 512, 8, 4096, isa_avx512::ConvTiles<12, 2, 10, 2, 14, 1>{});
 }
 }  // namespace nncore
