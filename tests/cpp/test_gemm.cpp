@@ -345,6 +345,65 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
     std::printf("    gemm unpacked paths %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
+// pack_b straight against a naive loop, bit for bit: random bit patterns from B, zeros in the
+// columns of a partial panel, nothing written around `out`. The transposing path (rs == 1: each
+// column of B contiguous along k) works in w x w blocks for the vector width w, so kc and nc go
+// around w and its multiples, with tight, padded, zero and negative column strides; the other
+// stride forms run once per size.
+template <class T>
+void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
+    Scope scope(std::string("pack_b ") + nntest::dtype_name<T>());
+    std::vector<int> nrs = {kt.nr};
+    for (int t = 0; t < kt.conv_tile_count; ++t)
+        if (std::find(nrs.begin(), nrs.end(), kt.conv_tiles[t].nr) == nrs.end()) nrs.push_back(kt.conv_tiles[t].nr);
+    nrs.push_back(static_cast<int>(w) + 3);  // not a multiple of the vector width (when w > 1)
+    const index_t sizes[] = {0, 1, 2, 3, 5, 7, 13, w - 1, w, w + 1, 2 * w + 3};
+    long long cases = 0;
+    auto run = [&](index_t kc, index_t nc, int nr, index_t rs, index_t cs) {
+        Scope c("kc=" + std::to_string(kc) + " nc=" + std::to_string(nc) + " nr=" + std::to_string(nr) +
+                " rs=" + std::to_string(rs) + " cs=" + std::to_string(cs));
+        // The span of B's elements (p, j) at p*rs + j*cs, in guards.
+        index_t lo = 0, hi = 0;
+        if (kc > 0 && nc > 0)
+            for (index_t p : {index_t(0), kc - 1})
+                for (index_t j : {index_t(0), nc - 1}) {
+                    lo = std::min(lo, p * rs + j * cs);
+                    hi = std::max(hi, p * rs + j * cs + 1);
+                }
+        nntest::Guarded<T> b(hi - lo, T(0));
+        for (index_t i = 0; i < hi - lo; ++i) b[i] = nntest::random_finite<T>(rng);
+        const T* origin = b.data() - lo;
+        const index_t panels = (nc + nr - 1) / nr;
+        nntest::Guarded<T> out(panels * kc * nr, nntest::quiet_nan<T>());
+        kt.pack_b(origin, rs, cs, kc, nc, nr, out.data());
+        std::vector<T> got(out.data(), out.data() + out.size()), want(static_cast<std::size_t>(out.size()));
+        for (index_t jp = 0; jp < panels; ++jp)
+            for (index_t p = 0; p < kc; ++p)
+                for (index_t jj = 0; jj < nr; ++jj) {
+                    const index_t j = jp * nr + jj;
+                    want[(jp * kc + p) * nr + jj] = j < nc ? origin[p * rs + j * cs] : T(0);
+                }
+        CHECK_MSG(nntest::same_bits(got, want), "packed values differ");
+        CHECK_MSG(out.guards_intact(), "write outside the packed panels");
+        CHECK_MSG(b.guards_intact(), "write into B");
+        ++cases;
+    };
+    for (int nr : nrs)
+        for (index_t kc : sizes)
+            for (index_t nc : sizes) {
+                for (index_t cs : {kc, kc + 5, -(kc + 2), index_t(0)}) run(kc, nc, nr, 1, cs);
+                run(kc, nc, nr, nc + 2, 1);   // B by rows
+                run(kc, nc, nr, 3, 7 * kc + 1);  // neither contiguous
+                run(kc, nc, nr, -(nc + 1), -1);  // reversed rows and columns
+            }
+    // Several panels and k blocks (the conv weight gradient's LeNet shape, and a long partial one).
+    for (int nr : nrs) {
+        run(784, 16, nr, 1, 784);
+        run(2 * w + 3, 5 * nr + 3, nr, 1, 2 * w + 6);
+    }
+    std::printf("    pack_b %s: %lld cases\n", nntest::dtype_name<T>(), cases);
+}
+
 // A NaN in A or B reaches exactly the outputs that depend on it, whatever the activation (a
 // diverging network must show it, not hide it): NaN at A(i0, p0) makes row i0 of C NaN and
 // B(p0, j0) column j0. p0 lies in the middle k block, so the NaN also has to survive the
@@ -618,6 +677,10 @@ void test_batch1_sgd_sweep(const KernelTable<T>& kt, bool hardware_fma, Rng& rng
 int main() {
     nntest::for_each_isa([](nncore::Isa isa, const nncore::Tables& tables) {
         Rng rng(20240601);
+        const index_t vector_bytes = isa == nncore::Isa::avx512 ? 64 : isa == nncore::Isa::avx2 ? 32 : 0;
+        Rng pack_rng(20261201);
+        test_pack_b(tables.f32, vector_bytes ? vector_bytes / 4 : 1, pack_rng);
+        test_pack_b(tables.f64, vector_bytes ? vector_bytes / 8 : 1, pack_rng);
         test_gemm(tables.f32, rng);
         test_gemm(tables.f64, rng);
         test_gemm_unpacked_paths(tables.f32, rng);

@@ -75,6 +75,27 @@ struct Vec<float> {
     static reg zip_hi(reg a, reg b) { return _mm256_unpackhi_ps(in_order(a), in_order(b)); }
     // 64-bit blocks 0 2 1 3.
     static reg in_order(reg a) { return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(a), 0xD8)); }
+    // In place, the 8 x 8 block whose rows are r[0..8): r[i] lane j <-> r[j] lane i. Within 128-bit
+    // halves, 32-bit then 64-bit interleaves gather four rows' values of one column in each half;
+    // a half exchange then puts the two halves of each column together.
+    static void transpose(reg (&r)[8]) {
+        reg t[8], u[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int g = 0; g < 8; g += 4)
+            for (int k = 0; k < 2; ++k) {
+                const __m256d a = _mm256_castps_pd(t[g + k]), b = _mm256_castps_pd(t[g + k + 2]);
+                u[g + 2 * k] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, b));
+                u[g + 2 * k + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, b));
+            }
+        // u[4g + k], half h: column 4h + k of rows 4g..4g+3.
+        for (int k = 0; k < 4; ++k) {
+            r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+            r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+        }
+    }
     static float reduce_add(reg a) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -149,6 +170,15 @@ struct Vec<double> {
     static reg odd(reg a, reg b) { return _mm256_permute4x64_pd(_mm256_unpackhi_pd(a, b), 0xD8); }
     static reg zip_lo(reg a, reg b) { return _mm256_permute2f128_pd(_mm256_unpacklo_pd(a, b), _mm256_unpackhi_pd(a, b), 0x20); }
     static reg zip_hi(reg a, reg b) { return _mm256_permute2f128_pd(_mm256_unpacklo_pd(a, b), _mm256_unpackhi_pd(a, b), 0x31); }
+    // In place, the 4 x 4 block whose rows are r[0..4), as for float.
+    static void transpose(reg (&r)[4]) {
+        const reg t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+        const reg t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+        r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+        r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+        r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+        r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+    }
     static double reduce_add(reg a) {
         __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
         return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));

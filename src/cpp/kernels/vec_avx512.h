@@ -71,6 +71,32 @@ struct Vec<float> {
     static reg zip_hi(reg a, reg b) {
         return _mm512_permutex2var_ps(a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
     }
+    // In place, the 16 x 16 block whose rows are r[0..16): r[i] lane j <-> r[j] lane i. Within
+    // 128-bit lanes, 32-bit then 64-bit interleaves gather four rows' values of one column in each
+    // lane; a 4 x 4 transpose of 128-bit lanes (two rounds of shuffle_f32x4) finishes.
+    static void transpose(reg (&r)[16]) {
+        reg t[16], u[16];
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int g = 0; g < 16; g += 4)
+            for (int k = 0; k < 2; ++k) {
+                const __m512d a = _mm512_castps_pd(t[g + k]), b = _mm512_castps_pd(t[g + k + 2]);
+                u[g + 2 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+                u[g + 2 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+            }
+        // u[4g + k], 128-bit lane l: column 4l + k of rows 4g..4g+3; column 4l + k takes lane l of
+        // u[k], u[4 + k], u[8 + k], u[12 + k].
+        for (int k = 0; k < 4; ++k) {
+            const reg v0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x44), v1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xEE);
+            const reg v2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44), v3 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
+            r[k] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+            r[4 + k] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+            r[8 + k] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+            r[12 + k] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+        }
+    }
     static float reduce_add(reg a) { return _mm512_reduce_add_ps(a); }
     static float reduce_max(reg a) { return _mm512_reduce_max_ps(a); }
 };
@@ -124,6 +150,24 @@ struct Vec<double> {
     static reg odd(reg a, reg b) { return _mm512_permutex2var_pd(a, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), b); }
     static reg zip_lo(reg a, reg b) { return _mm512_permutex2var_pd(a, _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), b); }
     static reg zip_hi(reg a, reg b) { return _mm512_permutex2var_pd(a, _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), b); }
+    // In place, the 8 x 8 block whose rows are r[0..8): a 64-bit interleave gathers two rows' values
+    // of one column in each 128-bit lane, then a 4 x 4 transpose of 128-bit lanes as for float.
+    static void transpose(reg (&r)[8]) {
+        reg t[8];
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+        }
+        // t[2g + k], lane l: column 2l + k of rows 2g, 2g + 1.
+        for (int k = 0; k < 2; ++k) {
+            const reg v0 = _mm512_shuffle_f64x2(t[k], t[2 + k], 0x44), v1 = _mm512_shuffle_f64x2(t[k], t[2 + k], 0xEE);
+            const reg v2 = _mm512_shuffle_f64x2(t[4 + k], t[6 + k], 0x44), v3 = _mm512_shuffle_f64x2(t[4 + k], t[6 + k], 0xEE);
+            r[k] = _mm512_shuffle_f64x2(v0, v2, 0x88);
+            r[2 + k] = _mm512_shuffle_f64x2(v0, v2, 0xDD);
+            r[4 + k] = _mm512_shuffle_f64x2(v1, v3, 0x88);
+            r[6 + k] = _mm512_shuffle_f64x2(v1, v3, 0xDD);
+        }
+    }
     static double reduce_add(reg a) { return _mm512_reduce_add_pd(a); }
     static double reduce_max(reg a) { return _mm512_reduce_max_pd(a); }
 };

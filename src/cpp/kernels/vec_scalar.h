@@ -64,6 +64,8 @@ struct Vec {
     static reg odd(reg, reg b) { return b; }
     static reg zip_lo(reg a, reg) { return a; }
     static reg zip_hi(reg, reg b) { return b; }
+    // In place, the width x width block whose rows are r[0..width): r[i] lane j <-> r[j] lane i.
+    static void transpose(reg (&)[1]) {}
     static T reduce_add(reg a) { return a; }
     static T reduce_max(reg a) { return a; }
 };
