@@ -65,9 +65,9 @@ struct DirectPlan {
 // The tile and role with the least estimated time per sample: one cycle per vector multiply-add
 // (each tile runs at the FMA peak when its operands are in cache: measured 98% for every tile and
 // role on Zen 4), plus each tile's vector stores, and for the positions role the transposition of
-// its values into y (about a quarter of a cycle a value). At least half of the multiply-adds must be real
-// (the rest fall on partial tiles); else none, and the caller uses im2col + GEMM.
-// A forced method or tile (tests) skips the fill requirement.
+// its values into y (pack_b's in-register transposes, about 0.1 cycle a value). At least half of
+// the multiply-adds must be real (the rest fall on partial tiles); else none, and the caller uses
+// im2col + GEMM. A forced method or tile (tests) skips the fill requirement.
 template <class T>
 DirectPlan<T> direct_plan(const KernelTable<T>& kt, const Conv2dShape& s, const ConvChoice& choice) {
     DirectPlan<T> best;
@@ -87,7 +87,7 @@ DirectPlan<T> direct_plan(const KernelTable<T>& kt, const Conv2dShape& s, const 
             double store;
         } options[] = {
             {Role::positions, oh * ceil_div(ow, tile.mr) * ceil_div(s.o, tile.nr),
-             static_cast<double>(tile.mr) * tile.vectors + 0.25 * tile.mr * tile.nr},
+             static_cast<double>(tile.mr) * tile.vectors + 0.1 * tile.mr * tile.nr},
             {Role::channels, oh * ceil_div(s.o, tile.mr) * ceil_div(ow, tile.nr), static_cast<double>(tile.mr) * tile.vectors},
         };
         for (const auto& option : options) {
