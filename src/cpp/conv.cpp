@@ -1,8 +1,8 @@
 #include "conv.h"
 
 #include <algorithm>
-#include <vector>
 #include <cstdint>
+#include <vector>
 
 #include "gemm.h"
 #include "thread_pool.h"
