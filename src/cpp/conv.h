@@ -9,7 +9,8 @@
 namespace nncore {
 
 // How a call is computed; the default lets the cost model in conv.cpp choose. Tests force each
-// register tile (an index into kt.conv_tiles) and each forward method in turn.
+// register tile (an index into kt.conv_tiles) and each forward method in turn (im2col also sends
+// dx through col2im).
 enum class ConvMethod { automatic, positions, channels, im2col };
 struct ConvChoice {
     ConvMethod forward = ConvMethod::automatic;
@@ -28,7 +29,7 @@ void conv2d_forward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, 
 
 // Given dy (n, o, oh, ow): dx (skipped when null) by adding each output's gradient times the
 // kernels into its window, a register tile of mr outputs x nr input channels per tap (samples split
-// over threads); dw as an implicit GEMM over output positions straight from the padded input, and
+// over threads), or for few input channels by w^T dy_n and col2im per sample; dw as an implicit GEMM over output positions straight from the padded input, and
 // db = sums of dy over n, oh, ow (skipped when null), in groups of samples fixed by the shape, one
 // task each, whose partial sums are added in group order. No sum depends on the thread count.
 template <class T>

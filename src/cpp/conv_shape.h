@@ -1,5 +1,5 @@
 // The geometry of a 2-D convolution, shared by the conv driver (conv.h) and the per-ISA lowering
-// kernels (im2col in the kernel table).
+// kernels (im2col / col2im in the kernel table).
 #pragma once
 
 #include "common.h"

@@ -60,7 +60,9 @@ struct KernelTable {
     // Convolution lowering for one sample x (c, h, w), see conv_shape.h: im2col writes the sample's
     // block of columns into cols (c*kh*kw rows of oh*ow values, row stride ld): row (ci, ki, kj),
     // column (oy, ox) holds x[ci, oy*sh - ph + ki*dh, ox*sw - pw + kj*dw], zero outside the input.
+    // col2im is its adjoint: dx = the scatter-add of such a block (dx is overwritten).
     void (*im2col)(const Conv2dShape& s, const T* x, T* cols, index_t ld);
+    void (*col2im)(const Conv2dShape& s, const T* cols, index_t ld, T* dx);
 
     // The classic per-sample SGD step (batch 1) in one sweep over a Dense layer's weights, see
     // engine.cpp. dense_forward_sgd: y[0:rows] = act(w x + bias), w (rows x k, row stride ldw),
