@@ -42,10 +42,14 @@ void for_tasks(index_t count, F&& f) {
 
 index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 
-// Tasks to split n independent items (samples, channels) into: a few per thread, so that a thread
-// the shared machine delays leaves its share to the others (each item is computed the same way in
-// any task).
-index_t task_count(index_t n) { return std::min<index_t>(n, 4 * get_num_threads()); }
+// Runs f(begin, end) over contiguous ranges of n independent items (samples, channels), a few
+// ranges per thread, so that a thread the shared machine delays leaves its share to the others
+// (each item is computed the same way in any range).
+template <class F>
+void for_ranges(index_t n, F&& f) {
+    const index_t parts = std::min<index_t>(n, 4 * get_num_threads());
+    for_tasks(parts, [&](index_t part) { f(n * part / parts, n * (part + 1) / parts); });
+}
 
 // ---------------------------------------------------------------------------------------------
 // Direct convolution (no im2col) for a unit width stride: each sample is copied into a zero-padded
@@ -73,6 +77,7 @@ DirectPlan<T> direct_plan(const KernelTable<T>& kt, const Conv2dShape& s, const 
     DirectPlan<T> best;
     if (s.sw != 1 || choice.forward == ConvMethod::im2col) return best;
     const bool forced = choice.forward != ConvMethod::automatic || choice.tile >= 0;
+    const bool role_forced = choice.forward == ConvMethod::positions || choice.forward == ConvMethod::channels;
     const index_t oh = s.out_h(), ow = s.out_w(), k = s.c * s.kh * s.kw;
     const double useful = static_cast<double>(oh * ow * s.o * k);
     double best_cycles = 0;
@@ -91,10 +96,8 @@ DirectPlan<T> direct_plan(const KernelTable<T>& kt, const Conv2dShape& s, const 
             {Role::channels, oh * ceil_div(s.o, tile.mr) * ceil_div(ow, tile.nr), static_cast<double>(tile.mr) * tile.vectors},
         };
         for (const auto& option : options) {
-            if (forced ? (choice.forward == ConvMethod::positions) != (option.role == Role::positions) &&
-                             choice.forward != ConvMethod::automatic
-                       : 2.0 * useful < static_cast<double>(option.tiles) * lanes)
-                continue;
+            if (role_forced && (choice.forward == ConvMethod::positions) != (option.role == Role::positions)) continue;
+            if (!forced && 2.0 * useful < static_cast<double>(option.tiles) * lanes) continue;
             const double cycles = static_cast<double>(option.tiles) * (steps + option.store);
             if (best.role == Role::none || cycles < best_cycles) {
                 best = {option.role, &tile};
@@ -143,15 +146,14 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
     if (plan.role == Role::positions) kt.pack_b(w, 1, k, k, s.o, nr, packed_w);
     else kt.pack_a(w, k, 1, s.o, k, mr, packed_w);
     const index_t* offsets = tap_offsets<0>(s, hp, wp, 0);
-    const index_t parts = task_count(s.n);
-    parallel_for(static_cast<int>(parts), [&](int part) {
+    for_ranges(s.n, [&](index_t begin, index_t end) {
         Epilogue<T> ep;
         // Slack: a tile at the end of the last row reads (but never stores) up to a tile past it.
         const index_t slack = std::max(mr, nr);
         T* padded = workspace<T, 4>(padded_size + slack);
         T* values = workspace<T, 5>(plan.role == Role::positions ? oh * ow * s.o : 0);  // positions x channels
         std::fill(padded, padded + padded_size + slack, T(0));
-        for (index_t n = s.n * part / parts; n < s.n * (part + 1) / parts; ++n) {
+        for (index_t n = begin; n < end; ++n) {
             copy_interior(s, x + n * in_size, hp, wp, padded);
             T* yn = y + n * s.o * oh * ow;
             switch (plan.role) {
@@ -241,12 +243,11 @@ void input_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* w, 
     for (index_t tap = 0; tap < taps; ++tap) kt.pack_b(w + tap, s.c * taps, taps, s.o, s.c, tile.nr, packed + tap * tap_size);
     index_t* channels = workspace<index_t, 3>(s.o);  // where output channel oc starts in dy_n
     for (index_t oc = 0; oc < s.o; ++oc) channels[oc] = oc * p;
-    const index_t parts = task_count(s.n);
-    parallel_for(static_cast<int>(parts), [&](int part) {
+    for_ranges(s.n, [&](index_t begin, index_t end) {
         Epilogue<T> accumulate;
         accumulate.beta = 1;
         T* grad = workspace<T, 10>(hp * wp * s.c);
-        for (index_t n = s.n * part / parts; n < s.n * (part + 1) / parts; ++n) {
+        for (index_t n = begin; n < end; ++n) {
             // A partial tile reads (never uses) up to mr - 1 values past the row: past the end of
             // dy for the last samples (less than mr values after their own), which are therefore
             // read from a copy with that much slack.
@@ -299,6 +300,7 @@ void weights_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* x
         return spills * static_cast<double>(ceil_div(k, t.mr) * ceil_div(s.o, t.nr) * t.mr * t.vectors);
     });
     const index_t panels = ceil_div(s.o, tile.nr), panel_size = p * tile.nr;
+    const auto channels_in = [&](index_t j) { return std::min<index_t>(tile.nr, s.o - j * tile.nr); };  // of panel j
     const index_t per_sample = (unpadded ? 0 : padded_size) + panels * panel_size;
     // At most kWeightsGroupBytes, and at least kWave groups when there are that many samples, so
     // that a wave keeps several threads busy with equal shares.
@@ -320,7 +322,7 @@ void weights_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* x
     T* partials = workspace<T, 6>(kWave * partial_size);
     for (index_t wave = 0; wave < groups; wave += kWave) {
         const index_t in_wave = std::min(kWave, groups - wave);
-        parallel_for(static_cast<int>(in_wave), [&](int task) {
+        for_tasks(in_wave, [&](index_t task) {
             const index_t first = (wave + task) * g, count = std::min(g, s.n - first);
             T* pdw = partials + task * partial_size;  // dw^T (k x o), then db
             const T* xg = x + first * in_size;
@@ -334,25 +336,23 @@ void weights_gradient(const KernelTable<T>& kt, const Conv2dShape& s, const T* x
             T* packed_dy = workspace<T, 9>(panels * g * panel_size);
             for (index_t j = 0; j < panels; ++j)
                 for (index_t i = 0; i < count; ++i)
-                    kt.pack_b(dy + ((first + i) * s.o + j * tile.nr) * p, 1, p, p,
-                              std::min<index_t>(tile.nr, s.o - j * tile.nr), tile.nr,
+                    kt.pack_b(dy + ((first + i) * s.o + j * tile.nr) * p, 1, p, p, channels_in(j), tile.nr,
                               packed_dy + (j * g + i) * panel_size);
             // db: the columns of the packed panels summed (each channel over its samples, then
             // positions, in order).
             for (index_t j = 0; j < panels; ++j)
-                kt.column_sums(packed_dy + j * g * panel_size, count * p, std::min<index_t>(tile.nr, s.o - j * tile.nr),
-                               tile.nr, pdw + k * s.o + j * tile.nr);
+                kt.column_sums(packed_dy + j * g * panel_size, count * p, channels_in(j), tile.nr,
+                               pdw + k * s.o + j * tile.nr);
             for (index_t t0 = 0; t0 < k; t0 += tile.mr)
                 for (index_t j = 0; j < panels; ++j)
                     tile.weights(count * p, xg, positions, taps + t0, packed_dy + j * g * panel_size,
                                  pdw + t0 * s.o + j * tile.nr, s.o, static_cast<int>(std::min<index_t>(tile.mr, k - t0)),
-                                 static_cast<int>(std::min<index_t>(tile.nr, s.o - j * tile.nr)), Epilogue<T>{});
+                                 static_cast<int>(channels_in(j)), Epilogue<T>{});
         });
         // dw (o x k) += the wave's partial dw^T (k x o) in group order, split over threads by
         // output channel (every value is summed in the same order).
-        const index_t parts = task_count(s.o);
-        for_tasks(parts, [&](index_t part) {
-            for (index_t oc = s.o * part / parts; oc < s.o * (part + 1) / parts; ++oc)
+        for_ranges(s.o, [&](index_t begin, index_t end) {
+            for (index_t oc = begin; oc < end; ++oc)
                 for (index_t task = 0; task < in_wave; ++task) {
                     const T* pdw = partials + task * partial_size;
                     T* row = dw + oc * k;
