@@ -143,8 +143,7 @@ void direct_conv(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, con
     // mr-channel panels (channels).
     const index_t panel = plan.role == Role::positions ? nr : mr;
     T* packed_w = workspace<T, 3>(k * ceil_div(s.o, panel) * panel);
-    if (plan.role == Role::positions) kt.pack_b(w, 1, k, k, s.o, nr, packed_w);
-    else kt.pack_a(w, k, 1, s.o, k, mr, packed_w);
+    kt.pack_b(w, 1, k, k, s.o, panel, packed_w);  // w^T's column panels are w's row panels
     const index_t* offsets = tap_offsets<0>(s, hp, wp, 0);
     for_ranges(s.n, [&](index_t begin, index_t end) {
         Epilogue<T> ep;

@@ -52,9 +52,9 @@ struct KernelTable {
                      index_t ldc, const Epilogue<T>& epilogue);
     int kc, mc, nc;      // cache blocks (multiples of the tile)
     // Packing for the GEMM driver, through element strides (any, including negative), zero-padded:
-    // rows [0, mc) x columns [0, kc) of A into MR-row panels (per k step the MR values of the
-    // panel's rows), and rows [0, kc) x columns [0, nc) of B into NR-column panels.
-    void (*pack_a)(const T* a, index_t rs, index_t cs, index_t mc, index_t kc, int mr, T* out);
+    // rows [0, kc) x columns [0, nc) of B into NR-column panels (per k step the NR values of the
+    // panel's columns). A's MR-row panels are the MR-column panels of A^T, so the driver packs A
+    // with the same function and swapped strides.
     void (*pack_b)(const T* b, index_t rs, index_t cs, index_t kc, index_t nc, int nr, T* out);
 
     // Convolution lowering for one sample x (c, h, w), see conv_shape.h: im2col writes the sample's

@@ -61,8 +61,8 @@ void gemm_serial(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
             ep.alpha = epilogue.alpha;
             for (index_t ic = 0; ic < m; ic += mc_max) {
                 const index_t mc = std::min(mc_max, m - ic);
-                kt.pack_a(a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride, a.col_stride,
-                       mc, kc, mr, packed_a);
+                kt.pack_b(a.data + ic * a.row_stride + pc * a.col_stride, a.col_stride, a.row_stride,
+                          kc, mc, mr, packed_a);  // A's row panels are A^T's column panels
                 for (index_t jr = 0; jr < nc; jr += nr) {
                     ep.bias = last && epilogue.bias ? epilogue.bias + jc + jr : nullptr;
                     const int n_eff = static_cast<int>(std::min<index_t>(nr, nc - jr));

@@ -345,7 +345,7 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
     std::printf("    gemm unpacked paths %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
-// pack_b straight against a naive loop, bit for bit: random bit patterns from B, zeros in the
+// pack_b (which also packs A, as A^T) straight against a naive loop, bit for bit: random bit patterns from B, zeros in the
 // columns of a partial panel, nothing written around `out`. The transposing path (rs == 1: each
 // column of B contiguous along k) works in w x w blocks for the vector width w, so kc and nc go
 // around w and its multiples, with tight, padded, zero and negative column strides; the other
@@ -353,9 +353,18 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
 template <class T>
 void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
     Scope scope(std::string("pack_b ") + nntest::dtype_name<T>());
-    std::vector<int> nrs = {kt.nr};
-    for (int t = 0; t < kt.conv_tile_count; ++t)
-        if (std::find(nrs.begin(), nrs.end(), kt.conv_tiles[t].nr) == nrs.end()) nrs.push_back(kt.conv_tiles[t].nr);
+    // Every panel width the drivers use: B's nr, and A's (or the conv weights') mr, since A is
+    // packed as A^T.
+    std::vector<int> nrs;
+    auto add = [&](int width) {
+        if (std::find(nrs.begin(), nrs.end(), width) == nrs.end()) nrs.push_back(width);
+    };
+    add(kt.nr);
+    add(kt.mr);
+    for (int t = 0; t < kt.conv_tile_count; ++t) {
+        add(kt.conv_tiles[t].nr);
+        add(kt.conv_tiles[t].mr);
+    }
     nrs.push_back(static_cast<int>(w) + 3);  // not a multiple of the vector width (when w > 1)
     const index_t sizes[] = {0, 1, 2, 3, 5, 7, 13, w - 1, w, w + 1, 2 * w + 3};
     long long cases = 0;

@@ -16,7 +16,12 @@ void fill_tables_avx512(Tables& tables) {
     //       (2048^3 ~114-116); kc 384: ~112-113 and ~100-104 (2048^3 ~113); kc 256: ~108-111;
     //       12x16 kc 384: ~108 and ~93; 12x16 kc 128 (before): ~97 at 1024^3.
     // A long kc amortises the load and store of C per micro-kernel call.
-    isa_avx512::fill_table<float, 12, 2>(tables.f32, 512, 16, 4096, isa_avx512::ConvTiles<10, 2, 8, 2, 14, 1, 10, 1, 5, 1>{});
+    // Re-measured on Zen 4 (32 KiB L1d, 1 MiB L2; peak ~118 / ~59 GF/s), 1 thread, interleaved,
+    // after A's packing moved to register transposes: f32 1024^3 kc 1024 mc 96 ~101-104 GF/s
+    // median against ~95-96 for kc 512 mc 192 (and ~85-92 for kc 128-384, whatever mc; the
+    // micro-panels stream from L2 either way); 2048^3 ~100 against ~94 (nc 2048 = nc 4096).
+    // f64 kc 512 and 1024 within noise (1024^3 ~50-52), so f64 stays at 512.
+    isa_avx512::fill_table<float, 12, 2>(tables.f32, 1024, 8, 2048, isa_avx512::ConvTiles<10, 2, 8, 2, 14, 1, 10, 1, 5, 1>{});
     isa_avx512::fill_table<double, 6, 4>(tables.f64, 512, 8, 4096, isa_avx512::ConvTiles<12, 2, 10, 2, 14, 1>{});
 }
 }  // namespace nncore
