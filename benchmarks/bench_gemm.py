@@ -23,6 +23,8 @@ import numpy as np
 import nncore
 from nncore import _core
 
+from common import settle_time
+
 try:
     import torch
 except ImportError:  # peers are optional
@@ -38,12 +40,6 @@ except ImportError:
 #   backward dW = dY^T X  : (out x m) (m x in)       -> out x in x m,  a transposed
 MLP_LAYERS = [(784, 256), (256, 128), (128, 10)]
 BATCHES = [1, 32, 64, 128, 256]
-
-
-# With several threads, OpenBLAS and OpenMP (torch) workers keep spinning for a while after a
-# call; on a 2-core machine they would steal a core from the next library timed. A pause before
-# each timing lets them go to sleep.
-SETTLE_SECONDS = 0.15
 
 
 def median_seconds(fn: Callable[[], object], min_time: float, min_runs: int = 7, settle: float = 0.0) -> float:
@@ -107,7 +103,7 @@ def run(quick: bool = False, threads: tuple[int, ...] = (1, 2), dtypes: tuple[st
                         flops = 2.0 * m * n * k
                         # Enough time for the big cases to get several repetitions.
                         budget = min_time if flops < 1e9 else max(min_time, 0.4)
-                        settle = SETTLE_SECONDS if nthreads > 1 else 0.0
+                        settle = settle_time(nthreads)
                         t_ours = median_seconds(
                             lambda: nncore.ops.matmul(a, b, transpose_a=ta, transpose_b=tb, out=out), budget,
                             settle=settle)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 import nncore
-from common import NOT_INSTALLED, compare, ratio, sklearn, threads, time_epochs, torch
+from common import NOT_INSTALLED, compare, ratio, settle_time, sklearn, threads, time_epochs, torch
 
 HIDDEN = (256, 128)
 SGD_SETTINGS = {"lr": 0.01, "momentum": 0.9}
@@ -243,8 +243,8 @@ def run_inference(data: Data, n_threads: int = 2, batch: int = 10000, min_time: 
         single["sklearn predict_proba"] = lambda: clf.predict_proba(sample[None])
         batched["sklearn predict_proba"] = lambda: clf.predict_proba(big)
     with threads(n_threads):
-        latency = compare(single, min_time=min_time, min_runs=50)
-        throughput = compare(batched, min_time=min_time, min_runs=5)
+        latency = compare(single, min_time=min_time, min_runs=50, settle=settle_time(n_threads))
+        throughput = compare(batched, min_time=min_time, min_runs=5, settle=settle_time(n_threads))
     best_ours = latency["nncore Sequential.predict(x[None])"]
     rows = []
     for name in single:

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 import nncore
-from common import NOT_INSTALLED, compare, markdown_table, max_ulp, ratio, threads, threadpool_limits, torch
+from common import NOT_INSTALLED, compare, markdown_table, max_ulp, ratio, settle_time, threads, threadpool_limits, torch
 
 ELEMENTWISE = ("tanh", "sigmoid", "relu", "exp", "softmax")
 SOFTMAX_COLUMNS = 64  # softmax runs over rows of this many logits
@@ -89,7 +89,7 @@ def run_elementwise(sizes: Sequence[int], n_threads: int = 1, names: Sequence[st
                 reference = _reference(name, x)
                 errors = {peer: (None if fn is None else max_ulp(np.array(fn(), copy=True), reference))
                           for peer, fn in impls.items()}
-                seconds = compare(impls, min_time=min_time)
+                seconds = compare(impls, min_time=min_time, settle=settle_time(n_threads))
                 shape = "x".join(map(str, x.shape)) if name == "softmax" else str(size)
                 row = {"function": name, "elements": shape, "threads": n_threads}
                 for peer, t in seconds.items():
@@ -120,7 +120,7 @@ def run_matmul(shapes: Sequence[tuple[int, int, int]], n_threads: int = 1, min_t
                 if torch is not None:
                     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
                     impls["torch"] = lambda: torch.matmul(ta, tb)
-                seconds = compare(impls, min_time=min_time)
+                seconds = compare(impls, min_time=min_time, settle=settle_time(n_threads))
                 row = {"matmul": f"{m}x{k}x{n}", "dtype": np.dtype(dtype).name, "threads": n_threads}
                 for peer, t in seconds.items():
                     row[f"{peer} GFLOP/s"] = NOT_INSTALLED if t is None else 2.0 * m * n * k / t / 1e9

@@ -58,14 +58,26 @@ def warm_up(seconds: float) -> None:
         a @ a
 
 
+# With several threads, OpenBLAS and OpenMP (torch) workers keep spinning for a while after a
+# call; on a 2-core machine they would steal a core from the next library timed (measured: nncore's
+# batch-10000 predict at half its speed when timed right after scikit-learn's). A pause before
+# each timing lets them go to sleep.
+SETTLE_SECONDS = 0.15
+
+
+def settle_time(n_threads: int) -> float:
+    """The pause before each timing: SETTLE_SECONDS with several threads, else none."""
+    return SETTLE_SECONDS if n_threads > 1 else 0.0
+
+
 def compare(fns: dict[str, Optional[Callable[[], object]]], min_time: float = 0.2,
-            min_runs: int = 5, rounds: int = 5) -> dict[str, Optional[float]]:
+            min_runs: int = 5, rounds: int = 5, settle: float = 0.0) -> dict[str, Optional[float]]:
     """Median seconds per call of each function, measured in interleaved rounds so that all peers
     see the same machine state (the machine is shared and noisy). ``None`` entries stay ``None``.
 
     Each function is called once to warm up, then every round times each function for about
-    ``min_time / rounds`` seconds (at least ``min_runs / rounds`` calls); the median of all calls
-    is returned.
+    ``min_time / rounds`` seconds (at least ``min_runs / rounds`` calls), after a pause of
+    ``settle`` seconds and one untimed call; the median of all calls is returned.
     """
     live = {name: fn for name, fn in fns.items() if fn is not None}
     calls: dict[str, int] = {}
@@ -78,6 +90,9 @@ def compare(fns: dict[str, Optional[Callable[[], object]]], min_time: float = 0.
     samples: dict[str, list[float]] = {name: [] for name in live}
     for _ in range(rounds):
         for name, fn in live.items():
+            if settle:
+                time.sleep(settle)
+                fn()
             for _ in range(calls[name]):
                 t0 = time.perf_counter()
                 fn()

@@ -38,5 +38,14 @@ int main() {
     std::atomic<int> inner{0};
     nncore::parallel_for(4, [&](int) { nncore::parallel_for(5, [&](int) { inner.fetch_add(1); }); });
     CHECK(inner.load() == 20);
+    // More tasks than one region's claim word counts (2^22 - 1) still run exactly once each.
+    {
+        const int n_tasks = (1 << 22) + 3;
+        std::vector<unsigned char> runs(n_tasks, 0);
+        nncore::parallel_for(n_tasks, [&](int i) { ++runs[i]; });
+        long long wrong = 0;
+        for (unsigned char r : runs) wrong += r != 1;
+        CHECK(wrong == 0);
+    }
     return nntest::finish("test_thread_pool");
 }
