@@ -51,6 +51,9 @@ struct KernelTable {
     void (*gemm_dot)(index_t m, index_t n, index_t k, const T* a, index_t lda, const T* bt, index_t ldbt, T* c,
                      index_t ldc, const Epilogue<T>& epilogue);
     int kc, mc, nc;      // cache blocks (multiples of the tile)
+    // The longest reduction for which the driver prefers gemm_direct to packing when B fits in L2
+    // (measured per ISA and dtype, see the fill functions).
+    index_t direct_max_k;
     // Packing for the GEMM driver, through element strides (any, including negative), zero-padded:
     // rows [0, kc) x columns [0, nc) of B into NR-column panels (per k step the NR values of the
     // panel's columns). A's MR-row panels are the MR-column panels of A^T, so the driver packs A

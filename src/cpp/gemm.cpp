@@ -107,14 +107,21 @@ constexpr std::size_t kDotMaxBytesOfB = 896 << 10;
 // The direct kernel also takes products with a reduction this short (dY^T X at batch <= 4):
 // an outer product bound by the stores of C, where packing would be pure overhead.
 constexpr index_t kDirectMaxK = 4;
+// ... and, up to the table's direct_max_k, products whose B fits in L2 like the dot kernel's
+// (dY W and dY^T X of Dense layers), unless A is read across its rows (A^T stored by rows) and
+// larger than this: then every k step of the 4-row tile touches a new cache line of A.
+constexpr std::size_t kDirectMaxBytesOfStridedA = std::size_t(4) << 20;
 
 template <class T>
-Path choose_path(index_t m, index_t n, index_t k, ConstMatrix<T> a, ConstMatrix<T> b) {
+Path choose_path(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a, ConstMatrix<T> b) {
     const bool along_k = a.col_stride == 1 && b.row_stride == 1;  // X W^T with W stored (out, in)
     const bool b_rows = b.col_stride == 1;                        // dY W, dY^T X
     const bool b_fits = static_cast<double>(n) * static_cast<double>(k) * sizeof(T) <= kDotMaxBytesOfB;
     if (along_k && (m <= kUnpackedMaxRows || n <= kDotMaxCols || (m <= kDotMaxRows && b_fits))) return Path::dot;
     if (b_rows && (m <= kUnpackedMaxRows || k <= kDirectMaxK)) return Path::direct;
+    const bool a_fits = a.col_stride == 1 ||
+                        static_cast<double>(m) * static_cast<double>(k) * sizeof(T) <= kDirectMaxBytesOfStridedA;
+    if (b_rows && b_fits && a_fits && k <= kt.direct_max_k) return Path::direct;
     return Path::packed;
 }
 
@@ -139,7 +146,7 @@ void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix
           ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue, int n_threads) {
     if (m <= 0 || n <= 0) return;
     const double macs = static_cast<double>(m) * n * std::max<index_t>(k, 1);
-    const Path path = choose_path(m, n, k, a, b);
+    const Path path = choose_path(kt, m, n, k, a, b);
     const double min_macs = path == Path::packed ? kMinMacsPerThread : kMinMacsPerThreadUnpacked;
     const index_t max_parts = std::min<index_t>(n_threads, static_cast<index_t>(macs / min_macs));
     if (path != Path::packed) {

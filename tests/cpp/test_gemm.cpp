@@ -295,7 +295,8 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
 
 // The unpacked small-problem paths of the driver (gemm.cpp: choose_path). The dot kernel runs when
 // A's rows and B's columns are both contiguous along k (X W^T with W stored (out, in)) and m <= 4,
-// n <= 16 or B is small; the direct kernel when B's rows are contiguous and m <= 4 or k <= 4.
+// n <= 16 or B is small; the direct kernel when B's rows are contiguous and m <= 4, k <= 4, or B
+// is small and k <= the table's direct_max_k.
 // Layouts are forced so that each path really runs, on edge sizes around the vector width (W),
 // the row blocks (4) and the column blocks, with leading dimensions > row, reversed rows
 // (negative strides), every epilogue, and threads (results bit-identical for 1, 2, 3).
@@ -332,6 +333,14 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
     for (index_t m : direct_m)
         for (index_t n : direct_n)
             for (index_t k : direct_k) run(m, n, k, false, {1});
+    // Longer reductions take the direct kernel too while B fits in L2, up to the table's
+    // direct_max_k (with a short one, these cases run packed).
+    const index_t long_k[] = {w + 3, 3 * w + 5, 200};
+    for (index_t m : direct_m)
+        for (index_t n : direct_n)
+            for (index_t k : long_k)
+                if (k <= kt.direct_max_k) run(m, n, k, false, {1});
+    run(300, 200, std::min<index_t>(kt.direct_max_k, 150), false, {1, 2, 3});
     run(40, 50, 70, true, {1});
     // Threaded: large enough to split rows (first of each) or columns (second).
     run(700, 10, 200, true, {1, 2, 3});

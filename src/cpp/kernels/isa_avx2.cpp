@@ -11,7 +11,10 @@ void fill_tables_avx2(Tables& tables) {
     // Measured with NNCORE_ISA=avx2 on Zen 5 (AVX2 FMA peak ~136 / ~68 GF/s), 1024^3, 1 thread,
     // interleaved: f32 kc 256 mc 96 (before) ~115-117 -> kc 512 mc 192 ~118-122 GF/s; f64 kc 128
     // ~56-57 -> kc 512 ~59-60 GF/s (~87% of peak both).
-    isa_avx2::fill_table<float, 6, 2>(tables.f32, 512, 32, 4096, isa_avx2::ConvTiles<5, 2, 4, 2, 12, 1>{});
-    isa_avx2::fill_table<double, 6, 2>(tables.f64, 512, 16, 4096, isa_avx2::ConvTiles<5, 2, 4, 2, 12, 1>{});
+    // direct_max_k (Zen 4, 1 thread, packed vs direct, A by rows / A^T by rows): f32 k 64
+    // 256x784 88/86 vs 103/91 GF/s, k 128 mixed (A^T 79 vs 60), k 256 98 vs 70; f64 k 64 already
+    // mixed (A^T 41 vs 33), so f64 keeps the direct kernel for k <= 4 only.
+    isa_avx2::fill_table<float, 6, 2>(tables.f32, 512, 32, 4096, 64, isa_avx2::ConvTiles<5, 2, 4, 2, 12, 1>{});
+    isa_avx2::fill_table<double, 6, 2>(tables.f64, 512, 16, 4096, 4, isa_avx2::ConvTiles<5, 2, 4, 2, 12, 1>{});
 }
 }  // namespace nncore

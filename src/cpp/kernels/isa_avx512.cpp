@@ -21,7 +21,15 @@ void fill_tables_avx512(Tables& tables) {
     // median against ~95-96 for kc 512 mc 192 (and ~85-92 for kc 128-384, whatever mc; the
     // micro-panels stream from L2 either way); 2048^3 ~100 against ~94 (nc 2048 = nc 4096).
     // f64 kc 512 and 1024 within noise (1024^3 ~50-52), so f64 stays at 512.
-    isa_avx512::fill_table<float, 12, 2>(tables.f32, 1024, 8, 2048, isa_avx512::ConvTiles<10, 2, 8, 2, 14, 1, 10, 1, 5, 1>{});
-    isa_avx512::fill_table<double, 6, 4>(tables.f64, 512, 8, 4096, isa_avx512::ConvTiles<12, 2, 10, 2, 14, 1>{});
+    // direct_max_k: with B (k x n, by rows) in L2, the unpacked 4 x 64 direct kernel beat packing
+    // at every k measured in float32 (Zen 4, 1 thread, GF/s packed vs direct): the Dense backward
+    // 64x784x256 87 vs 109, 256x784x64 88 vs 103, 256x784x256 95 vs 105; 64x64x2048 79 vs 117;
+    // 1024x128x1024 97 vs 107 (but with A^T by rows 79 vs 80, and 2048x64x2048 60 vs 43: hence the
+    // limit on a strided A in gemm.cpp). 2 threads, 64x784x256: 168 vs 225. float64: k 64 and 128
+    // win (64x256x128 46 vs 56, 256x784x128 47 vs 49), k 256 loses (256x784x256 50 vs 48, A^T 45
+    // vs 38).
+    isa_avx512::fill_table<float, 12, 2>(tables.f32, 1024, 8, 2048, index_t(1) << 30,
+                                         isa_avx512::ConvTiles<10, 2, 8, 2, 14, 1, 10, 1, 5, 1>{});
+    isa_avx512::fill_table<double, 6, 4>(tables.f64, 512, 8, 4096, 128, isa_avx512::ConvTiles<12, 2, 10, 2, 14, 1>{});
 }
 }  // namespace nncore
