@@ -98,11 +98,14 @@ constexpr index_t kUnpackedMaxRows = 4;
 // outputs), where the packed kernel's NR-wide tile would be mostly zero padding.
 constexpr index_t kDotMaxCols = 16;
 // ... and X W^T for a moderate batch when W fits in L2 with room to spare: packing W^T is a
-// transposing copy (~1 value per cycle) that a batch of a few hundred rows cannot amortise.
-// Measured on Zen 5, 1 thread, f32: 8x256x784 packed 42 -> dot 182 GF/s, 64x128x256 117 -> 181,
-// 256x256x784 161 -> 180; but 512^3 (W = 1 MiB) packed 175 vs dot 163, and f64 256x256x784
-// (W = 1.6 MB) packed 85 vs dot 74.
-constexpr index_t kDotMaxRows = 512;
+// transposing copy that a small batch cannot amortise. Measured on Zen 5, 1 thread, f32: 8x256x784
+// packed 42 -> dot 182 GF/s, 64x128x256 117 -> 181; but 512^3 (W = 1 MiB) packed 175 vs dot 163,
+// and f64 256x256x784 (W = 1.6 MB) packed 85 vs dot 74. Each dot product ends in a horizontal
+// sum, which a short k amortises badly, so the batch up to which dot wins grows with k: up to 64
+// rows, or k / 4. Measured on Zen 4 after packing got cheaper (1 thread, f32, dot vs packed us):
+// 128x128x256 119 vs 95, 256x128x256 235 vs 182, 512x256x784 2557 vs 2301, while 64x256x784 and
+// 128x256x784 stay within noise (AVX2: 256x256x784 2309 vs 1473).
+constexpr index_t kDotMaxRows = 64, kDotRowsPerK = 4;
 constexpr std::size_t kDotMaxBytesOfB = 896 << 10;
 // The direct kernel also takes products with a reduction this short (dY^T X at batch <= 4):
 // an outer product bound by the stores of C, where packing would be pure overhead.
@@ -117,7 +120,8 @@ Path choose_path(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
     const bool along_k = a.col_stride == 1 && b.row_stride == 1;  // X W^T with W stored (out, in)
     const bool b_rows = b.col_stride == 1;                        // dY W, dY^T X
     const bool b_fits = static_cast<double>(n) * static_cast<double>(k) * sizeof(T) <= kDotMaxBytesOfB;
-    if (along_k && (m <= kUnpackedMaxRows || n <= kDotMaxCols || (m <= kDotMaxRows && b_fits))) return Path::dot;
+    const bool few_rows = m <= std::max(kDotMaxRows, k / kDotRowsPerK);
+    if (along_k && (m <= kUnpackedMaxRows || n <= kDotMaxCols || (few_rows && b_fits))) return Path::dot;
     if (b_rows && (m <= kUnpackedMaxRows || k <= kDirectMaxK)) return Path::direct;
     const bool a_fits = a.col_stride == 1 ||
                         static_cast<double>(m) * static_cast<double>(k) * sizeof(T) <= kDirectMaxBytesOfStridedA;
