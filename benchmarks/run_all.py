@@ -181,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                                                   s["train_threads"]))))
     section("4. Inference (same network, Glorot init)", lambda: markdown_table(
         bench_mnist.run_inference(data, s["train_threads"], min_time=s["inference_min_time"])))
-    section("5. Classic per-sample script", lambda: markdown_table(
-        bench_classic.run_classic(data, s["classic_epochs"], s["classic_samples"], s["train_threads"])))
+    section("5. Classic per-sample script", lambda: (
+        "nncore's training time is the median of 5 runs from the same initial weights (one run takes a few "
+        "tenths of a second); the numpy code runs once (several seconds).\n\n"
+        + markdown_table(bench_classic.run_classic(data, s["classic_epochs"], s["classic_samples"],
+                                                   s["train_threads"]))))
     section("6. Memory and determinism", lambda: (
         markdown_table(bench_mnist.run_memory(s["memory_samples"], Path(args.data), s["train_threads"]))
         + "\n" + markdown_table(bench_mnist.run_determinism(data))))
