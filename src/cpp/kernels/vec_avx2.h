@@ -102,6 +102,16 @@ struct Vec<float> {
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
         return _mm_cvtss_f32(s);
     }
+    // Lanes 0..3 = reduce_add of a, b, c, d, with the same tree (i + i + 4, i + 2, i + 1), the
+    // others zero.
+    static reg reduce_add4(reg a, reg b, reg c, reg d) {
+        const auto half = [](reg x) { return _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1)); };
+        const __m128 ha = half(a), hb = half(b), hc = half(c), hd = half(d);
+        // [a0+a2, a1+a3, b0+b2, b1+b3] and the same of c, d
+        const __m128 ab = _mm_add_ps(_mm_shuffle_ps(ha, hb, 0x44), _mm_shuffle_ps(ha, hb, 0xEE));
+        const __m128 cd = _mm_add_ps(_mm_shuffle_ps(hc, hd, 0x44), _mm_shuffle_ps(hc, hd, 0xEE));
+        return _mm256_zextps128_ps256(_mm_add_ps(_mm_shuffle_ps(ab, cd, 0x88), _mm_shuffle_ps(ab, cd, 0xDD)));
+    }
     static float reduce_max(reg a) {
         __m128 s = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         s = _mm_max_ps(s, _mm_movehl_ps(s, s));
@@ -182,6 +192,12 @@ struct Vec<double> {
     static double reduce_add(reg a) {
         __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
         return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+    }
+    static reg reduce_add4(reg a, reg b, reg c, reg d) {
+        const auto half = [](reg x) { return _mm_add_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1)); };
+        const __m128d ha = half(a), hb = half(b), hc = half(c), hd = half(d);
+        return _mm256_set_m128d(_mm_add_pd(_mm_unpacklo_pd(hc, hd), _mm_unpackhi_pd(hc, hd)),
+                                _mm_add_pd(_mm_unpacklo_pd(ha, hb), _mm_unpackhi_pd(ha, hb)));
     }
     static double reduce_max(reg a) {
         __m128d s = _mm_max_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
