@@ -79,8 +79,10 @@ private:
     // 256 x 784 float32 product took 6-8 instead of ~5 us.) A claim is a compare-and-swap of the
     // whole word: a worker still draining an earlier region (descheduled between two claims while
     // the caller finished that region alone and started the next) can then never take, or skip,
-    // a task of the new region, since the tag differs. (With a bare index counter it could, and a
-    // task then ran twice and pending_ went below zero: the caller waited forever.)
+    // a task of the new region, since the tag differs (it repeats only every 2^kTagBits regions,
+    // and the stale claim would also have to match the new region's counts). (With a bare index
+    // counter it could, and a task then ran twice and pending_ went below zero: the caller waited
+    // forever.)
     void drain(unsigned tag, const TaskRef& task, bool from_back) {
         std::uint64_t claim = claim_.load();
         for (;;) {
@@ -171,13 +173,15 @@ void parallel_for(int n_tasks, TaskRef task) {
         pool.reset();
         pool = std::make_unique<Pool>(wanted - 1);
     }
-    for (int first = 0; first < n_tasks; first += Pool::kMaxTasks) {  // regions of at most kMaxTasks
+    for (int first = 0; first < n_tasks;) {  // regions of at most kMaxTasks
+        const int count = std::min(n_tasks - first, Pool::kMaxTasks);
         const auto guarded = [&task, first](int i) {
             inside_task = true;
             task(first + i);
             inside_task = false;
         };
-        pool->run(std::min(n_tasks - first, Pool::kMaxTasks), TaskRef(guarded));
+        pool->run(count, TaskRef(guarded));
+        first += count;
     }
 }
 
