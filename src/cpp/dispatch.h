@@ -42,7 +42,8 @@ struct KernelTable {
     static constexpr int kMaxConvTiles = 6;
     ConvTile<T> conv_tiles[kMaxConvTiles];
     int conv_tile_count;
-    // Unpacked kernels for small problems (the driver chooses, see gemm.cpp); both write
+    // Unpacked kernels, for few rows, a short k, or a B small enough to stay in L2 (the driver
+    // chooses, see gemm.cpp); both write
     // C[0:m, 0:n] with the same epilogue and never read C unless beta == 1.
     //   gemm_direct: A (m x k) through strides, B (k x n) with contiguous rows (row stride ldb).
     //   gemm_dot: A (m x k) and B^T (n x k) both with contiguous rows: C[i][j] = <A_i, B^T_j>.
