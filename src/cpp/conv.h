@@ -29,9 +29,10 @@ void conv2d_forward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, 
 
 // Given dy (n, o, oh, ow): dx (skipped when null) by adding each output's gradient times the
 // kernels into its window, a register tile of mr outputs x nr input channels per tap (samples split
-// over threads), or for few input channels by w^T dy_n and col2im per sample; dw as an implicit GEMM over output positions straight from the padded input, and
-// db = sums of dy over n, oh, ow (skipped when null), in groups of samples fixed by the shape, one
-// task each, whose partial sums are added in group order. No sum depends on the thread count.
+// over threads), or for few input channels by w^T dy_n and col2im per sample; dw as an implicit
+// GEMM over output positions straight from the padded input, and db = sums of dy over n, oh, ow
+// (skipped when null), in groups of samples fixed by the shape, one task each, whose partial sums
+// are added in group order. No sum depends on the thread count.
 template <class T>
 void conv2d_backward(const KernelTable<T>& kt, const Conv2dShape& s, const T* x, const T* w, const T* dy, T* dx,
                      T* dw, T* db, const ConvChoice& choice = {});

@@ -354,11 +354,11 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
     std::printf("    gemm unpacked paths %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
-// pack_b (which also packs A, as A^T) straight against a naive loop, bit for bit: random bit patterns from B, zeros in the
-// columns of a partial panel, nothing written around `out`. The transposing path (rs == 1: each
-// column of B contiguous along k) works in w x w blocks for the vector width w, so kc and nc go
-// around w and its multiples, with tight, padded, zero and negative column strides; the other
-// stride forms run once per size.
+// pack_b (which also packs A, as A^T) straight against a naive loop, bit for bit: random bit
+// patterns from B, zeros in the columns of a partial panel, nothing written around `out`. The
+// transposing path (rs == 1: each column of B contiguous along k) works in w x w blocks for the
+// vector width w, so kc and nc go around w and its multiples, with tight, padded, zero and
+// negative column strides; the other stride forms run once per size.
 template <class T>
 void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
     Scope scope(std::string("pack_b ") + nntest::dtype_name<T>());
@@ -374,7 +374,7 @@ void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
         add(kt.conv_tiles[t].nr);
         add(kt.conv_tiles[t].mr);
     }
-    nrs.push_back(static_cast<int>(w) + 3);  // not a multiple of the vector width (when w > 1)
+    add(static_cast<int>(w) + 3);  // not a multiple of the vector width (when w > 1)
     const index_t sizes[] = {0, 1, 2, 3, 5, 7, 13, w - 1, w, w + 1, 2 * w + 3};
     long long cases = 0;
     auto run = [&](index_t kc, index_t nc, int nr, index_t rs, index_t cs) {

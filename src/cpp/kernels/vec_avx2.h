@@ -96,8 +96,10 @@ struct Vec<float> {
             r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
         }
     }
+    // Lanes i + lanes i + 4: the first level of both sums.
+    static __m128 add_halves(reg a) { return _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)); }
     static float reduce_add(reg a) {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        __m128 s = add_halves(a);
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
         return _mm_cvtss_f32(s);
@@ -105,8 +107,7 @@ struct Vec<float> {
     // Lanes 0..3 = reduce_add of a, b, c, d, with the same tree (i + i + 4, i + 2, i + 1), the
     // others zero.
     static reg reduce_add4(reg a, reg b, reg c, reg d) {
-        const auto half = [](reg x) { return _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1)); };
-        const __m128 ha = half(a), hb = half(b), hc = half(c), hd = half(d);
+        const __m128 ha = add_halves(a), hb = add_halves(b), hc = add_halves(c), hd = add_halves(d);
         // [a0+a2, a1+a3, b0+b2, b1+b3] and the same of c, d
         const __m128 ab = _mm_add_ps(_mm_shuffle_ps(ha, hb, 0x44), _mm_shuffle_ps(ha, hb, 0xEE));
         const __m128 cd = _mm_add_ps(_mm_shuffle_ps(hc, hd, 0x44), _mm_shuffle_ps(hc, hd, 0xEE));
@@ -189,13 +190,13 @@ struct Vec<double> {
         r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
         r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
     }
+    static __m128d add_halves(reg a) { return _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1)); }
     static double reduce_add(reg a) {
-        __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+        __m128d s = add_halves(a);
         return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
     }
     static reg reduce_add4(reg a, reg b, reg c, reg d) {
-        const auto half = [](reg x) { return _mm_add_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1)); };
-        const __m128d ha = half(a), hb = half(b), hc = half(c), hd = half(d);
+        const __m128d ha = add_halves(a), hb = add_halves(b), hc = add_halves(c), hd = add_halves(d);
         return _mm256_set_m128d(_mm_add_pd(_mm_unpacklo_pd(hc, hd), _mm_unpackhi_pd(hc, hd)),
                                 _mm_add_pd(_mm_unpacklo_pd(ha, hb), _mm_unpackhi_pd(ha, hb)));
     }

@@ -3,6 +3,18 @@
 template <class T>
 struct Vec;
 
+// The 4 x 4 transpose of 128-bit lanes: lane l of out[j] = lane j of in[l]. The last step of both
+// register transposes below (bits are bits: doubles pass through as casts).
+inline void transpose_lanes128(__m512 in0, __m512 in1, __m512 in2, __m512 in3, __m512& out0, __m512& out1,
+                               __m512& out2, __m512& out3) {
+    const __m512 v0 = _mm512_shuffle_f32x4(in0, in1, 0x44), v1 = _mm512_shuffle_f32x4(in0, in1, 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(in2, in3, 0x44), v3 = _mm512_shuffle_f32x4(in2, in3, 0xEE);
+    out0 = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    out1 = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+    out2 = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    out3 = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+}
+
 template <>
 struct Vec<float> {
     using value_type = float;
@@ -90,19 +102,15 @@ struct Vec<float> {
             }
         // u[4g + k], 128-bit lane l: column 4l + k of rows 4g..4g+3; column 4l + k takes lane l of
         // u[k], u[4 + k], u[8 + k], u[12 + k].
-        for (int k = 0; k < 4; ++k) {
-            const reg v0 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0x44), v1 = _mm512_shuffle_f32x4(u[k], u[4 + k], 0xEE);
-            const reg v2 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0x44), v3 = _mm512_shuffle_f32x4(u[8 + k], u[12 + k], 0xEE);
-            r[k] = _mm512_shuffle_f32x4(v0, v2, 0x88);
-            r[4 + k] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
-            r[8 + k] = _mm512_shuffle_f32x4(v1, v3, 0x88);
-            r[12 + k] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
-        }
+        for (int k = 0; k < 4; ++k)
+            transpose_lanes128(u[k], u[4 + k], u[8 + k], u[12 + k], r[k], r[4 + k], r[8 + k], r[12 + k]);
     }
     // The sum of the lanes, as a tree: lanes i and i + 8, then i and i + 4, i + 2, i + 1 (the
     // order of _mm512_reduce_add_ps, written out so that reduce_add4 can match it bit for bit).
+    // Lanes i + lanes i + 8: the first level of both sums.
+    static __m256 add_halves(reg a) { return _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1)); }
     static float reduce_add(reg a) {
-        const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+        const __m256 h = add_halves(a);
         __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
         q = _mm_add_ps(q, _mm_movehl_ps(q, q));
         return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
@@ -110,8 +118,7 @@ struct Vec<float> {
     // Lanes 0..3 = reduce_add of a, b, c, d (the same tree for each), the other lanes zero: ~13
     // instead of ~28 instructions, and no trip through memory, for the dot kernels' 4-column blocks.
     static reg reduce_add4(reg a, reg b, reg c, reg d) {
-        const auto half = [](reg x) { return _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps(x, 1)); };
-        const __m256 ha = half(a), hb = half(b), hc = half(c), hd = half(d);
+        const __m256 ha = add_halves(a), hb = add_halves(b), hc = add_halves(c), hd = add_halves(d);
         // [a | b] and [c | d], each 4 lanes (i + i + 4)
         const __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(ha, hb, 0x20), _mm256_permute2f128_ps(ha, hb, 0x31));
         const __m256 cd = _mm256_add_ps(_mm256_permute2f128_ps(hc, hd, 0x20), _mm256_permute2f128_ps(hc, hd, 0x31));
@@ -183,23 +190,21 @@ struct Vec<double> {
         }
         // t[2g + k], lane l: column 2l + k of rows 2g, 2g + 1.
         for (int k = 0; k < 2; ++k) {
-            const reg v0 = _mm512_shuffle_f64x2(t[k], t[2 + k], 0x44), v1 = _mm512_shuffle_f64x2(t[k], t[2 + k], 0xEE);
-            const reg v2 = _mm512_shuffle_f64x2(t[4 + k], t[6 + k], 0x44), v3 = _mm512_shuffle_f64x2(t[4 + k], t[6 + k], 0xEE);
-            r[k] = _mm512_shuffle_f64x2(v0, v2, 0x88);
-            r[2 + k] = _mm512_shuffle_f64x2(v0, v2, 0xDD);
-            r[4 + k] = _mm512_shuffle_f64x2(v1, v3, 0x88);
-            r[6 + k] = _mm512_shuffle_f64x2(v1, v3, 0xDD);
+            __m512 o[4];
+            transpose_lanes128(_mm512_castpd_ps(t[k]), _mm512_castpd_ps(t[2 + k]), _mm512_castpd_ps(t[4 + k]),
+                               _mm512_castpd_ps(t[6 + k]), o[0], o[1], o[2], o[3]);
+            for (int j = 0; j < 4; ++j) r[2 * j + k] = _mm512_castps_pd(o[j]);
         }
     }
     // Lanes i and i + 4, then i + 2, i + 1 (the order of _mm512_reduce_add_pd, see reduce_add4).
+    static __m256d add_halves(reg a) { return _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1)); }
     static double reduce_add(reg a) {
-        const __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(a), _mm512_extractf64x4_pd(a, 1));
+        const __m256d h = add_halves(a);
         const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
         return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));
     }
     static reg reduce_add4(reg a, reg b, reg c, reg d) {
-        const auto half = [](reg x) { return _mm256_add_pd(_mm512_castpd512_pd256(x), _mm512_extractf64x4_pd(x, 1)); };
-        const __m256d ha = half(a), hb = half(b), hc = half(c), hd = half(d);
+        const __m256d ha = add_halves(a), hb = add_halves(b), hc = add_halves(c), hd = add_halves(d);
         // [a0+a2, a1+a3 | b0+b2, b1+b3] and the same of c, d
         const __m256d ab = _mm256_add_pd(_mm256_permute2f128_pd(ha, hb, 0x20), _mm256_permute2f128_pd(ha, hb, 0x31));
         const __m256d cd = _mm256_add_pd(_mm256_permute2f128_pd(hc, hd, 0x20), _mm256_permute2f128_pd(hc, hd, 0x31));
