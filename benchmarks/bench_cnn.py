@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 import nncore
-from common import Trainer, ratio, threads, time_epochs, torch
+from common import Trainer, ratio, settle_time, threads, time_epochs, torch
 
 Data = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -126,6 +126,6 @@ def run_cnn_training(data: Data, batch_size: int = 64, epochs: int = 2, n_thread
             if make is not None:
                 make(warm, weights, batch_size, seed)[0]()  # first-call costs stay untimed
                 trainers[name] = make(images, weights, batch_size, seed)
-        seconds = time_epochs(trainers, epochs, row)
+        seconds = time_epochs(trainers, epochs, row, settle_time(n_threads))
     row["vs torch"] = ratio(seconds["torch"], seconds["nncore"])
     return [row]

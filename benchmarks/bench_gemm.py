@@ -4,7 +4,9 @@ Usage: python benchmarks/bench_gemm.py [--quick] [--threads 1,2] [--dtype float3
 
 Each case is timed for all three libraries in the same run, with the same thread count (numpy via
 threadpoolctl, torch via torch.set_num_threads, nncore via nncore.set_num_threads), as the median of
-many repetitions after a warm-up. GF/s are 2*m*n*k / median time; "% peak" is relative to
+many repetitions after a warm-up, the libraries taking turns in rounds (``common.compare``) so that
+a burst of load on the shared machine hits all of them. With 2 threads, float64 runs the square
+and 128x1024x1024 cases only (the pauses between turns make each case cost ~1.5 s). GF/s are 2*m*n*k / median time; "% peak" is relative to
 nncore._core.fma_peak (a register-only FMA loop on the active ISA, measured in the same run, for
 the same dtype and thread count). "vs best" is nncore's speed over the faster of numpy and torch.
 
@@ -14,6 +16,7 @@ Importable: run(quick) -> list[dict] (one dict per case); markdown(rows) -> str.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import time
 from typing import Callable, Optional
@@ -23,7 +26,7 @@ import numpy as np
 import nncore
 from nncore import _core
 
-from common import settle_time
+from common import compare, settle_time
 
 try:
     import torch
@@ -40,20 +43,6 @@ except ImportError:
 #   backward dW = dY^T X  : (out x m) (m x in)       -> out x in x m,  a transposed
 MLP_LAYERS = [(784, 256), (256, 128), (128, 10)]
 BATCHES = [1, 32, 64, 128, 256]
-
-
-def median_seconds(fn: Callable[[], object], min_time: float, min_runs: int = 7, settle: float = 0.0) -> float:
-    if settle:
-        time.sleep(settle)
-    for _ in range(3):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < min_time:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def _cases(quick: bool) -> list[tuple[str, int, int, int, bool, bool]]:
@@ -96,25 +85,27 @@ def run(quick: bool = False, threads: tuple[int, ...] = (1, 2), dtypes: tuple[st
                 for dtype in dtypes:
                     peak = _core.fma_peak(dtype, 0.3 if quick else 0.5, nthreads) * 1e9 if hasattr(_core, "fma_peak") else None
                     for label, m, n, k, ta, tb in _cases(quick):
-                        if dtype == "float64" and quick and label.startswith(("fwd", "bwd")):
+                        mlp_shape = label.startswith(("fwd", "bwd"))
+                        if dtype == "float64" and mlp_shape and (quick or nthreads > 1):
                             continue
                         a, b = _operands(m, n, k, ta, tb, dtype)
                         out = np.empty((m, n), dtype)
                         flops = 2.0 * m * n * k
                         # Enough time for the big cases to get several repetitions.
                         budget = min_time if flops < 1e9 else max(min_time, 0.4)
-                        settle = settle_time(nthreads)
-                        t_ours = median_seconds(
-                            lambda: nncore.ops.matmul(a, b, transpose_a=ta, transpose_b=tb, out=out), budget,
-                            settle=settle)
                         an = a.T if ta else a
                         bn = b.T if tb else b
-                        t_np = median_seconds(lambda: np.matmul(an, bn, out=out), budget, settle=settle)
-                        t_torch = None
+                        fns: dict[str, Optional[Callable[[], object]]] = {
+                            "nncore": lambda: nncore.ops.matmul(a, b, transpose_a=ta, transpose_b=tb, out=out),
+                            "numpy": lambda: np.matmul(an, bn, out=out), "torch": None}
                         if torch is not None:
                             at, bt, ot = torch.from_numpy(an), torch.from_numpy(bn), torch.from_numpy(out)
-                            with torch.no_grad():
-                                t_torch = median_seconds(lambda: torch.matmul(at, bt, out=ot), budget, settle=settle)
+                            fns["torch"] = lambda: torch.matmul(at, bt, out=ot)
+                        with torch.no_grad() if torch is not None else contextlib.nullcontext():
+                            seconds = compare(fns, budget, min_runs=5, rounds=5 if nthreads == 1 else 3,
+                                              settle=settle_time(nthreads))
+                        t_ours, t_np, t_torch = seconds["nncore"], seconds["numpy"], seconds["torch"]
+                        assert t_ours is not None and t_np is not None
                         best_peer = min(t for t in (t_np, t_torch) if t is not None)
                         rows.append({
                             "case": label, "m": m, "n": n, "k": k, "dtype": dtype, "threads": nthreads,

@@ -191,7 +191,7 @@ def run_training(data: Data, batch_sizes: Sequence[int] = (32, 64, 256), epochs:
                                        "epochs": epochs, "threads": n_threads}
                 trainers = {name: TRAINERS[name](data, optimizer, batch_size, seed) if name in names else None
                             for name in TRAINERS}
-                seconds = time_epochs(trainers, epochs, row)
+                seconds = time_epochs(trainers, epochs, row, settle_time(n_threads))
                 row["vs torch"] = ratio(seconds["torch"], seconds["nncore"])
                 row["vs sklearn"] = ratio(seconds["sklearn"], seconds["nncore"])
                 rows.append(row)

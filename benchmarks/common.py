@@ -104,13 +104,17 @@ def compare(fns: dict[str, Optional[Callable[[], object]]], min_time: float = 0.
 Trainer = tuple[Callable[[], object], Callable[[], float]]
 
 
-def time_epochs(trainers: dict[str, Optional[Trainer]], epochs: int, row: dict[str, Any]) -> dict[str, Optional[float]]:
+def time_epochs(trainers: dict[str, Optional[Trainer]], epochs: int, row: dict[str, Any],
+                settle: float = 0.0) -> dict[str, Optional[float]]:
     """Trains ``epochs`` epochs of every framework, interleaved (so a burst of load on the shared
-    machine hits all of them); puts each one's median seconds per epoch and final test accuracy
-    in ``row`` ("not installed" for a None trainer) and returns the medians (None when missing)."""
+    machine hits all of them), each after a pause of ``settle`` seconds; puts each one's median
+    seconds per epoch and final test accuracy in ``row`` ("not installed" for a None trainer) and
+    returns the medians (None when missing)."""
     times: dict[str, list[float]] = {name: [] for name, trainer in trainers.items() if trainer is not None}
     for _ in range(epochs):
         for name in times:
+            if settle:
+                time.sleep(settle)
             t0 = time.perf_counter()
             trainers[name][0]()  # type: ignore[index]
             times[name].append(time.perf_counter() - t0)

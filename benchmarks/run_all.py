@@ -39,7 +39,7 @@ import bench_classic
 import bench_cnn
 import bench_mnist
 import bench_ops
-from common import NOT_INSTALLED, markdown_table, sklearn, threadpool_limits, torch, warm_up
+from common import NOT_INSTALLED, SETTLE_SECONDS, markdown_table, sklearn, threadpool_limits, torch, warm_up
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
          f"threadpoolctl {'caps numpy BLAS threads' if threadpool_limits else 'not installed: numpy threads NOT capped'}")
     emit(f"- threads: elementwise at 1 and at 2; training, inference, the classic script and memory at "
          f"{s['train_threads']}; nncore's pool defaults to {info['num_threads']} on this machine")
-    emit("- timing: every case times its peers in the same run, interleaved in rounds, after a warm-up; "
-         "figures are medians. The machine is shared (other builds and benchmarks run on it), so "
+    emit("- timing: every case times its peers in the same run, interleaved in rounds (training: epoch by "
+         f"epoch), after a warm-up; with several threads each turn starts after a {SETTLE_SECONDS} s "
+         "pause, so that other libraries' spinning workers are asleep; figures are medians. The machine is shared (other builds and benchmarks run on it), so "
          f"expect noise of 10-20%. Load average at the start: {load()}.")
     emit("- settings: " + ", ".join(f"{k}={v}" for k, v in s.items()))
     for line in fma_peak_lines():

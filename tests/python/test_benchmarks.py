@@ -15,6 +15,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import bench_classic  # noqa: E402
 import bench_cnn  # noqa: E402
+import bench_gemm  # noqa: E402
 import bench_mnist  # noqa: E402
 import bench_ops  # noqa: E402
 import classic_numpy  # noqa: E402
@@ -59,6 +60,21 @@ def test_elementwise_rows_and_errors():
 
 def test_matmul_rows():
     _well_formed(bench_ops.run_matmul([(3, 5, 4)], 1, min_time=0.001), ["matmul", "nncore GFLOP/s", "vs numpy"])
+
+
+def test_gemm_rows(monkeypatch):
+    cases = [("square 8", 8, 8, 8, False, False), ("fwd XW^T b2 5->3", 2, 3, 5, False, True),
+             ("bwd dY^T X b2 5->3", 3, 5, 2, True, False)]
+    monkeypatch.setattr(bench_gemm, "_cases", lambda quick: cases)
+    rows = bench_gemm.run(threads=(1,), dtypes=("float32", "float64"), min_time=0.001)
+    assert [(r["case"], r["dtype"]) for r in rows] == [(c[0], d) for d in ("float32", "float64") for c in cases]
+    for row in rows:
+        assert all(_speed(row[key]) for key in ("nncore_gflops", "numpy_gflops", "vs_best"))
+        assert row["torch_gflops"] is None or _speed(row["torch_gflops"])
+    # With 2 threads float64 keeps the square cases only.
+    monkeypatch.setattr(common, "SETTLE_SECONDS", 0.0)
+    rows = bench_gemm.run(threads=(2,), dtypes=("float64",), min_time=0.001)
+    assert [r["case"] for r in rows] == ["square 8"] and rows[0]["threads"] == 2
 
 
 def test_compare_keeps_missing_peers_missing():
