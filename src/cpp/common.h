@@ -53,7 +53,7 @@ struct AdamCoefficients {
     T lerp_coefficient = T(0);
     bool lerp_from_end = false;
     T beta2 = T(0), one_minus_beta2 = T(0);
-    T bias_correction2_sqrt = T(1);
+    T inv_bias_correction2_sqrt = T(1);  // 1 / sqrt(1 - beta2^step)
     T eps = T(0);
     T neg_step_size = T(0);  // -lr / (1 - beta1^step)
 };

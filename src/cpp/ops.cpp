@@ -189,7 +189,7 @@ void adam_update(const KernelTable<T>& kt, const AdamOptions& o, T* param, const
     set_lerp<T>(c, 1.0 - o.beta1);
     c.beta2 = static_cast<T>(o.beta2);
     c.one_minus_beta2 = static_cast<T>(1.0 - o.beta2);
-    c.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
+    c.inv_bias_correction2_sqrt = static_cast<T>(1.0 / std::sqrt(bias_correction2));
     c.eps = static_cast<T>(o.eps);
     c.neg_step_size = static_cast<T>(-(o.lr / bias_correction1));
     parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) {
