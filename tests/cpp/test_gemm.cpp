@@ -347,6 +347,8 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
     run(2, 3000, 300, true, {1, 2, 3});
     run(3000, 100, 3, false, {1, 2, 3});
     run(3, 5000, 100, false, {1, 2, 3});
+    // The direct kernel splits rows also when they are fewer than the columns but B is small.
+    run(102, 300, std::min<index_t>(kt.direct_max_k, 40), false, {1, 2, 3});
     // One row (the GEMV in axpy order, columns in blocks of 4 KiB): several blocks and a tail.
     run(1, 3000, 37, false, {1, 2, 3});
     run(1, 1029, 5, false, {1});
