@@ -131,6 +131,7 @@ private:
     std::vector<std::vector<T>> outputs_alt_;
     std::vector<T> x_batch_, t_batch_;
     std::vector<std::int64_t> label_batch_;
+    std::vector<ParameterUpdate<T>> updates_;  // the optimizer step's parameters: weights, bias of each layer
     std::mutex mutex_;  // one run at a time: the workspaces are shared
 };
 

@@ -71,4 +71,27 @@ template <class T>
 void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, T* param, const T* grad, T* square_avg,
                     T* momentum_buffer, T* grad_avg, index_t n);
 
+// One parameter of a step over several (a network's weights and biases) and its optimizer state:
+// SGD: state[0] = momentum buffer (or null); Adam: exp_avg, exp_avg_sq; RMSprop: square_avg,
+// momentum buffer, grad_avg (null when unused).
+template <class T>
+struct ParameterUpdate {
+    T* param = nullptr;
+    const T* grad = nullptr;
+    T* state[3] = {nullptr, nullptr, nullptr};
+    index_t n = 0;
+    long long step = 1;  // Adam: this parameter's count after the update (AdamOptions::step is ignored)
+};
+
+// The updates above for `count` parameters at once, split over the pool as one array of all their
+// values: the same values as one call per parameter, in one parallel region instead of one per
+// parameter (of which the small ones, each below the size worth a thread, ran on one thread).
+template <class T>
+void sgd_update(const KernelTable<T>& kt, const SgdOptions& o, const ParameterUpdate<T>* params, std::size_t count);
+template <class T>
+void adam_update(const KernelTable<T>& kt, const AdamOptions& o, const ParameterUpdate<T>* params, std::size_t count);
+template <class T>
+void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, const ParameterUpdate<T>* params,
+                    std::size_t count);
+
 }  // namespace nncore

@@ -274,34 +274,43 @@ const char* opt_name(Opt o) {
     return "?";
 }
 
+nncore::SgdOptions sgd_options(Opt o) {
+    if (o == Opt::sgd) return {0.1, 0, 0, false};
+    if (o == Opt::sgd_momentum) return {0.1, 0.9, 0, false};
+    return {0.1, 0.8, 0.01, true};
+}
+
+nncore::AdamOptions adam_options(Opt o, int step) {
+    nncore::AdamOptions a;
+    a.lr = 0.01, a.beta1 = 0.9, a.beta2 = 0.999, a.eps = 1e-8, a.step = step;
+    a.weight_decay = o == Opt::adam ? 0.0 : 0.1;
+    a.decoupled = o == Opt::adamw;
+    return a;
+}
+
+nncore::RmspropOptions rmsprop_options(Opt o) {
+    nncore::RmspropOptions r;
+    r.lr = 0.01, r.alpha = 0.99, r.eps = 1e-8;
+    const bool full = o == Opt::rmsprop_centered_momentum;
+    r.weight_decay = full ? 0.05 : 0.0;
+    r.momentum = full ? 0.9 : 0.0;
+    r.centered = full;
+    return r;
+}
+
+bool is_sgd(Opt o) { return o == Opt::sgd || o == Opt::sgd_momentum || o == Opt::sgd_nesterov_wd; }
+bool is_adam(Opt o) { return o == Opt::adam || o == Opt::adam_l2 || o == Opt::adamw; }
+
 // Runs one step of `o` through the ops.h wrapper (which computes the per-step coefficients).
 template <class T>
 void run_opt(const KernelTable<T>& kt, Opt o, int step, T* p, const T* g, T* s1, T* s2, T* s3, index_t n) {
-    switch (o) {
-        case Opt::sgd: nncore::sgd_update<T>(kt, {0.1, 0, 0, false}, p, g, nullptr, n); return;
-        case Opt::sgd_momentum: nncore::sgd_update<T>(kt, {0.1, 0.9, 0, false}, p, g, s1, n); return;
-        case Opt::sgd_nesterov_wd: nncore::sgd_update<T>(kt, {0.1, 0.8, 0.01, true}, p, g, s1, n); return;
-        case Opt::adam:
-        case Opt::adam_l2:
-        case Opt::adamw: {
-            nncore::AdamOptions a;
-            a.lr = 0.01, a.beta1 = 0.9, a.beta2 = 0.999, a.eps = 1e-8, a.step = step;
-            a.weight_decay = o == Opt::adam ? 0.0 : 0.1;
-            a.decoupled = o == Opt::adamw;
-            nncore::adam_update(kt, a, p, g, s1, s2, n);
-            return;
-        }
-        case Opt::rmsprop:
-        case Opt::rmsprop_centered_momentum: {
-            nncore::RmspropOptions r;
-            r.lr = 0.01, r.alpha = 0.99, r.eps = 1e-8;
-            const bool full = o == Opt::rmsprop_centered_momentum;
-            r.weight_decay = full ? 0.05 : 0.0;
-            r.momentum = full ? 0.9 : 0.0;
-            r.centered = full;
-            nncore::rmsprop_update(kt, r, p, g, s1, full ? s2 : nullptr, full ? s3 : nullptr, n);
-            return;
-        }
+    if (is_sgd(o)) {
+        nncore::sgd_update<T>(kt, sgd_options(o), p, g, o == Opt::sgd ? nullptr : s1, n);
+    } else if (is_adam(o)) {
+        nncore::adam_update(kt, adam_options(o, step), p, g, s1, s2, n);
+    } else {
+        const bool full = o == Opt::rmsprop_centered_momentum;
+        nncore::rmsprop_update(kt, rmsprop_options(o), p, g, s1, full ? s2 : nullptr, full ? s3 : nullptr, n);
     }
 }
 
@@ -429,6 +438,62 @@ void test_threads(const KernelTable<T>& kt, Rng& rng) {
     nncore::set_num_threads(1);
 }
 
+// The updates of several parameters in one call (the engine's step): every parameter gets the
+// bits of its own call, whatever the thread count, with sizes around the 64-value split
+// boundaries and larger than a thread's share, and Adam step counts differing per parameter.
+template <class T>
+void test_parameter_lists(const KernelTable<T>& kt, Rng& rng) {
+    const index_t sizes[] = {0, 1, 63, 65, 8191, 8193, 20011, 3};
+    constexpr std::size_t count = sizeof(sizes) / sizeof(sizes[0]);
+    for (Opt o : {Opt::sgd, Opt::sgd_momentum, Opt::sgd_nesterov_wd, Opt::adam, Opt::adam_l2, Opt::adamw, Opt::rmsprop,
+                  Opt::rmsprop_centered_momentum}) {
+        Scope scope(std::string("parameter list ") + opt_name(o));
+        std::vector<Guarded<T>> params, grads, states;
+        for (index_t n : sizes) {
+            params.push_back(random_guarded<T>(n, rng, -2, 2));
+            grads.push_back(random_guarded<T>(n, rng, -1, 1));
+            for (int k = 0; k < 3; ++k) states.push_back(random_guarded<T>(n, rng, 0.01, 0.5));
+        }
+        const auto step_of = [](std::size_t i) { return 1 + static_cast<int>(i % 3); };
+        // One call per parameter, one thread.
+        nncore::set_num_threads(1);
+        std::vector<Guarded<T>> want_p = params, want_s = states;
+        for (std::size_t i = 0; i < count; ++i)
+            run_opt(kt, o, step_of(i), want_p[i].data(), grads[i].data(), want_s[3 * i].data(), want_s[3 * i + 1].data(),
+                    want_s[3 * i + 2].data(), sizes[i]);
+        for (int threads : {1, 2, 3}) {
+            Scope thread_scope("threads=" + std::to_string(threads));
+            nncore::set_num_threads(threads);
+            std::vector<Guarded<T>> got_p = params, got_s = states;
+            std::vector<nncore::ParameterUpdate<T>> list(count);
+            for (std::size_t i = 0; i < count; ++i) {
+                list[i].param = got_p[i].data();
+                list[i].grad = grads[i].data();
+                list[i].state[0] = o == Opt::sgd ? nullptr : got_s[3 * i].data();
+                list[i].state[1] = is_adam(o) || o == Opt::rmsprop_centered_momentum ? got_s[3 * i + 1].data() : nullptr;
+                list[i].state[2] = o == Opt::rmsprop_centered_momentum ? got_s[3 * i + 2].data() : nullptr;
+                list[i].n = sizes[i];
+                list[i].step = step_of(i);
+            }
+            if (is_sgd(o)) nncore::sgd_update(kt, sgd_options(o), list.data(), count);
+            else if (is_adam(o)) nncore::adam_update(kt, adam_options(o, 1000), list.data(), count);  // step unused
+            else nncore::rmsprop_update(kt, rmsprop_options(o), list.data(), count);
+            for (std::size_t i = 0; i < count; ++i) {
+                bool same = got_p[i].guards_intact();
+                for (index_t j = 0; same && j < sizes[i]; ++j) same = nntest::same_bits(got_p[i][j], want_p[i][j]);
+                for (int k = 0; k < 3; ++k) {
+                    const Guarded<T>& a = got_s[3 * i + k];
+                    const Guarded<T>& b = want_s[3 * i + k];
+                    same = same && a.guards_intact();
+                    for (index_t j = 0; same && j < sizes[i]; ++j) same = nntest::same_bits(a[j], b[j]);
+                }
+                CHECK_MSG(same, "parameter " << i << " (n=" << sizes[i] << ") differs from its own call");
+            }
+        }
+    }
+    nncore::set_num_threads(1);
+}
+
 template <class T>
 void test_all(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(nntest::dtype_name<T>());
@@ -436,6 +501,7 @@ void test_all(const KernelTable<T>& kt, Rng& rng) {
     test_softmax_cross_entropy(kt, rng);
     test_sum_of_squares_and_scale(kt, rng);
     test_optimizers(kt, rng);
+    test_parameter_lists(kt, rng);
     test_threads(kt, rng);
 }
 
