@@ -6,9 +6,10 @@ Each case is timed for all three libraries in the same run, with the same thread
 threadpoolctl, torch via torch.set_num_threads, nncore via nncore.set_num_threads), as the median of
 many repetitions after a warm-up, the libraries taking turns in rounds (``common.compare``) so that
 a burst of load on the shared machine hits all of them. With 2 threads, float64 runs the square
-and 128x1024x1024 cases only (the pauses between turns make each case cost ~1.5 s). GF/s are 2*m*n*k / median time; "% peak" is relative to
-nncore._core.fma_peak (a register-only FMA loop on the active ISA, measured in the same run, for
-the same dtype and thread count). "vs best" is nncore's speed over the faster of numpy and torch.
+and 128x1024x1024 cases only (the pauses between turns make each case cost ~1.5 s). GF/s are
+2*m*n*k / median time; "% peak" is relative to nncore._core.fma_peak (a register-only FMA loop on
+the active ISA, measured in the same run, for the same dtype and thread count). "vs best" is
+nncore's speed over the faster of numpy and torch.
 
 Importable: run(quick) -> list[dict] (one dict per case); markdown(rows) -> str.
 """

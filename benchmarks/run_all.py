@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
          f"{s['train_threads']}; nncore's pool defaults to {info['num_threads']} on this machine")
     emit("- timing: every case times its peers in the same run, interleaved in rounds (training: epoch by "
          f"epoch), after a warm-up; with several threads each turn starts after a {SETTLE_SECONDS} s "
-         "pause, so that other libraries' spinning workers are asleep; figures are medians. The machine is shared (other builds and benchmarks run on it), so "
-         f"expect noise of 10-20%. Load average at the start: {load()}.")
+         "pause, so that other libraries' spinning workers are asleep; figures are medians. The "
+         "machine is shared (other builds and benchmarks run on it), so expect noise of 10-20%. "
+         f"Load average at the start: {load()}.")
     emit("- settings: " + ", ".join(f"{k}={v}" for k, v in s.items()))
     for line in fma_peak_lines():
         emit(line)
