@@ -184,14 +184,16 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
     for_each_parameter([&](std::size_t j, T* param, T* grad, index_t n) {
         const EngineParamState<T>& s = a.states[j];
         a.steps[j] += 1;
-        ParameterUpdate<T>& u = updates_[j];
-        u.param = param;
-        u.grad = grad;
-        u.n = n;
-        u.step = a.steps[j];
-        if (a.update == EngineUpdate::adam) u.state[0] = s.exp_avg, u.state[1] = s.exp_avg_sq, u.state[2] = nullptr;
-        else if (a.update == EngineUpdate::rmsprop) u.state[0] = s.square_avg, u.state[1] = s.momentum_buffer, u.state[2] = s.grad_avg;
-        else u.state[0] = s.momentum_buffer, u.state[1] = u.state[2] = nullptr;
+        ParameterUpdate<T> u{param, grad, {s.momentum_buffer, nullptr, nullptr}, n, a.steps[j]};
+        if (a.update == EngineUpdate::adam) {
+            u.state[0] = s.exp_avg;
+            u.state[1] = s.exp_avg_sq;
+        } else if (a.update == EngineUpdate::rmsprop) {
+            u.state[0] = s.square_avg;
+            u.state[1] = s.momentum_buffer;
+            u.state[2] = s.grad_avg;
+        }
+        updates_[j] = u;
     });
     switch (a.update) {
         case EngineUpdate::sgd: sgd_update(kt, a.sgd, updates_.data(), updates_.size()); break;

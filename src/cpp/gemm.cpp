@@ -119,16 +119,21 @@ constexpr index_t kDirectMaxK = 4;
 // larger than this: then every k step of the 4-row tile touches a new cache line of A.
 constexpr std::size_t kDirectMaxBytesOfStridedA = std::size_t(4) << 20;
 
+// Bytes of a rows x cols matrix of T (in double: the products of large sizes would overflow).
+template <class T>
+double matrix_bytes(index_t rows, index_t cols) {
+    return static_cast<double>(rows) * static_cast<double>(cols) * sizeof(T);
+}
+
 template <class T>
 Path choose_path(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a, ConstMatrix<T> b) {
     const bool along_k = a.col_stride == 1 && b.row_stride == 1;  // X W^T with W stored (out, in)
     const bool b_rows = b.col_stride == 1;                        // dY W, dY^T X
-    const bool b_fits = static_cast<double>(n) * static_cast<double>(k) * sizeof(T) <= kDotMaxBytesOfB;
+    const bool b_fits = matrix_bytes<T>(k, n) <= kDotMaxBytesOfB;
     const bool few_rows = m <= std::max(kDotMaxRows, k / kDotRowsPerK);
     if (along_k && (m <= kUnpackedMaxRows || n <= kDotMaxCols || (few_rows && b_fits))) return Path::dot;
     if (b_rows && (m <= kUnpackedMaxRows || k <= kDirectMaxK)) return Path::direct;
-    const bool a_fits = a.col_stride == 1 ||
-                        static_cast<double>(m) * static_cast<double>(k) * sizeof(T) <= kDirectMaxBytesOfStridedA;
+    const bool a_fits = a.col_stride == 1 || matrix_bytes<T>(m, k) <= kDirectMaxBytesOfStridedA;
     if (b_rows && b_fits && a_fits && k <= kt.direct_max_k) return Path::direct;
     return Path::packed;
 }
@@ -164,8 +169,7 @@ void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix
         // narrower last group runs it at a fraction of the speed (Dense 784 -> 256's dY^T X,
         // 256 x 784 x 64, 2 threads: 146 -> 130 us; at batch 32 81 -> 68 us; dY W unchanged).
         const bool split_m = m >= n || (path == Path::direct && m >= kDirectSplitRowsMin &&
-                                        static_cast<double>(n) * static_cast<double>(k) * sizeof(T) <=
-                                            kDirectSplitRowsMaxBytesOfB);
+                                        matrix_bytes<T>(k, n) <= kDirectSplitRowsMaxBytesOfB);
         const index_t unit = split_m ? 4 : 64, units = ((split_m ? m : n) + unit - 1) / unit;
         const index_t parts = std::min(max_parts, units);
         if (parts <= 1) {

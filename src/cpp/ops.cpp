@@ -13,8 +13,8 @@ namespace {
 
 // Elementwise work below this many values per thread is not worth a thread wake-up.
 constexpr index_t kMinElementsPerThread = 1 << 15;
-// The same for optimizer updates, which read and write 3 to 5 arrays per value (Adam: ~1.6 cycles
-// per float32 value on Zen 4, where a copy takes ~0.1).
+// The same for optimizer updates, which read and write 3 to 5 arrays per value (measured on Zen 4,
+// 1 thread, 16K float32 values: Adam 0.43 ns, SGD with momentum 0.24 ns per value).
 constexpr index_t kMinUpdateElementsPerThread = 1 << 13;
 
 // Splits [0, n) into contiguous chunks over the pool; chunk boundaries are multiples of `align`
