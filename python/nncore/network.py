@@ -12,6 +12,7 @@ from . import losses as losses_module
 from ._layout import to_rows
 from ._random import generator
 from ._validation import FLOAT_DTYPES, as_float_array, check_non_negative_float, check_positive_int
+from .ops import all_finite
 
 LossFunction = Callable[[np.ndarray, np.ndarray], float]
 LossGradient = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -96,7 +97,7 @@ def train(
         raise ValueError(f"{where}: x_train has {len(x)} samples (shape {x.shape}) but y_train has {len(y)} (shape {y.shape})")
     if len(x) == 0:
         raise ValueError(f"{where}: x_train is empty (shape {x.shape})")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+    if not (all_finite(x) and all_finite(y)):
         raise ValueError(f"{where}: x_train or y_train contains NaN or infinity")
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"{where}: expected epochs to be an int >= 0, got {epochs!r}")

@@ -58,6 +58,12 @@ def exp(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     return _core.exp(x, out)
 
 
+def all_finite(x: np.ndarray) -> bool:
+    """True when ``x`` holds no NaN and no infinity: what ``np.isfinite(x).all()`` answers, without
+    its boolean temporary of ``x.size`` bytes (one pass over ``x``, split over the threads)."""
+    return _core.all_finite(x)
+
+
 def softmax(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Numerically stable softmax over the last axis (each leading index is one row)."""
     return _core.softmax(x, out)

@@ -20,6 +20,7 @@ from .activations import Softmax
 from .callbacks import Callback
 from .history import History
 from .network import check_network, network_dtype
+from .ops import all_finite
 from .serialization import load_layers, save_layers
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -367,7 +368,7 @@ class Sequential:
             raise ValueError(f"{where}: expected x with a sample axis (rows are samples), got a scalar")
         if len(inputs) == 0:
             raise ValueError(f"{where}: x has no samples (shape {inputs.shape})")
-        if check_finite and not np.isfinite(inputs).all():
+        if check_finite and not all_finite(inputs):
             raise ValueError(f"{where}: x contains NaN or infinity")
         return inputs
 
@@ -378,7 +379,7 @@ class Sequential:
                 f"{where}: x has {len(inputs)} samples (shape {inputs.shape}) but y has "
                 f"{len(targets) if targets.ndim else 0} (shape {targets.shape})"
             )
-        if targets.dtype.kind == "f" and not np.isfinite(targets).all():
+        if targets.dtype.kind == "f" and not all_finite(targets):
             raise ValueError(f"{where}: y contains NaN or infinity")
         return targets
 

@@ -683,6 +683,20 @@ py::array exp_py(const py::object& x_obj, const py::object& out) {
     return float_kind(x, "exp", "x") == Float::f32 ? exp_impl<float>(x, out) : exp_impl<double>(x, out);
 }
 
+template <class T>
+bool all_finite_impl(const py::array& x_in) {
+    auto x = contiguous<T>(x_in);
+    const T* px = x.data();
+    const index_t n = x.size();
+    py::gil_scoped_release release;
+    return nncore::all_finite(active_table<T>(), px, n);
+}
+
+bool all_finite_py(const py::object& x_obj) {
+    py::array x = as_array(x_obj, "all_finite", "x");
+    return float_kind(x, "all_finite", "x") == Float::f32 ? all_finite_impl<float>(x) : all_finite_impl<double>(x);
+}
+
 // Softmax over the last axis; every leading axis is a row.
 template <class T>
 py::array softmax_impl(const py::array& x_in, const py::object& out) {
@@ -1494,6 +1508,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("activation_backward", &activation_backward_py, arg("name"), arg("x"), arg("y"), arg("output_gradient"),
           arg("alpha") = 0.0, arg("out") = none);
     m.def("exp", &exp_py, arg("x"), arg("out") = none);
+    m.def("all_finite", &all_finite_py, arg("x"));
     m.def("softmax", &softmax_py, arg("x"), arg("out") = none);
     m.def("softmax_backward", &softmax_backward_py, arg("y"), arg("output_gradient"), arg("out") = none);
     m.def("squared_error_sum", [](const py::object& t, const py::object& p) { return loss_sum_py(Loss::squared_error, t, p); },

@@ -93,6 +93,7 @@ struct KernelTable {
     void (*exp)(const T* x, T* y, index_t n);
     void (*erf)(const T* x, T* y, index_t n);
     void (*axpy)(T a, const T* x, T* y, index_t n);  // y += a * x (the SGD step)
+    bool (*all_finite)(const T* x, index_t n);       // no NaN or infinity among x[0:n)
 
     // Row-wise over `rows` contiguous rows of `cols` values.
     void (*softmax_forward)(const T* x, T* y, index_t rows, index_t cols);

@@ -1,6 +1,7 @@
 #include "ops.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -110,6 +111,15 @@ void activation_backward(const KernelTable<T>& kt, Act act, T alpha, const T* x,
 template <class T>
 void exp(const KernelTable<T>& kt, const T* x, T* y, index_t n) {
     parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) { kt.exp(x + b, y + b, e - b); });
+}
+
+template <class T>
+bool all_finite(const KernelTable<T>& kt, const T* x, index_t n) {
+    std::atomic<bool> finite{true};
+    parallel_chunks(n, kMinElementsPerThread, [&](index_t b, index_t e) {
+        if (!kt.all_finite(x + b, e - b)) finite.store(false, std::memory_order_relaxed);
+    });
+    return finite.load(std::memory_order_relaxed);
 }
 
 template <class T>
@@ -274,6 +284,7 @@ void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, T* param,
     template void activation_backward<T>(const KernelTable<T>&, Act, T, const T*, const T*,       \
                                          const T*, T*, index_t);                                   \
     template void exp<T>(const KernelTable<T>&, const T*, T*, index_t);                           \
+    template bool all_finite<T>(const KernelTable<T>&, const T*, index_t);                        \
     template void softmax_forward<T>(const KernelTable<T>&, const T*, T*, index_t, index_t);      \
     template void softmax_backward<T>(const KernelTable<T>&, const T*, const T*, T*, index_t,     \
                                       index_t);                                                    \

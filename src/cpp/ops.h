@@ -27,6 +27,9 @@ void activation_backward(const KernelTable<T>& kt, Act act, T alpha, const T* x,
                          const T* dy, T* dx, index_t n);
 template <class T>
 void exp(const KernelTable<T>& kt, const T* x, T* y, index_t n);
+// True when x[0:n) holds no NaN or infinity (split over the pool).
+template <class T>
+bool all_finite(const KernelTable<T>& kt, const T* x, index_t n);
 template <class T>
 void softmax_forward(const KernelTable<T>& kt, const T* x, T* y, index_t rows, index_t cols);
 template <class T>

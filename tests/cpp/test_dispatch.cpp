@@ -32,6 +32,7 @@ void check_table(const KernelTable<T>& t) {
     CHECK(t.act_forward != nullptr);
     CHECK(t.act_backward != nullptr);
     CHECK(t.exp != nullptr);
+    CHECK(t.all_finite != nullptr);
     CHECK(t.axpy != nullptr);
     CHECK(t.softmax_forward != nullptr);
     CHECK(t.softmax_backward != nullptr);

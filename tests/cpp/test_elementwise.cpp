@@ -164,6 +164,34 @@ void test_exp(const KernelTable<T>& kt, Rng& rng) {
     }
 }
 
+// all_finite against std::isfinite: random finite bit patterns (subnormals, -0, the largest
+// values) give true, and one NaN, +inf or -inf anywhere (first, middle, last: every position of
+// the small sizes) gives false. The guards around the data are NaN, so a read past either end
+// would answer false for finite data.
+template <class T>
+void test_all_finite(const KernelTable<T>& kt, Rng& rng) {
+    std::vector<index_t> sizes(std::begin(kSizes), std::end(kSizes));
+    for (index_t n : {63, 64, 65, 129}) sizes.push_back(n);  // around 4 AVX-512 vectors per step
+    const T specials[] = {nntest::quiet_nan<T>(), std::numeric_limits<T>::infinity(),
+                          -std::numeric_limits<T>::infinity()};
+    for (index_t n : sizes) {
+        Scope scope("all_finite " + size_text(n));
+        Guarded<T> x(n, T(0));
+        for (index_t i = 0; i < n; ++i) x[i] = nntest::random_finite<T>(rng);
+        if (n > 2) x[1] = -T(0), x[2] = -std::numeric_limits<T>::max();
+        CHECK(kt.all_finite(x.data(), n));
+        for (index_t i = 0; i < n; ++i) {
+            if (n > 40 && i != 0 && i != n / 2 && i != n - 1) continue;
+            for (T special : specials) {
+                const T kept = x[i];
+                x[i] = special;
+                CHECK_MSG(!kt.all_finite(x.data(), n), "missed " << special << " at " << i);
+                x[i] = kept;
+            }
+        }
+    }
+}
+
 template <class T>
 void test_axpy(const KernelTable<T>& kt, Rng& rng) {
     const T a = T(-0.37);
@@ -441,6 +469,17 @@ void test_threaded_ops(const KernelTable<T>& kt, Rng& rng) {
             CHECK_MSG(same(direct, pooled), "exp differs from the direct kernel call");
         }
         {
+            // A non-finite value in any thread's chunk (at its ends too) is found.
+            Guarded<T> data = x;
+            CHECK(nncore::all_finite(kt, data.data(), n));
+            for (index_t i : {index_t(0), n / 3 - 1, n / 3, n / 2, n - 1}) {
+                const T kept = data[i];
+                data[i] = std::numeric_limits<T>::infinity();
+                CHECK_MSG(!nncore::all_finite(kt, data.data(), n), "all_finite missed inf at " << i);
+                data[i] = kept;
+            }
+        }
+        {
             const index_t rows = 301, cols = 331;  // enough rows per thread to split
             Guarded<T> direct(rows * cols, nntest::quiet_nan<T>()), pooled(rows * cols, nntest::quiet_nan<T>());
             kt.softmax_forward(x.data(), direct.data(), rows, cols);
@@ -461,6 +500,7 @@ void test_all(const KernelTable<T>& kt, Rng& rng) {
     test_act_forward(kt, rng);
     test_act_backward(kt, rng);
     test_exp(kt, rng);
+    test_all_finite(kt, rng);
     test_axpy(kt, rng);
     test_softmax_forward(kt, rng);
     test_softmax_backward(kt, rng);

@@ -561,3 +561,41 @@ def test_large_results_are_independent_writable_arrays_whose_memory_is_recycled(
     assert c.ctypes.data == address
     np.testing.assert_array_equal(c, np.maximum(-x, 0))
     assert (a == -1.0).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# all_finite (the finiteness check of fit and train, without numpy's boolean temporary)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(0,), (1,), (17,), (3, 5), (2, 3, 129), (100003,)], ids=str)
+def test_all_finite_matches_numpy(shape, dtype, rng):
+    x = rng.standard_normal(shape).astype(dtype)
+    if x.size:
+        x.flat[0] = np.finfo(dtype).max
+        x.flat[-1] = -np.finfo(dtype).tiny / 4  # subnormal
+    assert ops.all_finite(x) is True
+    for value in (np.nan, np.inf, -np.inf):
+        for position in sorted({0, x.size // 2, x.size - 1}) if x.size else []:
+            y = x.copy()
+            y.flat[position] = value
+            assert ops.all_finite(y) is False, (value, position)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_finite_reads_strided_views_and_scalars(dtype):
+    x = np.ones((6, 8), dtype)
+    x[1, 1] = np.nan  # outside the view below
+    view = x[::2, ::2]
+    assert ops.all_finite(view) is True
+    assert ops.all_finite(x.T) is False
+    assert ops.all_finite(np.array(2.0, dtype)) is True
+    assert ops.all_finite(np.array(np.inf, dtype)) is False
+    assert ops.all_finite([1.0, 2.0]) is True
+
+
+@pytest.mark.parametrize("kind", BAD_DTYPE_INPUTS, ids=str)
+def test_all_finite_rejects_non_float_dtypes(kind):
+    x = BAD_DTYPE_INPUTS[kind]
+    with pytest.raises(TypeError, match=rf"dtype float32 or float64, got {x.dtype}"):
+        ops.all_finite(x)
