@@ -49,9 +49,10 @@ struct Vec {
     static reg xorsign(reg a, reg b) { return std::signbit(b) ? -a : a; }
     static reg round(reg a) { return std::nearbyint(a); }
     // a * 2^n for integral n already clamped to the range the caller documents.
-    static reg scale2(reg a, reg n) { return std::ldexp(a, static_cast<int>(n)); }
-    // 2^n for integral n with a normal result.
-    static reg exp2i(reg n) { return std::ldexp(T(1), static_cast<int>(n)); }
+    // a 2^n for integral n; NaN for a NaN n (converting it to int would be undefined).
+    static reg scale2(reg a, reg n) { return n != n ? n : std::ldexp(a, static_cast<int>(n)); }
+    // 2^n for integral n with a normal result; NaN for a NaN n.
+    static reg exp2i(reg n) { return n != n ? n : std::ldexp(T(1), static_cast<int>(n)); }
     static mask lt(reg a, reg b) { return a < b; }
     static mask gt(reg a, reg b) { return a > b; }
     static mask ge(reg a, reg b) { return a >= b; }
