@@ -48,8 +48,8 @@ struct Vec {
     // a's own sign first).
     static reg xorsign(reg a, reg b) { return std::signbit(b) ? -a : a; }
     static reg round(reg a) { return std::nearbyint(a); }
-    // a * 2^n for integral n already clamped to the range the caller documents.
-    // a 2^n for integral n; NaN for a NaN n (converting it to int would be undefined).
+    // a * 2^n for integral n already clamped to the range the caller documents; NaN for a NaN n
+    // (converting it to int would be undefined).
     static reg scale2(reg a, reg n) { return n != n ? n : std::ldexp(a, static_cast<int>(n)); }
     // 2^n for integral n with a normal result; NaN for a NaN n.
     static reg exp2i(reg n) { return n != n ? n : std::ldexp(T(1), static_cast<int>(n)); }
