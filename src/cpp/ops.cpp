@@ -181,10 +181,11 @@ void scale(const KernelTable<T>& kt, T factor, T* x, index_t n) {
 // all the values laid end to end (before), the two halves of the MNIST MLP's update took 24-27 and
 // 42-50 us (2 threads, batch 64, SGD with momentum; Adam 43 and 80 us) though each held half the
 // values (the second held all of the 256 -> 128 layer, half of whose rows the other thread's GEMMs
-// had just read and written: the likely cause). Now both take 35-37 us (Adam 61-63 us). Every piece starts at a multiple
-// of 64 values from the parameter's start: the kernels' last, partial vector may round differently
-// from a whole one (the compiler contracts the two code paths differently), so every piece must
-// group the values into vectors as one call for the whole parameter does.
+// had just read and written: the likely cause). Now both take 35-37 us (Adam 61-63 us). Every
+// piece starts at a multiple of 64 values from the parameter's start: the kernels' last, partial
+// vector may round differently from a whole one (the compiler contracts the two code paths
+// differently), so every piece must group the values into vectors as one call for the whole
+// parameter does.
 template <class T, class Body>
 void parallel_parameters(const ParameterUpdate<T>* params, std::size_t count, Body&& body) {
     index_t total = 0;

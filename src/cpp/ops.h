@@ -86,9 +86,10 @@ struct ParameterUpdate {
     long long step = 1;  // Adam: this parameter's count after the update (AdamOptions::step is ignored)
 };
 
-// The updates above for `count` parameters at once, split over the pool as one array of all their
-// values: the same values as one call per parameter, in one parallel region instead of one per
-// parameter (of which the small ones, each below the size worth a thread, ran on one thread).
+// The updates above for `count` parameters at once, in one parallel region where each thread
+// updates its share of every parameter (see parallel_parameters in ops.cpp): the same values as one
+// call per parameter, without a region per parameter (of which the small ones, each below the size
+// worth a thread, ran on one thread).
 template <class T>
 void sgd_update(const KernelTable<T>& kt, const SgdOptions& o, const ParameterUpdate<T>* params, std::size_t count);
 template <class T>
