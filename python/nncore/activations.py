@@ -61,6 +61,7 @@ class _NativeActivation(Activation):
         return _core.activation_backward(self._kind, x, y, np.ones_like(x), self._alpha)
 
     def forward(self, input: np.ndarray) -> np.ndarray:
+        self._pending_forward = None
         self.input = layer_input(input, None, f"{type(self).__name__}.forward")
         self.output = _core.activation(self._kind, self.input, self._alpha)
         return self.output

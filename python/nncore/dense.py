@@ -59,6 +59,7 @@ class Dense(Layer):
         return f"Dense({self.input_size}, {self.output_size}, dtype={self.dtype.name})"
 
     def forward(self, input: np.ndarray) -> np.ndarray:
+        self._pending_forward = None
         where = f"Dense({self.input_size} -> {self.output_size}).forward"
         x = layer_input(input, self.dtype, where)
         self._rows = to_rows(x, self.input_size, where)

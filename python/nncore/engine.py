@@ -16,9 +16,10 @@ optimizer subclass) runs layer by layer in Python, unchanged.
 Switch: ``NNCORE_ENGINE=0`` in the environment, or ``nncore.engine.set_enabled(False)``, forces the
 Python path (``set_enabled(None)`` returns to the environment's choice).
 
-After an engine-run ``fit``/``train``/``predict`` the layers' ``input``/``output`` attributes are
-not updated (they keep what the last Python ``forward`` stored); ``forward``/``backward`` called by
-the user work as always.
+After an engine-run ``fit``/``train``/``Sequential.predict`` the layers' ``input``/``output``
+attributes are not updated (they keep what the last Python ``forward`` stored). After the classic
+``predict``, a layer's next ``backward`` first runs the pass again through the layers' ``forward``
+(see ``Layer._pending_forward``), so the user's own training loop around ``predict`` works.
 """
 
 from __future__ import annotations

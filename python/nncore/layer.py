@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,12 @@ class Layer:
     """
 
     training: bool = True
+    # Set by the classic ``predict`` on each layer of a network whose forward pass the native engine
+    # ran in place of the layers' own (keeping no layer inputs): runs that pass again through the
+    # layers' forward, so that a ``backward`` called next sees this sample's inputs and outputs, as
+    # the original training loop (``output = predict(network, x)``, then every layer's
+    # ``backward``) expects. A layer's own ``forward`` clears it.
+    _pending_forward: Optional[Callable[[], None]] = None
     # True for layers whose backward takes ``need_input_gradient=False`` (then fills only the
     # parameter gradients and returns None): Sequential.fit asks that of its first layer.
     _skips_input_gradient: bool = False
@@ -95,6 +101,8 @@ class Layer:
             _core.sgd_step(param, grad, lr)
 
     def _require_forward(self) -> None:
+        if self._pending_forward is not None:
+            self._pending_forward()
         if self.output is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
 

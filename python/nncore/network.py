@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -51,6 +52,7 @@ def predict(network: Sequence[Any], input: Any) -> np.ndarray:
     if type(network) is list:
         native = engine.predict_rows(None, network, input)
         if native is not None:
+            _ReplayForward.mark(network, input)
             return native
     layers = check_network(network, "predict")
     output = as_float_array(input, network_dtype(layers), "input", "predict")
@@ -58,10 +60,42 @@ def predict(network: Sequence[Any], input: Any) -> np.ndarray:
         raise ValueError(f"predict: got an empty input of shape {output.shape}")
     native = _engine_predict(network, layers, output)
     if native is not None:
+        _ReplayForward.mark(layers, output)
         return native
     for layer in layers:
         output = layer.forward(output)
     return output
+
+
+class _ReplayForward:
+    """A forward pass that the engine ran for ``predict`` in place of the layers' own, which keep no
+    inputs then: run again through the layers' ``forward`` (same values) when a layer's
+    ``backward`` needs them, i.e. when the caller's own loop back-propagates the prediction, as
+    the original classic training loop does (see ``Layer._pending_forward``)."""
+
+    __slots__ = ("layers", "x")
+
+    def __init__(self, layers: Sequence[Any], x: Any) -> None:
+        # Weakly: each layer holds this object, which must not keep the network alive in a cycle.
+        self.layers = tuple(weakref.ref(layer) for layer in layers)
+        self.x = x
+
+    @classmethod
+    def mark(cls, layers: Sequence[Any], x: Any) -> None:
+        replay = cls(layers, x)
+        for layer in layers:
+            layer._pending_forward = replay
+
+    def __call__(self) -> None:
+        layers = [ref() for ref in self.layers]
+        for layer in layers:
+            if layer is not None:
+                layer._pending_forward = None
+        if any(layer is None for layer in layers):
+            raise RuntimeError("backward after predict: a layer of the predicted network no longer exists")
+        output = self.x
+        for layer in layers:
+            output = layer.forward(output)
 
 
 def train(

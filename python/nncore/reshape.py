@@ -50,6 +50,7 @@ class Reshape(Layer):
         return {"input_shape": list(self.input_shape), "output_shape": list(self.output_shape)}
 
     def forward(self, input: np.ndarray) -> np.ndarray:
+        self._pending_forward = None
         x = np.asarray(input)
         if x.shape == self.input_shape:
             target = self.output_shape
@@ -80,6 +81,7 @@ class Flatten(Layer):
         return "Flatten()"
 
     def forward(self, input: np.ndarray) -> np.ndarray:
+        self._pending_forward = None
         x = layer_input(input, None, "Flatten.forward")
         if x.ndim < 2:
             raise ValueError(f"Flatten.forward: expected input of shape (batch, ...) with at least 2 dimensions, got {x.shape}")

@@ -381,6 +381,47 @@ def test_classic_binary_cross_entropy_and_single_sample_predict():
         assert a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+def _own_train(network, x, y, epochs, learning_rate):
+    """The original classic training loop, written out by a user around nncore's ``predict``."""
+    for _ in range(epochs):
+        for sample, target in zip(x, y):
+            output = nncore.predict(network, sample)
+            gradient = nncore.mse_prime(target, output)
+            for layer in reversed(network):
+                gradient = layer.backward(gradient, learning_rate)
+
+
+@pytest.mark.parametrize("columns", [True, False])
+def test_a_users_own_loop_around_predict_trains_as_on_the_python_path(columns):
+    # predict runs on the engine, which keeps no layer inputs: the backward that follows must still
+    # see this sample's (a forward run earlier by hand must not be used instead).
+    rng = np.random.default_rng(4)
+    x = rng.random((9, 5, 1) if columns else (9, 1, 5)).astype(np.float32)
+    y = rng.random((9, 2, 1) if columns else (9, 1, 2)).astype(np.float32)
+    results = []
+    for use_engine in (True, False):
+        engine.set_enabled(use_engine)
+        nncore.seed(3)
+        network = [Dense(5, 4), Tanh(), Dense(4, 2), Sigmoid()]
+        nncore.predict(network, x[-1] + 1)  # an earlier Python forward (engine off) or prediction
+        output = x[-1]
+        for layer in network:  # ... and one by hand
+            output = layer.forward(output)
+        _own_train(network, x, y, epochs=3, learning_rate=0.2)
+        results.append([a.tobytes() for layer in network for pair in layer.parameters() for a in pair])
+    assert results[0] == results[1]
+    # A fresh network: the first backward follows an engine predict and no forward at all.
+    engine.set_enabled(True)
+    network = [Dense(5, 3), ReLU(), Dense(3, 2)]
+    output = nncore.predict(network, x[0])
+    assert network[2].backward(np.ones_like(output), 0.1).shape == ((3, 1) if columns else (1, 3))
+    # A forward by hand after the prediction is what that layer's backward then uses.
+    network = [Dense(5, 3), ReLU(), Dense(3, 2)]
+    nncore.predict(network, x[0])
+    network[1].forward(np.full((3, 1) if columns else (1, 3), -1.0, np.float32))
+    assert not network[1].backward(np.ones((3, 1) if columns else (1, 3), np.float32)).any()
+
+
 def test_classic_nan_stop_is_the_same():
     x = np.ones((6, 3, 1), np.float32)
     x[4] = 1e30
