@@ -30,6 +30,7 @@ import weakref
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
 from . import _core, optim
 from . import losses as losses_module
@@ -117,9 +118,17 @@ def plan(layers: list[Any], allow_prefix: bool = True) -> Optional[Plan]:
         if not all(isinstance(a, np.ndarray) and a.dtype == dense.dtype for a in arrays):
             return None
         spec.append(arrays + (act, alpha))
-    if not spec or len({s[0].dtype for s in spec}) != 1:
+    if not spec or len({s[0].dtype for s in spec}) != 1 or _layers_share_memory(spec):
         return None
     return Plan(tuple(prefix), tuple(spec), spec[0][0].dtype, spec[0][0].shape[1], spec[-1][0].shape[0])
+
+
+def _layers_share_memory(spec: list[tuple[Any, ...]]) -> bool:
+    """Whether arrays of two different layers overlap (e.g. tied weights: one array in two Dense
+    layers). The layer-by-layer path then applies each layer's step to it in turn, which the
+    engine's per-sample path, holding a step back until the next forward, would not."""
+    spans = [(*byte_bounds(a), layer) for layer, s in enumerate(spec) for a in s[:4] if a.size]
+    return any(lo < hi2 and lo2 < hi and layer != layer2 for lo, hi, layer in spans for lo2, hi2, layer2 in spans)
 
 
 def engine_for(owner: Any, p: Plan) -> Any:

@@ -43,6 +43,20 @@ def check_network(network: Any, where: str) -> list[Any]:
     return list(network)
 
 
+def check_distinct_layers(layers: Sequence[Any], where: str) -> None:
+    """Raise ValueError when one layer object sits at two places of a network that is to be
+    trained: a layer keeps its forward input for its backward (and fills its gradients there), so
+    its second use would overwrite what the first one's backward needs."""
+    first: dict[int, int] = {}
+    for i, layer in enumerate(layers):
+        j = first.setdefault(id(layer), i)
+        if j != i:
+            raise ValueError(
+                f"{where}: layer {i} is the same {type(layer).__name__} object as layer {j}; a layer keeps its "
+                "forward input for its backward, so each place in the network needs its own layer object"
+            )
+
+
 def predict(network: Sequence[Any], input: Any) -> np.ndarray:
     """Run ``input`` (one sample, a batch, or nested lists) forward through every layer.
 
@@ -122,6 +136,7 @@ def train(
     """
     where = "train"
     layers = check_network(network, where)
+    check_distinct_layers(layers, where)
     dtype = network_dtype(layers)
     x = as_float_array(x_train, dtype, "x_train", where)
     y = as_float_array(y_train, dtype, "y_train", where)

@@ -19,7 +19,7 @@ from ._validation import as_float_array, check_positive_int
 from .activations import Softmax
 from .callbacks import Callback
 from .history import History
-from .network import check_network, network_dtype
+from .network import check_distinct_layers, check_network, network_dtype
 from .ops import all_finite
 from .serialization import load_layers, save_layers
 
@@ -216,6 +216,7 @@ class Sequential:
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"{where}: expected shuffle to be a bool, got {type(shuffle).__name__}")
         hooks, schedulers = _split_callbacks(callbacks, opt, where)
+        check_distinct_layers(self.layers, where)
         _warn_about_double_softmax(self.layers, loss_fn)
 
         inputs = self._inputs(x, where, check_finite=True)

@@ -412,3 +412,20 @@ def test_float64_data_beyond_the_float32_range():
         pass
     else:
         assert not np.isfinite(output).all()
+
+
+@pytest.mark.parametrize("where", ["train", "fit"])
+def test_one_layer_object_in_two_places_cannot_be_trained(where):
+    # Its second forward would overwrite the input that the first place's backward needs.
+    dense, tanh = nncore.Dense(3, 3), nncore.Tanh()
+    x, y = np.ones((4, 3), np.float32), np.zeros((4, 3), np.float32)
+    for network, message in (([dense, tanh, dense], "layer 2 is the same Dense object as layer 0"),
+                             ([nncore.Dense(3, 3), tanh, nncore.Dense(3, 3), tanh], "layer 3 is the same Tanh")):
+        before = dense.weights.copy()
+        with pytest.raises(ValueError, match=message):
+            if where == "train":
+                nncore.train(network, nncore.mse, nncore.mse_prime, x, y, epochs=1, verbose=False)
+            else:
+                nncore.Sequential(network).fit(x, y, loss="mse", optimizer="sgd", verbose=0)
+        assert np.array_equal(dense.weights, before)
+    assert nncore.predict([dense, tanh, dense], x).shape == (4, 3)  # predicting through it is fine

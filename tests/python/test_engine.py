@@ -422,6 +422,30 @@ def test_a_users_own_loop_around_predict_trains_as_on_the_python_path(columns):
     assert not network[1].backward(np.ones((3, 1) if columns else (1, 3), np.float32)).any()
 
 
+@pytest.mark.parametrize("tie", ["weights", "bias_view"])
+def test_layers_sharing_memory_train_as_on_the_python_path(tie):
+    # Tied weights: each layer's backward steps the shared array in turn on the layer-by-layer path,
+    # which the per-sample engine (holding a layer's step until its next forward) would not do.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3, 1)), rng.uniform(-0.5, 0.5, size=(6, 3, 1))
+    results = []
+    for use_engine in (True, False):
+        engine.set_enabled(use_engine)
+        nncore.seed(0)
+        d1, d2 = Dense(3, 3, dtype=np.float64), Dense(3, 3, dtype=np.float64)
+        if tie == "weights":
+            d2.weights = d1.weights
+        else:  # layer 2's bias is part of layer 1's weights
+            d2.bias = d1.weights[1]
+        network = [d1, Tanh(), d2]
+        assert engine.plan(network) is None
+        nncore.train(network, nncore.mse, nncore.mse_prime, x, y, epochs=3, learning_rate=0.2, verbose=False)
+        results.append([d1.weights.tobytes(), d2.weights.tobytes(), d1.bias.tobytes(), d2.bias.tobytes()])
+    assert results[0] == results[1]
+    engine.set_enabled(True)
+    assert engine.plan([Dense(3, 3), Tanh(), Dense(3, 3)]) is not None  # separate arrays: the engine
+
+
 def test_classic_nan_stop_is_the_same():
     x = np.ones((6, 3, 1), np.float32)
     x[4] = 1e30
