@@ -69,12 +69,22 @@ class Sequential:
         return [{name: np.array(value, copy=True) for name, value in _state_of(layer).items()} for layer in self.layers]
 
     def load_state(self, state: list[dict[str, np.ndarray]]) -> None:
-        """Copy what ``copy_state`` returned back into the parameters, in place."""
+        """Copy what ``copy_state`` returned back into the parameters, in place. All or nothing:
+        when a layer refuses its state, the layers before it get their previous values back."""
         if len(state) != len(self.layers):
             raise ValueError(f"Sequential.load_state: expected {len(self.layers)} layer states, got {len(state)}")
-        for layer, layer_state in zip(self.layers, state):
-            if layer_state or _state_of(layer):
-                layer.load_state_dict(layer_state)
+        previous = self.copy_state()
+        done = 0
+        try:
+            for layer, layer_state in zip(self.layers, state):
+                if layer_state or _state_of(layer):
+                    layer.load_state_dict(layer_state)
+                done += 1
+        except BaseException:
+            for layer, layer_state in zip(self.layers[:done], previous):
+                if layer_state:
+                    layer.load_state_dict(layer_state)
+            raise
 
     # -- running the network --------------------------------------------------------------------
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:

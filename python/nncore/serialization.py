@@ -34,6 +34,7 @@ import numpy as np
 import safetensors.numpy
 
 from ._files import atomic_write
+from ._random import generator_state_kept
 from .layer import LAYER_TYPES, Layer, registered_name
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "load_layers", "read_metadata", "save_layers"]
@@ -105,9 +106,14 @@ def save_layers(
         metadata, ((name, _dtype_code(a), a.shape, a) for name, a in tensors.items())
     )
     blob = safetensors.numpy.save(tensors, metadata=metadata)
-    # Read our own bytes back with the loader's checks, so a file that could not be loaded is
-    # never written in the first place.
-    _parse_model_bytes(blob, f"the bytes about to be written to {target}")
+    # Load our own bytes back as load_layers would (rebuilding every layer from its config, with
+    # nncore's random generator left as it was), so a file that could not be loaded (e.g. a layer
+    # whose weights were replaced by an array of another shape or dtype) is never written.
+    try:
+        with generator_state_kept():
+            _build_layers(_parse_model_bytes(blob, str(target)), target)
+    except ModelFileError as error:
+        raise ValueError(f"save_layers: nothing written, the file would not load back: {error}") from error
     if not target.parent.is_dir():
         raise FileNotFoundError(
             f"save_layers: cannot save to {target}: the directory {target.parent} does not exist"
@@ -258,7 +264,10 @@ def load_layers(path: PathLike) -> list[Layer]:
     that does not exist raises ModelFileError too, which is also a FileNotFoundError.
     """
     source = Path(os.fspath(path))
-    parsed = _parse_model_bytes(_read_file(source), str(source))
+    return _build_layers(_parse_model_bytes(_read_file(source), str(source)), source)
+
+
+def _build_layers(parsed: "_ParsedModel", source: Path) -> list[Layer]:
     layers = []
     for index, entry in enumerate(parsed.architecture):
         layers.append(_build_layer(index, entry, parsed.tensors, source))

@@ -379,3 +379,17 @@ def test_a_failed_fit_leaves_the_model_in_inference_mode():
         model.fit(x, np.full(10, 7), loss="cross_entropy", verbose=0)
     assert not any(layer.training for layer in model.layers)
     assert math.isfinite(model.evaluate(x, y, loss="cross_entropy")["loss"])
+
+
+def test_load_state_is_all_or_nothing():
+    nncore.seed(0)
+    source = Sequential([Dense(4, 8), ReLU(), Dense(8, 3)])
+    target = Sequential([Dense(4, 8), ReLU(), Dense(8, 5)])  # the last layer does not fit
+    before = target.copy_state()
+    with pytest.raises(ValueError, match=r"must have shape \(5, 8\).*got shape \(3, 8\)"):
+        target.load_state(source.copy_state())
+    for old, now in zip(before, target.copy_state()):
+        assert old.keys() == now.keys() and all(np.array_equal(old[k], now[k]) for k in old)
+    target.load_state(before)  # and a fitting state loads
+    with pytest.raises(ValueError, match="expected 3 layer states, got 2"):
+        target.load_state(before[:2])

@@ -381,12 +381,37 @@ def test_scalar_empty_and_dotted_parameters_round_trip(tmp_path):
 
 
 def test_non_native_byte_order_is_saved_as_its_values(tmp_path):
-    layer = ConfigOf()
-    layer.config, layer.state = {}, {"w": np.arange(4, dtype=">f8")}
+    layer = Dense(2, 2, dtype=np.float64)
+    layer.weights = np.arange(4, dtype=">f8").reshape(2, 2)
     save_layers([layer], tmp_path / "m.safetensors")
     np.testing.assert_array_equal(
-        safetensors.numpy.load_file(tmp_path / "m.safetensors")["layers.0.w"], np.arange(4.0)
+        safetensors.numpy.load_file(tmp_path / "m.safetensors")["layers.0.weights"], [[0.0, 1.0], [2.0, 3.0]]
     )
+    np.testing.assert_array_equal(load_layers(tmp_path / "m.safetensors")[0].weights, [[0.0, 1.0], [2.0, 3.0]])
+
+
+@pytest.mark.parametrize(
+    "replace, pattern",
+    [
+        (lambda d: setattr(d, "weights", np.zeros((3, 4))), r"'weights' is stored with shape \(3, 4\) and dtype float64.*needs shape \(3, 4\) and dtype float32"),
+        (lambda d: setattr(d, "weights", np.zeros((4, 3), np.float32)), r"'weights' is stored with shape \(4, 3\).*needs shape \(3, 4\)"),
+        (lambda d: setattr(d, "config", None) or setattr(d, "get_config", lambda: {"input_size": 4, "output_size": 2}), r"needs shape \(2, 4\)"),
+    ],
+)
+def test_a_model_that_would_not_load_back_is_not_saved(tmp_path, replace, pattern):
+    # e.g. weights replaced by what np.load or numpy arithmetic gave: refused before any write, so
+    # the good file saved earlier stays; and saving leaves nncore's random generator as it was.
+    path = tmp_path / "m.safetensors"
+    nncore.seed(1)
+    network = [Dense(4, 3), Tanh()]
+    save_layers(network, path)
+    good = path.read_bytes()
+    replace(network[0])
+    state = nncore._random.generator().bit_generator.state
+    with pytest.raises(ValueError, match="nothing written, the file would not load back: .*" + pattern):
+        save_layers(network, path)
+    assert nncore._random.generator().bit_generator.state == state
+    _assert_nothing_written(tmp_path, {"m.safetensors": good})
 
 
 @pytest.mark.parametrize(
