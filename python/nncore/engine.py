@@ -373,6 +373,6 @@ def logs_of(result: dict[str, Any], samples: int, classification: bool) -> dict[
 
 def evaluate(data: Data, batch_size: int) -> dict[str, float]:
     result = data.engine.run_epoch(
-        data.x, data.y, None, batch_size, data.loss, count_accuracy=data.classification
+        data.x, data.y, None, min(batch_size, len(data.x)), data.loss, count_accuracy=data.classification
     )
     return logs_of(result, len(data.x), data.classification)

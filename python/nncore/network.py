@@ -156,6 +156,7 @@ def train(
         raise TypeError(f"{where}: loss and loss_prime must be callables, e.g. nncore.mse and nncore.mse_prime")
 
     n_samples = len(x)
+    batch_size = min(batch_size, n_samples)  # (larger is the same one batch; the engine counts in int64)
     history: list[float] = []
     native = _classic_engine(network, layers, loss, loss_prime, x, y)
     if native is not None:
@@ -166,7 +167,7 @@ def train(
             if result["failed_batch"] is not None:
                 start = result["failed_batch"] * batch_size
                 count = min(batch_size, n_samples - start)
-                raise _diverged(where, result["failed_value"], epoch, start, count)
+                raise _diverged(where, result["failed_value"], epoch, start, count, order)
             history.append(result["loss_sum"] / n_samples)
             if verbose:
                 print(f"{epoch + 1}/{epochs}, error={history[-1]}")
@@ -187,7 +188,7 @@ def train(
                 output = layer.forward(output)
             batch_error = float(loss(yb, output))
             if not math.isfinite(batch_error):
-                raise _diverged(where, batch_error, epoch, start, count)
+                raise _diverged(where, batch_error, epoch, start, count, order)
             error += batch_error * count
             gradient = loss_prime(yb, output)
             for layer in reversed(layers):
@@ -199,10 +200,17 @@ def train(
     return history
 
 
-def _diverged(where: str, value: float, epoch: int, start: int, count: int) -> FloatingPointError:
+def _diverged(where: str, value: float, epoch: int, start: int, count: int, order: Any) -> FloatingPointError:
+    """The error for a non-finite loss on the batch at positions start.. of the epoch's order
+    (named by the samples' indices in x_train: a range, or the shuffled indices themselves)."""
+    if order is None:
+        samples = f"samples {start}..{start + count - 1}"
+    else:
+        picked = [int(i) for i in order[start : start + count]]
+        shown = ", ".join(map(str, picked[:8])) + (", ..." if count > 8 else "")
+        samples = f"{'sample' if count == 1 else 'samples'} {shown} of x_train (shuffled)"
     return FloatingPointError(
-        f"{where}: the loss became {value} at epoch {epoch + 1}, samples "
-        f"{start}..{start + count - 1}; lower the learning rate or check the data"
+        f"{where}: the loss became {value} at epoch {epoch + 1}, {samples}; lower the learning rate or check the data"
     )
 
 

@@ -332,6 +332,7 @@ class Sequential:
         ``progress`` is (epoch, epochs, verbose)."""
         epoch, epochs, verbose = progress
         n = len(data.x)
+        batch_size = min(batch_size, n)  # (larger is the same one batch; the engine counts in int64)
         n_batches = -(-n // batch_size)
         order = generator().permutation(n) if shuffle else None
         state = engine.OptimizerState(opt, engine.parameters_of(data.plan), f"{type(opt).__name__}.step")

@@ -1248,7 +1248,7 @@ private:
         a.n = x.shape(0);
         if (batch_size < 1) throw py::value_error("Engine.run_epoch: expected batch_size >= 1, got " + std::to_string(batch_size));
         a.batch_size = batch_size;
-        const index_t n_batches = (a.n + batch_size - 1) / batch_size;
+        const index_t n_batches = a.n / batch_size + (a.n % batch_size != 0);  // (n + b - 1) / b overflows
         a.first_batch = first_batch;
         a.last_batch = last_batch_obj.is_none() ? n_batches : last_batch_obj.cast<index_t>();
         if (a.first_batch < 0 || a.last_batch > n_batches || a.first_batch > a.last_batch)

@@ -429,3 +429,18 @@ def test_one_layer_object_in_two_places_cannot_be_trained(where):
                 nncore.Sequential(network).fit(x, y, loss="mse", optimizer="sgd", verbose=0)
         assert np.array_equal(dense.weights, before)
     assert nncore.predict([dense, tanh, dense], x).shape == (4, 3)  # predicting through it is fine
+
+
+@pytest.mark.parametrize("use_engine", [True, False])
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_a_shuffled_divergence_names_the_samples_of_x_train(use_engine, batch_size):
+    x = np.zeros((6, 2))
+    x[4] = 1e200  # only x_train[4] overflows
+    nncore.engine.set_enabled(use_engine)
+    try:
+        nncore.seed(5)
+        with pytest.raises(FloatingPointError, match=r"epoch 1, samples? (\d+, )?4(, \d+)? of x_train \(shuffled\)"):
+            train([Dense(2, 1, dtype=np.float64)], mse, mse_prime, x, np.zeros((6, 1)), epochs=1, learning_rate=0.1,
+                  verbose=False, shuffle=True, batch_size=batch_size)
+    finally:
+        nncore.engine.set_enabled(None)

@@ -611,3 +611,21 @@ def test_single_sample_sgd_step_is_the_rank_one_update():
         want = before.astype(np.float64) - 0.25 * np.outer(g[0], x[0])
         np.testing.assert_allclose(dense.weights, want, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
         np.testing.assert_array_equal(dense.weights_gradient, np.outer(g[0], x[0]).astype(dtype))
+
+
+@pytest.mark.parametrize("huge", [2**63 - 1, 2**63 + 5, 2**64])
+def test_a_batch_size_beyond_int64_is_one_batch_of_everything(huge):
+    # The engine counts batches in int64: (n + batch_size - 1) overflowed, and 2**64 did not convert.
+    rng = np.random.default_rng(0)
+    x, y = rng.random((20, 4), dtype=np.float32), rng.integers(0, 3, 20)
+    results = []
+    for batch_size in (20, huge):
+        nncore.seed(0)
+        model = Sequential([Dense(4, 8), ReLU(), Dense(8, 3)])
+        history = model.fit(x, y, batch_size=batch_size, epochs=2, loss="cross_entropy", optimizer="sgd", verbose=0)
+        network = [Dense(4, 3), Tanh()]
+        errors = nncore.train(network, nncore.mse, nncore.mse_prime, x, np.eye(3, dtype=np.float32)[y], epochs=2,
+                              batch_size=batch_size, verbose=False)
+        results.append((history.history, model.evaluate(x, y, batch_size=batch_size), errors,
+                        [a.tobytes() for a in (model[0].weights, network[0].weights)]))
+    assert results[0] == results[1]
