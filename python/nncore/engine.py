@@ -138,7 +138,7 @@ def engine_for(owner: Any, p: Plan) -> Any:
         spec, engine = cached
         if len(spec) == len(p.spec) and all(
             all(a is b for a, b in zip(old[:4], new[:4])) and old[4:] == new[4:] for old, new in zip(spec, p.spec)
-        ):
+        ) and engine.unchanged():
             return engine
     try:
         engine = _core.Engine([tuple(s) for s in p.spec])
@@ -194,6 +194,7 @@ def predictor(owner: Any, layers: list[Any], allow_prefix: bool = True) -> Optio
         and memo[0] is allow_prefix
         and memo[1]() is layers[0]
         and _core.same_attributes(layers, memo[2][0], memo[2][1])
+        and memo[3][1].unchanged()
     ):
         return memo[3]
     p = plan(layers, allow_prefix)

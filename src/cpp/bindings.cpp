@@ -1165,6 +1165,8 @@ public:
             params_.push_back(w);
             params_.push_back(b);
             keep_.append(py::make_tuple(w, b, dw, db));
+            for (const py::array& a : {w, b, dw, db}) layouts_.push_back({a, a.data(), {a.shape(), a.shape() + a.ndim()},
+                                                                        {a.strides(), a.strides() + a.ndim()}, a.writeable()});
             if (kind_ == Float::f32)
                 f32.push_back({in, out, static_cast<float*>(w.mutable_data()), static_cast<float*>(b.mutable_data()),
                                static_cast<float*>(dw.mutable_data()), static_cast<float*>(db.mutable_data()), act,
@@ -1179,6 +1181,15 @@ public:
 
     py::dtype dtype() const { return kind_ == Float::f32 ? py::dtype::of<float>() : py::dtype::of<double>(); }
     index_t input_size() const { return input_size_; }
+
+    // Whether every array the engine was built from still has the layout it had then: numpy lets
+    // code change an array's shape or strides, or make it read-only, in place (a.shape = ...,
+    // a.flags.writeable = False), which the raw pointers held here would not follow.
+    bool unchanged() const {
+        for (const Layout& l : layouts_)
+            if (!l.unchanged()) return false;
+        return true;
+    }
     index_t output_size() const { return output_size_; }
     std::size_t workspace_bytes() const { return f32_ ? f32_->workspace_bytes() : f64_->workspace_bytes(); }
 
@@ -1398,6 +1409,21 @@ private:
     index_t input_size_ = 0, output_size_ = 0;
     std::vector<py::array> params_;  // weights0, bias0, weights1, ...
     py::list keep_;
+    // An array the engine holds (also in keep_) and its layout when the engine was built.
+    struct Layout {
+        py::array array;
+        const void* data;
+        std::vector<py::ssize_t> shape, strides;
+        bool writeable;
+        bool unchanged() const {
+            if (array.data() != data || array.writeable() != writeable || array.ndim() != static_cast<py::ssize_t>(shape.size()))
+                return false;
+            for (std::size_t d = 0; d < shape.size(); ++d)
+                if (array.shape(d) != shape[d] || array.strides(d) != strides[d]) return false;
+            return true;
+        }
+    };
+    std::vector<Layout> layouts_;
     std::unique_ptr<Engine<float>> f32_;
     std::unique_ptr<Engine<double>> f64_;
 };
@@ -1540,6 +1566,7 @@ PYBIND11_MODULE(_core, m) {
     py::class_<PyEngine>(m, "Engine")
         .def(py::init<const py::list&>(), arg("layers"))
         .def_property_readonly("dtype", &PyEngine::dtype)
+        .def("unchanged", &PyEngine::unchanged)
         .def_property_readonly("input_size", &PyEngine::input_size)
         .def_property_readonly("output_size", &PyEngine::output_size)
         .def_property_readonly("workspace_bytes", &PyEngine::workspace_bytes)

@@ -629,3 +629,30 @@ def test_a_batch_size_beyond_int64_is_one_batch_of_everything(huge):
         results.append((history.history, model.evaluate(x, y, batch_size=batch_size), errors,
                         [a.tobytes() for a in (model[0].weights, network[0].weights)]))
     assert results[0] == results[1]
+
+
+def test_a_cached_engine_follows_arrays_changed_in_place():
+    # numpy lets code make an array read-only or reshape it in place; the engine holds raw pointers.
+    x, y = np.ones((6, 4), np.float32), np.zeros((6, 8), np.float32)
+    nncore.seed(0)
+    model = Sequential([Dense(4, 8), Tanh()])
+    model.fit(x, y, loss="mse", optimizer="sgd", verbose=0)
+    model.predict(x[:1])
+    weights = model[0].weights
+    weights.flags.writeable = False
+    before = weights.copy()
+    with pytest.raises(ValueError, match="writable|read-only"):
+        model.fit(x, y, loss="mse", optimizer="sgd", verbose=0)
+    assert np.array_equal(weights, before)
+    weights.flags.writeable = True
+    model[0].weights_gradient.shape = (4, 8)  # the same values, now the wrong shape
+    with pytest.raises(ValueError, match=r"\(4, 8\)"):
+        model.fit(x, y, loss="mse", optimizer="sgd", verbose=0)
+    model[0].weights_gradient.shape = (8, 4)
+    network = [Dense(4, 8), Tanh()]
+    for run in (lambda: nncore.predict(network, x[0]), lambda: model.predict(x[:1])):
+        run()
+        network[0].weights.shape = model[0].weights.shape = (2, 16)
+        with pytest.raises(ValueError, match=r"weights of shape \(2, 16\)"):
+            run()
+        network[0].weights.shape = model[0].weights.shape = (8, 4)
