@@ -94,6 +94,8 @@ def plan(layers: list[Any], allow_prefix: bool = True) -> Optional[Plan]:
     """The engine's view of ``layers``, or None when some layer needs the Python path."""
     if not enabled():
         return None
+    if any("forward" in getattr(layer, "__dict__", ()) or "backward" in getattr(layer, "__dict__", ()) for layer in layers):
+        return None  # one instance's own forward or backward, which the engine would not run
     i = 0
     prefix = []
     while allow_prefix and i < len(layers) and type(layers[i]) in (Flatten, Reshape):
@@ -163,7 +165,8 @@ def _watched(layers: list[Any]) -> tuple[tuple[tuple[str, ...], ...], tuple[Any,
     calls: each layer object and its type, a Dense layer's arrays and dtype, an activation's kind
     and slope, a Reshape's shapes. As (attribute names per layer, the objects in order) for
     ``_core.same_attributes``, which compares by identity, so a change (even to an equal new
-    object) only costs a fresh plan."""
+    object) only costs a fresh plan. It also sees a forward or backward set on one layer object
+    after the plan was made."""
     names = tuple(_WATCHED_ATTRIBUTES.get(type(layer), ()) for layer in layers)
     expected: list[Any] = []
     for i, (layer, attributes) in enumerate(zip(layers, names)):

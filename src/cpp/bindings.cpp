@@ -1446,6 +1446,21 @@ double fma_peak_py(const std::string& dtype, double seconds, int threads) {
 // a third of the C++ forward. names[i] is a tuple of attribute names of layers[i]; expected holds,
 // per layer, the layer itself (skipped for layer 0, which the caller checks), its type, then the
 // attribute values in the order of names[i].
+// Whether the object's own attributes hold a forward or backward (one instance's override of its
+// class's method), which the engine would not run.
+bool overrides_forward_or_backward(PyObject* layer) {
+    static PyObject* const forward = PyUnicode_InternFromString("forward");
+    static PyObject* const backward = PyUnicode_InternFromString("backward");
+    PyObject* dict = PyObject_GenericGetDict(layer, nullptr);
+    if (dict == nullptr) {
+        PyErr_Clear();
+        return false;
+    }
+    const bool found = PyDict_GetItem(dict, forward) != nullptr || PyDict_GetItem(dict, backward) != nullptr;
+    Py_DECREF(dict);
+    return found;
+}
+
 bool same_attributes(const py::sequence& layers, const py::tuple& names, const py::tuple& expected) {
     const std::size_t count = layers.size();
     if (count != names.size()) return false;
@@ -1456,6 +1471,7 @@ bool same_attributes(const py::sequence& layers, const py::tuple& names, const p
         if (k + 2 + attributes.size() > expected.size()) return false;
         if (i > 0 && !layer.is(expected[k])) return false;
         if (reinterpret_cast<PyObject*>(Py_TYPE(layer.ptr())) != expected[k + 1].ptr()) return false;
+        if (overrides_forward_or_backward(layer.ptr())) return false;
         k += 2;
         for (const auto& name : attributes) {
             PyObject* value = PyObject_GetAttr(layer.ptr(), name.ptr());

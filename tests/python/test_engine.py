@@ -656,3 +656,26 @@ def test_a_cached_engine_follows_arrays_changed_in_place():
         with pytest.raises(ValueError, match=r"weights of shape \(2, 16\)"):
             run()
         network[0].weights.shape = model[0].weights.shape = (8, 4)
+
+
+def test_a_forward_or_backward_set_on_one_layer_object_is_run():
+    # e.g. switching one activation off for an ablation: the engine would run the class's kernel.
+    x = np.array([[1.0], [2.0]], np.float32)
+    nncore.seed(0)
+    network = [Dense(2, 3), Tanh(), Dense(3, 1)]
+    model = Sequential(list(network))
+    plain = nncore.predict(network, x)
+    model.predict(x.T)  # both cached now
+    network[1].forward = lambda value: np.zeros_like(value)
+    assert engine.plan(network) is None
+    expected = network[2].bias.reshape(1, 1)  # every hidden value zeroed: the last bias alone
+    assert np.array_equal(nncore.predict(network, x), expected)
+    assert np.array_equal(model.predict(x.T), expected)
+    del network[1].forward
+    assert np.array_equal(nncore.predict(network, x), plain)
+    calls = []
+    original = network[0].backward
+    network[0].backward = lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs)
+    nncore.train(network, nncore.mse, nncore.mse_prime, x[None], np.ones((1, 1, 1), np.float32), epochs=2,
+                 verbose=False)
+    assert len(calls) == 2
