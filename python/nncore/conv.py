@@ -108,6 +108,7 @@ class Conv2D(Layer):
         Returns the input gradient, or None (not computed) with ``need_input_gradient=False``."""
         where = self._where("backward")
         self._require_forward()
+        self._check_gradients_apart(where)
         gradient = layer_input(output_gradient, self.dtype, where, "output_gradient")
         check_gradient_shape(gradient, self.output.shape, where)
         input_gradient, _, _ = _core.conv2d_backward(
@@ -212,6 +213,7 @@ class Convolutional(Layer):
         """Fill ``kernels_gradient`` and ``biases_gradient``; apply SGD when ``learning_rate`` is given."""
         where = "Convolutional.backward"
         self._require_forward()
+        self._check_gradients_apart(where)
         gradient = layer_input(output_gradient, self.dtype, where, "output_gradient")
         check_gradient_shape(gradient, self.output.shape, where)
         g = gradient[np.newaxis] if self._single else gradient

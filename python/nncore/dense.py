@@ -73,6 +73,7 @@ class Dense(Layer):
         Returns the input gradient, or None (not computed) with ``need_input_gradient=False``."""
         where = f"Dense({self.input_size} -> {self.output_size}).backward"
         self._require_forward()
+        self._check_gradients_apart(where)
         assert self._rows is not None
         gradient = layer_input(output_gradient, self.dtype, where, "output_gradient")
         check_gradient_shape(gradient, self.output.shape, where)

@@ -100,6 +100,18 @@ class Layer:
         for param, grad in self.parameters():
             _core.sgd_step(param, grad, lr)
 
+    def _check_gradients_apart(self, where: str) -> None:
+        """backward fills the gradients before it steps any parameter, so a gradient array that
+        shares memory with a parameter (``layer.bias_gradient = layer.bias``) would overwrite it."""
+        pairs = self.parameters()
+        for i, (_, gradient) in enumerate(pairs):
+            for j, (parameter, _) in enumerate(pairs):
+                if np.may_share_memory(gradient, parameter):
+                    raise ValueError(
+                        f"{where}: the gradient of parameter {i} (shape {np.shape(gradient)}) shares memory with "
+                        f"parameter {j} (shape {np.shape(parameter)}); each needs its own array"
+                    )
+
     def _require_forward(self) -> None:
         if self._pending_forward is not None:
             self._pending_forward()

@@ -444,3 +444,21 @@ def test_a_shuffled_divergence_names_the_samples_of_x_train(use_engine, batch_si
                   verbose=False, shuffle=True, batch_size=batch_size)
     finally:
         nncore.engine.set_enabled(None)
+
+
+@pytest.mark.parametrize("make, x, tie", [
+    (lambda: nncore.Dense(3, 2), np.ones((1, 3), np.float32), lambda l: setattr(l, "bias_gradient", l.bias)),
+    (lambda: nncore.Dense(3, 2), np.ones((1, 3), np.float32), lambda l: setattr(l, "bias_gradient", l.weights[0])),
+    (lambda: nncore.Conv2D(1, 2, 3), np.ones((1, 1, 5, 5), np.float32), lambda l: setattr(l, "bias_gradient", l.bias)),
+    (lambda: nncore.Convolutional((1, 5, 5), 3, 2), np.ones((1, 5, 5)),
+     lambda l: setattr(l, "biases_gradient", l.biases)),
+])
+def test_a_gradient_sharing_memory_with_a_parameter_is_refused(make, x, tie):
+    # backward writes the gradient first: the parameter would be overwritten before its step.
+    layer = make()
+    tie(layer)
+    output = layer.forward(x)
+    before = [p.copy() for p, _ in layer.parameters()]
+    with pytest.raises(ValueError, match="shares memory with parameter"):
+        layer.backward(np.ones_like(output), 0.1)
+    assert all(np.array_equal(a, p) for a, (p, _) in zip(before, layer.parameters()))
