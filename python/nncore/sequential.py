@@ -235,6 +235,9 @@ class Sequential:
         if validation is not None and validation_data is None:
             n_train = len(inputs) - len(validation[0])
             inputs, targets = inputs[:n_train], targets[:n_train]
+        self._check_targets_fit(loss_fn, inputs, targets, batch_size, where)
+        if validation is not None:
+            self._check_targets_fit(loss_fn, validation[0], validation[1], batch_size, f"{where} (validation data)")
         if seed is not None:
             seed_generator(seed)
 
@@ -394,6 +397,25 @@ class Sequential:
         if targets.dtype.kind == "f" and not all_finite(targets):
             raise ValueError(f"{where}: y contains NaN or infinity")
         return targets
+
+    def _check_targets_fit(
+        self, loss_fn: losses_module.Loss, inputs: np.ndarray, targets: np.ndarray, batch_size: int, where: str
+    ) -> None:
+        """What a later batch (or the validation pass after the first epoch) would refuse, refused
+        before any parameter changes: the first batch through the network and the loss (their shape
+        checks), then every class label against the network's number of outputs."""
+        try:
+            output = self.predict(inputs[:batch_size])
+            loss_fn(targets[:batch_size], output)
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{where}: the first {min(batch_size, len(inputs))} samples do not go through: {error}") from error
+        if isinstance(loss_fn, losses_module.CrossEntropy) and targets.ndim == 1 and output.ndim == 2:
+            outside = np.flatnonzero((targets < 0) | (targets >= output.shape[1]))
+            if outside.size:
+                raise ValueError(
+                    f"{where}: the class label {targets[outside[0]]} of sample {outside[0]} is outside 0..{output.shape[1] - 1} "
+                    f"(the network has {output.shape[1]} outputs; {outside.size} labels are outside)"
+                )
 
     def _validation(
         self,

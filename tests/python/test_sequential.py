@@ -393,3 +393,24 @@ def test_load_state_is_all_or_nothing():
     target.load_state(before)  # and a fitting state loads
     with pytest.raises(ValueError, match="expected 3 layer states, got 2"):
         target.load_state(before[:2])
+
+
+@pytest.mark.parametrize("case", ["label", "negative label", "validation features", "validation label"])
+def test_fit_refuses_bad_targets_and_validation_data_before_training(case):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((100, 4), dtype=np.float32), rng.integers(0, 3, 100)
+    validation = None
+    if case == "label":
+        y[95], message = 7, r"class label 7 of sample 95 is outside 0..2"
+    elif case == "negative label":
+        y[40], message = -1, r"class label -1 of sample 40 is outside 0..2"
+    elif case == "validation features":
+        validation, message = (x[:10, :3], y[:10]), r"\(validation data\): the first 10 samples do not go through"
+    else:
+        validation, message = (x[:10], np.full(10, 9)), r"\(validation data\).*label 9"
+    nncore.seed(0)
+    model = Sequential([Dense(4, 8), ReLU(), Dense(8, 3)])
+    before = model.copy_state()
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, batch_size=10, shuffle=False, loss="cross_entropy", validation_data=validation, verbose=0)
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(before, model.copy_state()) for k in a)
