@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
+import threading
 import time
 import warnings
-from typing import Any, Iterable, Optional, Sequence, Union
+import weakref
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -25,6 +28,28 @@ from .serialization import load_layers, save_layers
 
 PathLike = Union[str, "os.PathLike[str]"]
 Data = Any  # numpy arrays or nested lists
+
+
+# One lock per model, held by fit for its whole run and by predict/evaluate on the layer-by-layer
+# path: layers keep their forward inputs for backward, so a prediction from another thread during
+# a fit would replace the inputs the fit's backward then reads. (The engine keeps nothing on the
+# layers and has its own lock; its single-sample predict does not take this one.)
+_model_locks: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_model_locks_guard = threading.Lock()
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _holding_model_lock(method: _Method) -> _Method:
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _model_locks_guard:
+            lock = _model_locks.get(self)
+            if lock is None:
+                lock = _model_locks[self] = threading.RLock()
+        with lock:
+            return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 class Sequential:
@@ -143,6 +168,7 @@ class Sequential:
         self._set_training(False)
         return runner.predict(rows[0]).reshape((len(inputs),) + rows[1])
 
+    @_holding_model_lock
     def _predict_rows(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
         if batch_size >= len(inputs):
             return np.array(self.forward(inputs, training=False), copy=True)
@@ -171,6 +197,12 @@ class Sequential:
         if data is not None:
             self._set_training(False)
             return engine.evaluate(data, batch_size)
+        return self._evaluate_layers(loss_fn, inputs, targets, batch_size)
+
+    @_holding_model_lock
+    def _evaluate_layers(
+        self, loss_fn: losses_module.Loss, inputs: np.ndarray, targets: np.ndarray, batch_size: int
+    ) -> dict[str, float]:
         meter = _Meter(loss_fn)
         for start in range(0, len(inputs), batch_size):
             outputs = self.forward(inputs[start : start + batch_size], training=False)
@@ -179,6 +211,7 @@ class Sequential:
         return meter.logs()
 
     # -- training -------------------------------------------------------------------------------
+    @_holding_model_lock
     def fit(
         self,
         x: Data,

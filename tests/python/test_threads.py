@@ -59,3 +59,40 @@ def test_concurrent_predict_matches_serial():
         assert len(results[i]) == iterations
         for got in results[i]:
             assert got.shape == expected.shape and np.array_equal(got, expected), f"thread {i}"
+
+
+def test_predict_and_evaluate_from_another_thread_wait_for_a_layer_by_layer_fit():
+    # Dropout keeps the model on the layer-by-layer path, where layers hold their forward inputs
+    # for backward: a prediction in between would replace them.
+    from nncore import Dropout, ReLU, Sequential
+    from nncore.optim import SGD
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((600, 16), dtype=np.float32), rng.integers(0, 4, 600)
+
+    def make():
+        nncore.seed(0)
+        return Sequential([Dense(16, 32), ReLU(), Dropout(0.0), Dense(32, 4)])
+
+    def fit(model):
+        model.fit(x, y, loss="cross_entropy", optimizer=SGD(0.1), epochs=2, batch_size=8, shuffle=False, verbose=0)
+
+    serial = make()
+    fit(serial)
+    model = make()
+    stop = threading.Event()
+    outputs = []
+
+    def other():
+        while not stop.is_set():
+            outputs.append(model.predict(x[:8]))
+            model.evaluate(x[:8], y[:8], loss="cross_entropy")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        fit(model)
+    finally:
+        stop.set()
+        thread.join()
+    assert outputs and np.array_equal(model[0].weights, serial[0].weights)
