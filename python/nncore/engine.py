@@ -233,9 +233,16 @@ def predict_rows(owner: Any, layers: list[Any], x: Any) -> Optional[np.ndarray]:
         return None
     if x.shape[1] == p.input_size:
         return runner.predict(x)
-    if owner is None and x.shape == (p.input_size, 1):
+    if owner is None and x.shape == (p.input_size, 1) and columns_survive(p):
         return runner.predict(x.reshape(1, p.input_size)).reshape(p.output_size, 1)
     return None
+
+
+def columns_survive(p: Plan) -> bool:
+    """Whether a classic column sample ``(features, 1)`` stays a column through every layer on the
+    layer-by-layer path: a Dense layer with one input reads its ``(1, 1)`` input as a row and so
+    gives a row, and the engine must give what that path gives."""
+    return all(s[0].shape[1] > 1 for s in p.spec)
 
 
 def input_rows(p: Plan, x: np.ndarray, batched: bool = True) -> Optional[tuple[np.ndarray, tuple[int, ...]]]:
@@ -255,7 +262,7 @@ def input_rows(p: Plan, x: np.ndarray, batched: bool = True) -> Optional[tuple[n
             sample = layer.output_shape
     if sample == (p.input_size,):
         out_sample: tuple[int, ...] = (p.output_size,)
-    elif sample == (p.input_size, 1):
+    elif sample == (p.input_size, 1) and columns_survive(p):
         out_sample = (p.output_size, 1)
     else:
         return None

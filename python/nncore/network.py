@@ -246,4 +246,6 @@ def _engine_predict(owner: Any, layers: list[Any], x: np.ndarray) -> Any:
         rows = to_rows(x, p.input_size, "predict")
     except ValueError:
         return None  # the layer-by-layer path raises its own, more specific, error
+    if rows.kind in ("column", "columns") and not engine.columns_survive(p):
+        return None
     return rows.restore(runner.predict(rows.rows))

@@ -679,3 +679,22 @@ def test_a_forward_or_backward_set_on_one_layer_object_is_run():
     nncore.train(network, nncore.mse, nncore.mse_prime, x[None], np.ones((1, 1, 1), np.float32), epochs=2,
                  verbose=False)
     assert len(calls) == 2
+
+
+def test_a_width_one_layer_gives_the_layer_paths_layout_on_the_engine():
+    # A Dense with one input reads a (1, 1) value as a row, so from there a classic column sample
+    # comes out as a row on the layer-by-layer path; the engine must agree (it kept the column).
+    x = np.array([[0.5], [-0.25]], np.float32)
+    results = []
+    for use_engine in (True, False):
+        engine.set_enabled(use_engine)
+        nncore.seed(0)
+        network = [Dense(2, 1), Tanh(), Dense(1, 3)]
+        results.append(nncore.predict(network, x))
+        results.append(nncore.predict(network, x[None]))
+        with pytest.raises(ValueError, match=r"y_true has shape \(3, 1\) but y_pred has shape \(1, 3\)"):
+            nncore.train(network, nncore.mse, nncore.mse_prime, x[None], np.zeros((1, 3, 1), np.float32), epochs=1,
+                         verbose=False)
+    assert [(r.shape, r.tobytes()) for r in results[:2]] == [(r.shape, r.tobytes()) for r in results[2:]]
+    engine.set_enabled(True)
+    assert engine.columns_survive(engine.plan([Dense(2, 3), Tanh(), Dense(3, 2)]))
