@@ -62,14 +62,20 @@ py::array as_array(const py::handle& obj, const char* op, const char* name) {
     return a;
 }
 
+// numpy's equality of dtypes, not identity: an array that was pickled, made by ctypes or viewed
+// with a rebuilt dtype carries an equal dtype object that is not numpy's own float32 instance.
+bool same_dtype(const py::dtype& a, const py::dtype& b) {
+    return a.is(b) || py::detail::npy_api::get().PyArray_EquivTypes_(a.ptr(), b.ptr());
+}
+
 Float float_kind(const py::array& a, const char* op, const char* name) {
-    if (a.dtype().is(py::dtype::of<float>())) return Float::f32;
-    if (a.dtype().is(py::dtype::of<double>())) return Float::f64;
+    if (same_dtype(a.dtype(), py::dtype::of<float>())) return Float::f32;
+    if (same_dtype(a.dtype(), py::dtype::of<double>())) return Float::f64;
     throw py::type_error(std::string(op) + ": expected " + name + " of dtype float32 or float64, got " + dtype_str(a));
 }
 
 void require_same_dtype(const py::array& a, const py::array& b, const char* op, const char* name_a, const char* name_b) {
-    if (!a.dtype().is(b.dtype()))
+    if (!same_dtype(a.dtype(), b.dtype()))
         throw py::type_error(std::string(op) + ": " + name_a + " and " + name_b + " must have the same dtype, got " +
                              dtype_str(a) + " and " + dtype_str(b));
 }
@@ -199,7 +205,7 @@ py::array_t<T> output_array(const py::object& out, const std::vector<py::ssize_t
     if (!py::isinstance<py::array>(out))
         throw py::type_error(std::string(op) + ": out must be a numpy array, got " + py::str(py::type::of(out)).cast<std::string>());
     py::array o = py::reinterpret_borrow<py::array>(out);
-    if (!o.dtype().is(py::dtype::of<T>()))
+    if (!same_dtype(o.dtype(), py::dtype::of<T>()))
         throw py::type_error(std::string(op) + ": out must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
                              ", got " + dtype_str(o));
     bool same = o.ndim() == static_cast<py::ssize_t>(shape.size());
@@ -793,12 +799,12 @@ std::pair<py::array, py::array> loss_args(const py::object& yt_obj, const py::ob
 
 double loss_sum_py(Loss loss, const py::object& yt_obj, const py::object& yp_obj) {
     auto [yt, yp] = loss_args(yt_obj, yp_obj, "loss");
-    return yp.dtype().is(py::dtype::of<float>()) ? loss_sum_impl<float>(loss, yt, yp) : loss_sum_impl<double>(loss, yt, yp);
+    return same_dtype(yp.dtype(), py::dtype::of<float>()) ? loss_sum_impl<float>(loss, yt, yp) : loss_sum_impl<double>(loss, yt, yp);
 }
 
 py::array loss_grad_py(Loss loss, const py::object& yt_obj, const py::object& yp_obj, double scale, const py::object& out) {
     auto [yt, yp] = loss_args(yt_obj, yp_obj, "loss gradient");
-    return yp.dtype().is(py::dtype::of<float>()) ? loss_grad_impl<float>(loss, yt, yp, scale, out)
+    return same_dtype(yp.dtype(), py::dtype::of<float>()) ? loss_grad_impl<float>(loss, yt, yp, scale, out)
                                                  : loss_grad_impl<double>(loss, yt, yp, scale, out);
 }
 
@@ -865,7 +871,7 @@ py::tuple loss_value_py(const std::string& name, const py::object& yt_obj, const
     const LossKind kind = parse_loss(name);
     auto [yt, yp] = loss_args(yt_obj, yp_obj, "loss");
     require_non_empty(yp, "loss", "y_pred");
-    return yp.dtype().is(py::dtype::of<float>()) ? loss_value_impl<float>(kind, yt, yp, scale, need_gradient)
+    return same_dtype(yp.dtype(), py::dtype::of<float>()) ? loss_value_impl<float>(kind, yt, yp, scale, need_gradient)
                                                  : loss_value_impl<double>(kind, yt, yp, scale, need_gradient);
 }
 
@@ -1215,7 +1221,7 @@ private:
     py::array rows_of(const py::object& x_obj, const char* op, const char* name) const {
         py::array x = as_array(x_obj, op, name);
         float_kind(x, op, name);
-        if (!x.dtype().is(dtype()))
+        if (!same_dtype(x.dtype(), dtype()))
             throw py::type_error(std::string(op) + ": expected " + name + " of dtype " + py::str(dtype()).cast<std::string>() +
                                  " (the network's), got " + dtype_str(x));
         require_ndim(x, 2, op, name);
@@ -1285,7 +1291,7 @@ private:
         py::array_t<std::int64_t, py::array::c_style> labels;
         py::array_t<T, py::array::c_style> targets;
         if (a.loss == EngineLoss::cross_entropy && y.ndim() == 1) {
-            if (!y.dtype().is(py::dtype::of<std::int64_t>()))
+            if (!same_dtype(y.dtype(), py::dtype::of<std::int64_t>()))
                 throw py::type_error("Engine.run_epoch: expected int64 class labels, got " + dtype_str(y));
             if (y.shape(0) != a.n)
                 throw py::value_error("Engine.run_epoch: x has " + std::to_string(a.n) + " rows but y has shape " + shape_str(y));
@@ -1297,7 +1303,7 @@ private:
                                           " is out of range for " + std::to_string(output_size_) + " classes");
             a.labels = pl;
         } else {
-            if (!y.dtype().is(dtype()))
+            if (!same_dtype(y.dtype(), dtype()))
                 throw py::type_error("Engine.run_epoch: expected y of dtype " + py::str(dtype()).cast<std::string>() + ", got " +
                                      dtype_str(y));
             if (y.ndim() != 2 || y.shape(0) != a.n || y.shape(1) != output_size_)
@@ -1311,7 +1317,7 @@ private:
         py::array_t<std::int64_t, py::array::c_style> order;
         if (!order_obj.is_none()) {
             py::array o = as_array(order_obj, op, "order");
-            if (!o.dtype().is(py::dtype::of<std::int64_t>()) || o.ndim() != 1 || o.shape(0) != a.n)
+            if (!same_dtype(o.dtype(), py::dtype::of<std::int64_t>()) || o.ndim() != 1 || o.shape(0) != a.n)
                 throw py::value_error("Engine.run_epoch: expected order as an int64 permutation of shape (" + std::to_string(a.n) +
                                       ",), got dtype " + dtype_str(o) + " and shape " + shape_str(o));
             order = py::array_t<std::int64_t, py::array::c_style>::ensure(o);
@@ -1375,7 +1381,7 @@ private:
                 st.grad_avg = take(d, j, "grad_avg", a.update == EngineUpdate::rmsprop && a.rmsprop.centered);
             }
             py::array s = as_array(steps_obj, op, "steps");
-            if (!s.dtype().is(py::dtype::of<std::int64_t>()) || s.ndim() != 1 ||
+            if (!same_dtype(s.dtype(), py::dtype::of<std::int64_t>()) || s.ndim() != 1 ||
                 s.shape(0) != static_cast<py::ssize_t>(params_.size()) || !s.writeable() || !(s.flags() & py::array::c_style))
                 throw py::value_error("Engine.run_epoch: expected steps as a writable int64 array of shape (" +
                                       std::to_string(params_.size()) + ",)");

@@ -599,3 +599,23 @@ def test_all_finite_rejects_non_float_dtypes(kind):
     x = BAD_DTYPE_INPUTS[kind]
     with pytest.raises(TypeError, match=rf"dtype float32 or float64, got {x.dtype}"):
         ops.all_finite(x)
+
+
+def test_arrays_with_an_equal_but_rebuilt_dtype_are_accepted():
+    # An unpickled array (multiprocessing, joblib) carries a float32 dtype equal to numpy's own
+    # but not the same object; it was refused ("expected float32 or float64, got float32").
+    import pickle
+
+    x = pickle.loads(pickle.dumps(np.linspace(-2, 2, 24, dtype=np.float32).reshape(4, 6)))
+    w = pickle.loads(pickle.dumps(np.ones((6, 3), np.float64)))
+    assert x.dtype == np.float32 and x.dtype is not np.dtype(np.float32)
+    assert np.array_equal(nncore.ops.tanh(x), nncore.ops.tanh(np.array(x)))
+    assert nncore.ops.all_finite(x)
+    out = pickle.loads(pickle.dumps(np.empty((4, 3), np.float32)))
+    nncore.ops.matmul(x, w.astype(np.float32), out=out)
+    assert np.array_equal(out, nncore.ops.matmul(np.array(x), np.ones((6, 3), np.float32)))
+    assert nncore.ops.matmul(w.T, pickle.loads(pickle.dumps(np.ones((6, 2))))).dtype == np.float64
+    model = nncore.Sequential([nncore.Dense(6, 3)])
+    model.fit(x, np.zeros((4, 3), np.float32), loss="mse", verbose=0)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        nncore.ops.tanh(x.astype(">f4"))  # a byte order the kernels do not read stays refused
