@@ -6,21 +6,26 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <pthread.h>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace nncore {
 
 namespace {
 
+constexpr int kMaxThreads = 1024;  // as nncore.runtime.MAX_THREADS
+
 int default_thread_count() {
     // Only a plain whole number from 1 to 1024 counts; the Python layer warns about anything else.
     if (const char* env = std::getenv("NNCORE_NUM_THREADS")) {
         char* end = nullptr;
         const long n = std::strtol(env, &end, 10);
-        if (*env >= '0' && *env <= '9' && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int>(n);
+        if (*env >= '0' && *env <= '9' && *end == '\0' && n >= 1 && n <= kMaxThreads) return static_cast<int>(n);
     }
     const unsigned hw = std::thread::hardware_concurrency();
     return hw == 0 ? 1 : static_cast<int>(hw);
@@ -33,8 +38,14 @@ public:
     static constexpr int kIndexBits = 22, kTagBits = 64 - 2 * kIndexBits;
     static constexpr int kMaxTasks = (1 << kIndexBits) - 1;
 
-    explicit Pool(int n_workers) {
-        for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+    // As many workers as the system lets us start, up to n_workers (when it refuses a thread, the
+    // regions run on those there are: every task is claimed by whoever is free).
+    explicit Pool(int n_workers) : requested_(n_workers + 1) {
+        try {
+            workers_.reserve(static_cast<std::size_t>(n_workers));
+            for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+        } catch (const std::exception&) {  // std::system_error, or std::bad_alloc for the thread's state
+        }
     }
     ~Pool() {
         {
@@ -44,7 +55,7 @@ public:
         wake_.notify_all();
         for (auto& w : workers_) w.join();
     }
-    int size() const { return static_cast<int>(workers_.size()) + 1; }
+    int requested() const { return requested_; }
 
     void run(int n_tasks, const TaskRef& task) {
         unsigned tag;
@@ -61,6 +72,7 @@ public:
         std::unique_lock<std::mutex> lock(mutex_);
         done_.wait(lock, [this] { return pending_.load() == 0; });
         task_ = nullptr;
+        if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
     }
 
 private:
@@ -91,7 +103,12 @@ private:
             if (static_cast<unsigned>(claim >> (2 * kIndexBits)) != tag || front >= back) return;
             const std::uint64_t next = from_back ? claim - 1 : claim + (std::uint64_t(1) << kIndexBits);
             if (!claim_.compare_exchange_weak(claim, next)) continue;
-            task(static_cast<int>(from_back ? back - 1 : front));
+            try {
+                task(static_cast<int>(from_back ? back - 1 : front));
+            } catch (...) {  // e.g. std::bad_alloc: the caller rethrows the first one after the region
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (!failure_) failure_ = std::current_exception();
+            }
             if (pending_.fetch_sub(1) == 1) {
                 std::lock_guard<std::mutex> lock(mutex_);
                 done_.notify_all();
@@ -134,20 +151,33 @@ private:
         }
     }
 
+    const int requested_;
     std::vector<std::thread> workers_;
     std::mutex mutex_;
     std::condition_variable wake_, done_;
     const TaskRef* task_ = nullptr;  // the current region's task, under mutex_
+    std::exception_ptr failure_;     // the first exception a task of the current region threw, under mutex_
     std::atomic<int> pending_{0};
     std::atomic<std::uint64_t> claim_{0};
     std::atomic<unsigned long long> generation_{0};
     bool stopping_ = false;
 };
 
-std::mutex pool_mutex;  // held while a parallel region runs, and while the pool is replaced
-std::unique_ptr<Pool> pool;
+// Held while a parallel region runs, and while the pool is replaced. Both are pointers so that a
+// forked child can drop them: only the forking thread exists there, the pool's workers are gone
+// and either lock may have been held by a thread of the parent. Destroying that pool would join
+// threads that do not exist (the child hung at exit, or when it changed the thread count), so it
+// is left behind, and the child starts a pool of its own when it first needs one.
+std::mutex* pool_mutex = new std::mutex;
+Pool* pool = nullptr;
 std::atomic<int> requested_threads{0};
 thread_local bool inside_task = false;
+
+void forget_pool_in_child() {
+    pool_mutex = new std::mutex;
+    pool = nullptr;
+}
+const int fork_handler_registered = pthread_atfork(nullptr, nullptr, forget_pool_in_child);
 
 }  // namespace
 
@@ -160,25 +190,28 @@ int get_num_threads() {
     return n;
 }
 
-void set_num_threads(int n) { requested_threads.store(n < 1 ? 1 : n); }
+void set_num_threads(int n) { requested_threads.store(n < 1 ? 1 : (n > kMaxThreads ? kMaxThreads : n)); }
 
 void parallel_for(int n_tasks, TaskRef task) {
     const int wanted = get_num_threads();
-    std::unique_lock<std::mutex> lock(pool_mutex, std::defer_lock);
+    std::unique_lock<std::mutex> lock(*pool_mutex, std::defer_lock);
     if (n_tasks <= 1 || wanted <= 1 || inside_task || !lock.try_lock()) {
         for (int i = 0; i < n_tasks; ++i) task(i);
         return;
     }
-    if (!pool || pool->size() != wanted) {
-        pool.reset();
-        pool = std::make_unique<Pool>(wanted - 1);
+    if (!pool || pool->requested() != wanted) {
+        delete pool;
+        pool = nullptr;
+        pool = new Pool(wanted - 1);
     }
     for (int first = 0; first < n_tasks;) {  // regions of at most kMaxTasks
         const int count = std::min(n_tasks - first, Pool::kMaxTasks);
         const auto guarded = [&task, first](int i) {
             inside_task = true;
+            struct Reset {
+                ~Reset() { inside_task = false; }
+            } reset;
             task(first + i);
-            inside_task = false;
         };
         pool->run(count, TaskRef(guarded));
         first += count;

@@ -3,7 +3,13 @@
 // and every region must return. The caller often finishes a region alone while a worker is
 // descheduled mid-claim; a claim that could leak into the next region ran a task twice and left
 // the caller waiting forever (a hang here is a failure too: CTest's timeout).
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -46,6 +52,44 @@ int main() {
         long long wrong = 0;
         for (unsigned char r : runs) wrong += r != 1;
         CHECK(wrong == 0);
+    }
+    // A task that throws, on the caller or on a worker: every other task still runs, the region
+    // returns, the first exception reaches the caller, and the pool keeps working (a worker's
+    // exception used to end the process).
+    for (int thrower : {0, 3}) {
+        nntest::Scope scope("throwing task " + std::to_string(thrower));
+        std::atomic<int> ran{0};
+        bool caught = false;
+        try {
+            nncore::parallel_for(4, [&](int i) {
+                ran.fetch_add(1);
+                if (i == thrower) throw std::runtime_error("task failed");
+            });
+        } catch (const std::runtime_error& error) {
+            caught = std::string(error.what()) == "task failed";
+        }
+        CHECK(caught && ran.load() == 4);
+        std::atomic<int> after{0};
+        nncore::parallel_for(8, [&](int) { after.fetch_add(1); });
+        CHECK(after.load() == 8);
+    }
+    // After a fork, the child (where only the forking thread exists) runs regions on a pool of its
+    // own and exits; destroying the parent's pool there would join threads that do not exist.
+    {
+        nncore::set_num_threads(3);
+        std::atomic<int> warm{0};
+        nncore::parallel_for(6, [&](int) { warm.fetch_add(1); });
+        const pid_t child = fork();
+        if (child == 0) {
+            std::atomic<int> ran{0};
+            nncore::parallel_for(6, [&](int) { ran.fetch_add(1); });
+            nncore::set_num_threads(2);  // a new pool in the child, the parent's left alone
+            nncore::parallel_for(6, [&](int) { ran.fetch_add(1); });
+            std::exit(ran.load() == 12 ? 0 : 1);
+        }
+        int status = -1;
+        waitpid(child, &status, 0);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
     return nntest::finish("test_thread_pool");
 }

@@ -96,3 +96,22 @@ def test_predict_and_evaluate_from_another_thread_wait_for_a_layer_by_layer_fit(
         stop.set()
         thread.join()
     assert outputs and np.array_equal(model[0].weights, serial[0].weights)
+
+
+def _matmul_in_child(threads):
+    nncore.set_num_threads(threads)
+    a = np.ones((256, 256), np.float32)
+    return float(nncore.ops.matmul(a, a)[0, 0])
+
+
+def test_a_forked_child_computes_and_exits():
+    # The parent's pool threads do not exist in a fork child; it used to hang at exit or when it
+    # changed the thread count (joining them).
+    import multiprocessing
+
+    nncore.set_num_threads(2)
+    a = np.ones((256, 256), np.float32)
+    nncore.ops.matmul(a, a)  # the parent's pool is running
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_matmul_in_child, (3,)).get(timeout=60) == 256.0
+        assert pool.apply_async(_matmul_in_child, (2,)).get(timeout=60) == 256.0
