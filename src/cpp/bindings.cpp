@@ -307,7 +307,7 @@ py::array linear_forward_impl(const py::array& x_in, const py::array& w_in, cons
             throw py::value_error(std::string(op) + ": expected bias of shape (" + std::to_string(n_out) + ",), got " + shape_str(b));
         bias = contiguous<T>(b);
     }
-    auto y = output_array<T>(out, {batch, n_out}, op, {&x_in, &w_in});
+    auto y = output_array<T>(out, {batch, n_out}, op, {&x_in, &w_in, &bias});
     const T* pb = has_bias ? bias.data() : nullptr;
     const T *px = x.data(), *pw = w.data();
     T* py_ = y.mutable_data();
@@ -344,7 +344,7 @@ py::object linear_backward_impl(const py::array& x_in, const py::array& w_in, co
     auto dz = contiguous<T>(dz_in);
     const index_t batch = x.shape(0), in = x.shape(1), n_out = w.shape(0);
     auto dw = output_array<T>(dw_out, {n_out, in}, op, {&x_in, &w_in, &dz_in});
-    auto db = output_array<T>(db_out, {n_out}, op, {&x_in, &w_in, &dz_in});
+    auto db = output_array<T>(db_out, {n_out}, op, {&x_in, &w_in, &dz_in, &dw});
     py::array_t<T> dx;
     if (need_dx) dx = new_array<T>({batch, in});
     const T *px = x.data(), *pw = w.data(), *pdz = dz.data();
@@ -470,7 +470,7 @@ py::array conv2d_impl(const py::array& x_in, const py::array& w_in, const py::ob
             throw py::value_error(std::string(op) + ": expected bias of shape (" + std::to_string(s.o) + ",), got " + shape_str(b));
         bias = contiguous<T>(b);
     }
-    auto y = output_array<T>(out, {s.n, s.o, s.out_h(), s.out_w()}, op, {&x_in, &w_in});
+    auto y = output_array<T>(out, {s.n, s.o, s.out_h(), s.out_w()}, op, {&x_in, &w_in, &bias});
     const T* pb = has_bias ? bias.data() : nullptr;
     const T *px = x.data(), *pw = w.data();
     T* py_ = y.mutable_data();
@@ -498,7 +498,7 @@ py::object conv2d_backward_impl(const py::array& x_in, const py::array& w_in, co
     auto dy = contiguous<T>(dy_in);
     // The layers pass their own gradient arrays, so a training step writes them in place.
     auto dw = output_array<T>(dw_out, {s.o, s.c, s.kh, s.kw}, "conv2d_backward (weights_gradient)", {&x, &w, &dy});
-    auto db = output_array<T>(db_out, {s.o}, "conv2d_backward (bias_gradient)", {&x, &w, &dy});
+    auto db = output_array<T>(db_out, {s.o}, "conv2d_backward (bias_gradient)", {&x, &w, &dy, &dw});
     py::array_t<T> dx;
     if (need_dx) dx = new_array<T>({s.n, s.c, s.h, s.w});
     const T *px = x.data(), *pw = w.data(), *pdy = dy.data();
@@ -1018,13 +1018,16 @@ UpdateArrays update_arrays(const py::object& param_obj, const py::object& grad_o
 }
 
 // Calls update(T(), grad data, n) for param's dtype with the GIL released; the gradient is made
-// contiguous (and private when it overlaps param) first.
+// contiguous (and private when it partly overlaps param or a state array, which the update writes
+// before it reads all of the gradient; the very same array is fine, read before written per element).
 template <class Update>
 void run_update(const UpdateArrays& u, const char* op, Update&& update) {
     auto run = [&](auto tag) {
         using T = decltype(tag);
         auto grad = contiguous<T>(u.grad);
-        if (overlaps(grad, u.param) && grad.data() != u.param.data())  // keep the gradient intact while param changes
+        bool shifted = false;
+        for (const py::array& written : u.written) shifted = shifted || (overlaps(grad, written) && grad.data() != written.data());
+        if (shifted)
             grad = py::array_t<T, py::array::c_style>(py::array(grad.dtype(), shape_of(grad), grad.data()));
         const T* pg = grad.data();
         const index_t n = u.param.size();

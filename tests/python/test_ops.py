@@ -619,3 +619,44 @@ def test_arrays_with_an_equal_but_rebuilt_dtype_are_accepted():
     model.fit(x, np.zeros((4, 3), np.float32), loss="mse", verbose=0)
     with pytest.raises(TypeError, match="float32 or float64"):
         nncore.ops.tanh(x.astype(">f4"))  # a byte order the kernels do not read stays refused
+
+
+def test_native_outputs_overlapping_a_bias_or_each_other_are_refused():
+    # Written while the bias (or the other gradient) is still to be read: silently wrong before.
+    core = nncore._core
+    rng = np.random.default_rng(0)
+    x, w = rng.random((3, 4), dtype=np.float32), rng.random((5, 4), dtype=np.float32)
+    buffer = np.zeros(20, np.float32)
+    with pytest.raises(ValueError, match="linear: out must not share memory"):
+        core.linear(x, w, buffer[7:12], out=buffer[5:20].reshape(3, 5))
+    dz = rng.random((3, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match="linear_backward: out must not share memory"):
+        core.linear_backward(x, w, dz, True, buffer.reshape(5, 4), buffer[:5])
+    images, kernels = rng.random((1, 1, 4, 4), dtype=np.float32), rng.random((2, 1, 3, 3), dtype=np.float32)
+    plane = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match="out must not share memory"):
+        core.conv2d(images, kernels, plane[3:5], out=plane[2:10].reshape(1, 2, 2, 2))
+    grads = np.zeros(18, np.float32)
+    with pytest.raises(ValueError, match="out must not share memory"):
+        core.conv2d_backward(images, kernels, np.ones((1, 2, 2, 2), np.float32), weights_gradient=grads.reshape(2, 1, 3, 3),
+                             bias_gradient=grads[4:6])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_update_whose_gradient_overlaps_its_state_reads_the_gradient_first(optimizer):
+    core = nncore._core
+    rng = np.random.default_rng(1)
+    memory = rng.random(12)
+    param = rng.random(8)
+    results = []
+    for shared in (True, False):
+        state = memory.copy()
+        grad = state[4:12] if shared else state[4:12].copy()
+        p = param.copy()
+        first = state[:8]
+        if optimizer == "sgd":
+            core.sgd_update(p, grad, first, lr=0.1, momentum=0.9)
+        else:
+            core.adam_update(p, grad, first, np.zeros(8), 1, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
+        results.append(p)
+    assert np.array_equal(results[0], results[1])
