@@ -30,6 +30,14 @@ def check_positive_int(value: Any, name: str, where: str) -> int:
     return int(value)
 
 
+def check_finite_float(value: Any, name: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where}: expected {name} to be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: expected {name} to be finite, got {value}")
+    return float(value)
+
+
 def check_non_negative_float(value: Any, name: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{where}: expected {name} to be a number, got {type(value).__name__}")

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from . import _core
+from ._validation import check_finite_float
 
 
 def matmul(
@@ -28,6 +29,9 @@ def matmul(
     Shapes: op(a) is (m, k), op(b) is (k, n), the result (m, n). Transposition is free (it is a
     change of strides inside the packing routines). k == 0 gives zeros, as numpy does.
     """
+    for name, flag in (("transpose_a", transpose_a), ("transpose_b", transpose_b)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"matmul: expected {name} to be a bool, got {type(flag).__name__}")
     return _core.matmul(a, b, bool(transpose_a), bool(transpose_b), out)
 
 
@@ -50,7 +54,7 @@ def leaky_relu(
     x: np.ndarray, negative_slope: float = 0.01, out: Optional[np.ndarray] = None
 ) -> np.ndarray:
     """Elementwise x if x >= 0 else negative_slope * x."""
-    return _core.activation("leaky_relu", x, float(negative_slope), out)
+    return _core.activation("leaky_relu", x, check_finite_float(negative_slope, "negative_slope", "leaky_relu"), out)
 
 
 def exp(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -660,3 +660,16 @@ def test_an_update_whose_gradient_overlaps_its_state_reads_the_gradient_first(op
             core.adam_update(p, grad, first, np.zeros(8), 1, 0.1, 0.9, 0.999, 1e-8, 0.0, False)
         results.append(p)
     assert np.array_equal(results[0], results[1])
+
+
+def test_ops_refuse_flags_and_slopes_of_the_wrong_kind():
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(TypeError, match="transpose_b to be a bool, got str"):
+        ops.matmul(a, a, transpose_b="no")  # a truthy string used to mean True
+    with pytest.raises(TypeError, match="transpose_a to be a bool, got int"):
+        ops.matmul(a, a.T, transpose_a=0)
+    assert ops.matmul(a, a, transpose_b=np.True_).shape == (2, 2)
+    for slope, error in (("0.1", TypeError), (float("nan"), ValueError), (float("inf"), ValueError), (True, TypeError)):
+        with pytest.raises(error, match="negative_slope"):
+            ops.leaky_relu(a, slope)
+    assert np.array_equal(ops.leaky_relu(-a, -0.5), 0.5 * a)
