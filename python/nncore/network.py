@@ -38,6 +38,8 @@ def check_network(network: Any, where: str) -> list[Any]:
     if not network:
         raise ValueError(f"{where}: the network has no layers")
     for i, layer in enumerate(network):
+        if isinstance(layer, type):
+            raise TypeError(f"{where}: network[{i}] is the class {layer.__name__}, not a layer; write {layer.__name__}(...)")
         if not (callable(getattr(layer, "forward", None)) and callable(getattr(layer, "backward", None))):
             raise TypeError(f"{where}: network[{i}] ({type(layer).__name__}) has no forward/backward methods")
     return list(network)
@@ -152,6 +154,9 @@ def train(
         raise ValueError(f"{where}: expected epochs to be an int >= 0, got {epochs!r}")
     lr = check_non_negative_float(learning_rate, "learning_rate", where)
     batch_size = check_positive_int(batch_size, "batch_size", where)
+    for name, flag in (("verbose", verbose), ("shuffle", shuffle)):
+        if not isinstance(flag, (bool, np.bool_)) and flag not in (0, 1):
+            raise TypeError(f"{where}: expected {name} to be True or False, got {flag!r}")
     if not (callable(loss) and callable(loss_prime)):
         raise TypeError(f"{where}: loss and loss_prime must be callables, e.g. nncore.mse and nncore.mse_prime")
 

@@ -560,8 +560,14 @@ def _batch_size_or_all(batch_size: Optional[int], n: int, where: str) -> int:
 
 
 def _split_callbacks(callbacks: Iterable[Any], opt: optim.Optimizer, where: str) -> tuple[list[Callback], list[Any]]:
+    if callbacks is None:
+        callbacks = ()
     if isinstance(callbacks, (Callback, optim.LRScheduler)):
         callbacks = [callbacks]
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise TypeError(f"{where}: expected callbacks to be a list of callbacks, got {type(callbacks).__name__}") from None
     hooks, schedulers = [], []
     for item in callbacks:
         if isinstance(item, optim.LRScheduler):

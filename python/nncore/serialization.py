@@ -92,6 +92,8 @@ def save_layers(
     fsynced and renamed over ``path``; if anything fails, a previous file at ``path`` is intact.
     """
     target = Path(os.fspath(path))
+    if not os.fspath(path) or target.is_dir():
+        raise IsADirectoryError(f"save_layers: cannot save to {os.fspath(path)!r}: expected a file path, got a directory")
     layers = _as_layer_list(layers)
     architecture, tensors = _describe_layers(layers)
     metadata = {

@@ -462,3 +462,20 @@ def test_a_gradient_sharing_memory_with_a_parameter_is_refused(make, x, tie):
     with pytest.raises(ValueError, match="shares memory with parameter"):
         layer.backward(np.ones_like(output), 0.1)
     assert all(np.array_equal(a, p) for a, (p, _) in zip(before, layer.parameters()))
+
+
+def test_more_arguments_of_the_wrong_kind_are_refused(tmp_path):
+    x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+    with pytest.raises(TypeError, match=r"network\[1\] is the class Tanh, not a layer; write Tanh\(...\)"):
+        nncore.Sequential([Dense(3, 2), nncore.Tanh])
+    for name, value in (("verbose", "no"), ("shuffle", "yes")):
+        with pytest.raises(TypeError, match=f"expected {name} to be True or False"):
+            train([Dense(3, 2)], mse, mse_prime, x, y, epochs=1, **{name: value})
+    model = nncore.Sequential([Dense(3, 2)])
+    model.fit(x, y, loss="mse", callbacks=None, verbose=0)  # None: no callbacks, as in Keras
+    with pytest.raises(TypeError, match="expected callbacks to be a list of callbacks, got int"):
+        model.fit(x, y, loss="mse", callbacks=3, verbose=0)
+    for path in ("", tmp_path):
+        with pytest.raises(IsADirectoryError, match="expected a file path"):
+            model.save(path)
+    assert list(tmp_path.iterdir()) == []
