@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import numpy as np
 
 _generator = np.random.default_rng()
@@ -28,12 +25,3 @@ def generator() -> np.random.Generator:
     """The generator nncore draws from (replaced by ``seed``)."""
     return _generator
 
-
-@contextlib.contextmanager
-def generator_state_kept() -> Iterator[None]:
-    """Draws made inside leave the generator's state as it was (for checks that build layers)."""
-    state = _generator.bit_generator.state
-    try:
-        yield
-    finally:
-        _generator.bit_generator.state = state

@@ -33,9 +33,13 @@ def check_positive_int(value: Any, name: str, where: str) -> int:
 def check_finite_float(value: Any, name: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{where}: expected {name} to be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond the float range
+        result = math.inf
+    if not math.isfinite(result):
         raise ValueError(f"{where}: expected {name} to be finite, got {value}")
-    return float(value)
+    return result
 
 
 def check_non_negative_float(value: Any, name: str, where: str) -> float:

@@ -30,7 +30,11 @@ import weakref
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
-from numpy.lib.array_utils import byte_bounds
+
+try:
+    from numpy.lib.array_utils import byte_bounds  # numpy >= 2
+except ImportError:  # numpy 1.x
+    byte_bounds = np.byte_bounds  # type: ignore[attr-defined]
 
 from . import _core, optim
 from . import losses as losses_module
@@ -88,6 +92,15 @@ class Plan(NamedTuple):
     dtype: np.dtype
     input_size: int
     output_size: int
+    # Whether a classic column sample (features, 1) stays a column through every layer on the
+    # layer-by-layer path: a Dense layer with one input reads its (1, 1) input as a row and so gives
+    # a row, and the engine must give what that path gives.
+    columns_survive: bool
+    # Whether arrays of two different layers overlap (e.g. tied weights: one array in two Dense
+    # layers). Training then runs layer by layer, where each layer's step is applied to the shared
+    # array in turn, which the engine's per-sample path, holding a step back until that layer's
+    # next forward, would not do. (Predicting is unaffected.)
+    shares_memory: bool
 
 
 def plan(layers: list[Any], allow_prefix: bool = True) -> Optional[Plan]:
@@ -120,15 +133,14 @@ def plan(layers: list[Any], allow_prefix: bool = True) -> Optional[Plan]:
         if not all(isinstance(a, np.ndarray) and a.dtype == dense.dtype for a in arrays):
             return None
         spec.append(arrays + (act, alpha))
-    if not spec or len({s[0].dtype for s in spec}) != 1 or _layers_share_memory(spec):
+    if not spec or len({s[0].dtype for s in spec}) != 1:
         return None
-    return Plan(tuple(prefix), tuple(spec), spec[0][0].dtype, spec[0][0].shape[1], spec[-1][0].shape[0])
+    return Plan(tuple(prefix), tuple(spec), spec[0][0].dtype, spec[0][0].shape[1], spec[-1][0].shape[0],
+                all(s[0].shape[1] > 1 for s in spec), _layers_share_memory(spec))
 
 
 def _layers_share_memory(spec: list[tuple[Any, ...]]) -> bool:
-    """Whether arrays of two different layers overlap (e.g. tied weights: one array in two Dense
-    layers). The layer-by-layer path then applies each layer's step to it in turn, which the
-    engine's per-sample path, holding a step back until the next forward, would not."""
+    """Whether arrays of two different layers overlap (see Plan.shares_memory)."""
     spans = [(*byte_bounds(a), layer) for layer, s in enumerate(spec) for a in s[:4] if a.size]
     return any(lo < hi2 and lo2 < hi and layer != layer2 for lo, hi, layer in spans for lo2, hi2, layer2 in spans)
 
@@ -233,16 +245,9 @@ def predict_rows(owner: Any, layers: list[Any], x: Any) -> Optional[np.ndarray]:
         return None
     if x.shape[1] == p.input_size:
         return runner.predict(x)
-    if owner is None and x.shape == (p.input_size, 1) and columns_survive(p):
+    if owner is None and x.shape == (p.input_size, 1) and p.columns_survive:
         return runner.predict(x.reshape(1, p.input_size)).reshape(p.output_size, 1)
     return None
-
-
-def columns_survive(p: Plan) -> bool:
-    """Whether a classic column sample ``(features, 1)`` stays a column through every layer on the
-    layer-by-layer path: a Dense layer with one input reads its ``(1, 1)`` input as a row and so
-    gives a row, and the engine must give what that path gives."""
-    return all(s[0].shape[1] > 1 for s in p.spec)
 
 
 def input_rows(p: Plan, x: np.ndarray, batched: bool = True) -> Optional[tuple[np.ndarray, tuple[int, ...]]]:
@@ -262,7 +267,7 @@ def input_rows(p: Plan, x: np.ndarray, batched: bool = True) -> Optional[tuple[n
             sample = layer.output_shape
     if sample == (p.input_size,):
         out_sample: tuple[int, ...] = (p.output_size,)
-    elif sample == (p.input_size, 1) and columns_survive(p):
+    elif sample == (p.input_size, 1) and p.columns_survive:
         out_sample = (p.output_size, 1)
     else:
         return None
@@ -355,11 +360,12 @@ class Data(NamedTuple):
     classification: bool
 
 
-def prepare(owner: Any, layers: list[Any], loss_fn: Any, inputs: np.ndarray, targets: np.ndarray) -> Optional[Data]:
+def prepare(owner: Any, layers: list[Any], loss_fn: Any, inputs: np.ndarray, targets: np.ndarray,
+            training: bool) -> Optional[Data]:
     """Everything the engine needs to train or evaluate ``layers`` on inputs/targets as
     ``Sequential`` prepared them, or None when the Python path must run."""
     p = plan(layers)
-    if p is None:
+    if p is None or (training and p.shares_memory):
         return None
     name = loss_name(loss_fn)
     rows = input_rows(p, inputs) if name is not None else None

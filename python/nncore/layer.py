@@ -45,6 +45,13 @@ class Layer:
         self.input: Any = None
         self.output: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A pending replay (see _pending_forward) belongs to this process and to these very layers:
+        # pickles and copies go without it.
+        state = self.__dict__.copy()
+        state.pop("_pending_forward", None)
+        return state
+
     def forward(self, input: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
@@ -114,7 +121,7 @@ class Layer:
 
     def _require_forward(self) -> None:
         if self._pending_forward is not None:
-            self._pending_forward()
+            self._pending_forward()  # (a no-op unless it was left by this thread's predict)
         if self.output is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
 

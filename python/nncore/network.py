@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import weakref
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 
@@ -78,23 +80,37 @@ def predict(network: Sequence[Any], input: Any) -> np.ndarray:
     if native is not None:
         _ReplayForward.mark(layers, output)
         return native
-    for layer in layers:
-        output = layer.forward(output)
+    with _model_held(network):
+        for layer in layers:
+            output = layer.forward(output)
     return output
+
+
+def _model_held(network: Any) -> ContextManager[Any]:
+    """A Sequential's lock (see sequential.model_lock), so that the classic functions given a model
+    wait for its fit in another thread; nothing for a plain list."""
+    if not (isinstance(getattr(network, "layers", None), list) and hasattr(network, "__dict__")):
+        return contextlib.nullcontext()
+    from .sequential import model_lock  # (sequential imports this module)
+
+    return model_lock(network)
 
 
 class _ReplayForward:
     """A forward pass that the engine ran for ``predict`` in place of the layers' own, which keep no
     inputs then: run again through the layers' ``forward`` (same values) when a layer's
-    ``backward`` needs them, i.e. when the caller's own loop back-propagates the prediction, as
-    the original classic training loop does (see ``Layer._pending_forward``)."""
+    ``backward`` in the same thread needs them, i.e. when the caller's own loop back-propagates
+    the prediction, as the original classic training loop does (see ``Layer._pending_forward``).
+    It holds the input, as the layers' own forward would have (the original code's layers hold
+    every input and output). A backward in another thread (a fit running there) ignores it."""
 
-    __slots__ = ("layers", "x")
+    __slots__ = ("layers", "x", "thread")
 
     def __init__(self, layers: Sequence[Any], x: Any) -> None:
         # Weakly: each layer holds this object, which must not keep the network alive in a cycle.
-        self.layers = tuple(weakref.ref(layer) for layer in layers)
+        self.layers = tuple(map(weakref.ref, layers))
         self.x = x
+        self.thread = threading.get_ident()
 
     @classmethod
     def mark(cls, layers: Sequence[Any], x: Any) -> None:
@@ -103,6 +119,8 @@ class _ReplayForward:
             layer._pending_forward = replay
 
     def __call__(self) -> None:
+        if threading.get_ident() != self.thread:
+            return
         layers = [ref() for ref in self.layers]
         for layer in layers:
             if layer is not None:
@@ -136,6 +154,12 @@ def train(
     ``verbose``. Returns the mean loss of each epoch. Raises FloatingPointError, naming the epoch
     and sample, as soon as the loss becomes NaN or infinite.
     """
+    with _model_held(network):
+        return _train(network, loss, loss_prime, x_train, y_train, epochs, learning_rate, verbose, batch_size, shuffle)
+
+
+def _train(network: Any, loss: LossFunction, loss_prime: LossGradient, x_train: Any, y_train: Any, epochs: int,
+           learning_rate: float, verbose: bool, batch_size: int, shuffle: bool) -> list[float]:
     where = "train"
     layers = check_network(network, where)
     check_distinct_layers(layers, where)
@@ -155,20 +179,20 @@ def train(
     lr = check_non_negative_float(learning_rate, "learning_rate", where)
     batch_size = check_positive_int(batch_size, "batch_size", where)
     for name, flag in (("verbose", verbose), ("shuffle", shuffle)):
-        if not isinstance(flag, (bool, np.bool_)) and flag not in (0, 1):
+        if not (flag is None or isinstance(flag, (bool, np.bool_)) or (isinstance(flag, int) and flag in (0, 1))):
             raise TypeError(f"{where}: expected {name} to be True or False, got {flag!r}")
     if not (callable(loss) and callable(loss_prime)):
         raise TypeError(f"{where}: loss and loss_prime must be callables, e.g. nncore.mse and nncore.mse_prime")
 
     n_samples = len(x)
-    batch_size = min(batch_size, n_samples)  # (larger is the same one batch; the engine counts in int64)
     history: list[float] = []
     native = _classic_engine(network, layers, loss, loss_prime, x, y)
     if native is not None:
         runner, x_rows, y_rows, loss_name = native
         for epoch in range(int(epochs)):
             order = generator().permutation(n_samples) if shuffle else None
-            result = runner.run_epoch(x_rows, y_rows, order, batch_size, loss_name, "sgd_step", {"lr": lr})
+            # (A batch_size beyond n_samples is one batch of all; the engine counts batches in int64.)
+            result = runner.run_epoch(x_rows, y_rows, order, min(batch_size, n_samples), loss_name, "sgd_step", {"lr": lr})
             if result["failed_batch"] is not None:
                 start = result["failed_batch"] * batch_size
                 count = min(batch_size, n_samples - start)
@@ -233,7 +257,7 @@ def _classic_engine(
     sample (or mini-batch) then takes the same kernels in the same order as the loop below."""
     loss_name = _CLASSIC_LOSSES.get((loss, loss_prime))
     p = engine.plan(layers, allow_prefix=False) if loss_name is not None else None
-    rows = engine.input_rows(p, x) if p is not None else None
+    rows = engine.input_rows(p, x) if p is not None and not p.shares_memory else None
     if rows is None or rows[0].dtype != p.dtype or y.shape != (len(x),) + rows[1] or y.dtype != p.dtype:
         return None
     runner = engine.engine_for(owner, p)
@@ -251,6 +275,6 @@ def _engine_predict(owner: Any, layers: list[Any], x: np.ndarray) -> Any:
         rows = to_rows(x, p.input_size, "predict")
     except ValueError:
         return None  # the layer-by-layer path raises its own, more specific, error
-    if rows.kind in ("column", "columns") and not engine.columns_survive(p):
+    if rows.kind in ("column", "columns") and not p.columns_survive:
         return None
     return rows.restore(runner.predict(rows.rows))

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import warnings
-import weakref
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
 
 import numpy as np
@@ -30,23 +29,29 @@ PathLike = Union[str, "os.PathLike[str]"]
 Data = Any  # numpy arrays or nested lists
 
 
-# One lock per model, held by fit for its whole run and by predict/evaluate on the layer-by-layer
-# path: layers keep their forward inputs for backward, so a prediction from another thread during
-# a fit would replace the inputs the fit's backward then reads. (The engine keeps nothing on the
-# layers and has its own lock; its single-sample predict does not take this one.)
-_model_locks: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+# One lock per model, held by fit for its whole run and by forward/backward and the layer-by-layer
+# predict/evaluate (also when the classic predict/train get the model): layers keep their forward
+# inputs for backward, so a prediction from another thread during a fit would replace the inputs
+# the fit's backward then reads. (Sequential's engine paths keep nothing on the layers and have
+# the engine's lock; the single-sample predict does not take this one.) Layers shared with another
+# model or list are not covered. A callback that waits for another thread using the same model
+# deadlocks.
 _model_locks_guard = threading.Lock()
 _Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def model_lock(model: Any) -> threading.RLock:
+    lock = model.__dict__.get("_nncore_lock")
+    if lock is None:
+        with _model_locks_guard:
+            lock = model.__dict__.setdefault("_nncore_lock", threading.RLock())
+    return lock
 
 
 def _holding_model_lock(method: _Method) -> _Method:
     @functools.wraps(method)
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with _model_locks_guard:
-            lock = _model_locks.get(self)
-            if lock is None:
-                lock = _model_locks[self] = threading.RLock()
-        with lock:
+        with model_lock(self):
             return method(self, *args, **kwargs)
 
     return run  # type: ignore[return-value]
@@ -66,6 +71,11 @@ class Sequential:
         self.loss: Optional[losses_module.Loss] = None
         self.optimizer: Optional[optim.Optimizer] = None
         self.stop_training = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickles and copies take the layers and settings, not the native engine, the remembered
+        # prediction plan or the lock (none of which can be pickled; they are rebuilt on use).
+        return {k: v for k, v in self.__dict__.items() if k not in ("_nncore_engine", "_nncore_predictor", "_nncore_lock")}
 
     # -- the list of layers ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -105,13 +115,14 @@ class Sequential:
                 if layer_state or _state_of(layer):
                     layer.load_state_dict(layer_state)
                 done += 1
-        except BaseException:
-            for layer, layer_state in zip(self.layers[:done], previous):
+        except BaseException:  # (the refusing layer too: a user's load_state_dict may have begun)
+            for layer, layer_state in zip(self.layers[: done + 1], previous):
                 if layer_state:
                     layer.load_state_dict(layer_state)
             raise
 
     # -- running the network --------------------------------------------------------------------
+    @_holding_model_lock
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         """Run one batch through every layer, with ``training`` set on each layer."""
         self._set_training(training)
@@ -122,6 +133,7 @@ class Sequential:
             x = layer.forward(x)
         return x
 
+    @_holding_model_lock
     def backward(self, gradient: np.ndarray, learning_rate: Optional[float] = None, *,
                  input_gradient: bool = True) -> Optional[np.ndarray]:
         """Back-propagate ``gradient`` (d loss / d output) through every layer, filling the
@@ -193,7 +205,7 @@ class Sequential:
     def _evaluate_rows(
         self, loss_fn: losses_module.Loss, inputs: np.ndarray, targets: np.ndarray, batch_size: int
     ) -> dict[str, float]:
-        data = engine.prepare(self, self.layers, loss_fn, inputs, targets)
+        data = engine.prepare(self, self.layers, loss_fn, inputs, targets, training=False)
         if data is not None:
             self._set_training(False)
             return engine.evaluate(data, batch_size)
@@ -268,9 +280,9 @@ class Sequential:
         if validation is not None and validation_data is None:
             n_train = len(inputs) - len(validation[0])
             inputs, targets = inputs[:n_train], targets[:n_train]
-        self._check_targets_fit(loss_fn, inputs, targets, batch_size, where)
+        self._check_labels(loss_fn, inputs, targets, where)
         if validation is not None:
-            self._check_targets_fit(loss_fn, validation[0], validation[1], batch_size, f"{where} (validation data)")
+            self._check_validation(loss_fn, validation, batch_size, f"{where} (validation data)")
         if seed is not None:
             seed_generator(seed)
 
@@ -319,7 +331,7 @@ class Sequential:
         epochs: int,
         verbose: int,
     ) -> dict[str, float]:
-        data = engine.prepare(self, self.layers, loss_fn, inputs, targets)
+        data = engine.prepare(self, self.layers, loss_fn, inputs, targets, training=True)
         spec = engine.optimizer_spec(opt) if data is not None else None
         if data is not None and spec is not None:
             return self._train_epoch_engine(data, spec, opt, batch_size, shuffle, (epoch, epochs, verbose))
@@ -431,24 +443,36 @@ class Sequential:
             raise ValueError(f"{where}: y contains NaN or infinity")
         return targets
 
-    def _check_targets_fit(
-        self, loss_fn: losses_module.Loss, inputs: np.ndarray, targets: np.ndarray, batch_size: int, where: str
-    ) -> None:
-        """What a later batch (or the validation pass after the first epoch) would refuse, refused
-        before any parameter changes: the first batch through the network and the loss (their shape
-        checks), then every class label against the network's number of outputs."""
+    def _check_labels(self, loss_fn: losses_module.Loss, inputs: np.ndarray, targets: np.ndarray, where: str) -> None:
+        """Class labels outside the network's outputs, refused before training (a later batch would
+        refuse them only after the earlier ones had changed the parameters). The number of outputs
+        is that of one sample's prediction; when that fails, training reports the problem as before."""
+        if not (isinstance(loss_fn, losses_module.CrossEntropy) and targets.ndim == 1 and len(targets)):
+            return
         try:
-            output = self.predict(inputs[:batch_size])
-            loss_fn(targets[:batch_size], output)
-        except (ValueError, TypeError) as error:
-            raise type(error)(f"{where}: the first {min(batch_size, len(inputs))} samples do not go through: {error}") from error
-        if isinstance(loss_fn, losses_module.CrossEntropy) and targets.ndim == 1 and output.ndim == 2:
-            outside = np.flatnonzero((targets < 0) | (targets >= output.shape[1]))
-            if outside.size:
-                raise ValueError(
-                    f"{where}: the class label {targets[outside[0]]} of sample {outside[0]} is outside 0..{output.shape[1] - 1} "
-                    f"(the network has {output.shape[1]} outputs; {outside.size} labels are outside)"
-                )
+            classes = self.predict(inputs[:1]).shape[-1]
+        except (ValueError, TypeError):
+            return
+        outside = np.flatnonzero((targets < 0) | (targets >= classes))
+        if outside.size:
+            raise ValueError(
+                f"{where}: the class label {targets[outside[0]]} of sample {outside[0]} is outside 0..{classes - 1} "
+                f"(the network has {classes} outputs; {outside.size} labels are outside)"
+            )
+
+    def _check_validation(
+        self, loss_fn: losses_module.Loss, validation: tuple[np.ndarray, np.ndarray], batch_size: int, where: str
+    ) -> None:
+        """The validation pass after the first epoch, tried on its first batch before training: bad
+        validation data would otherwise be found only after a whole epoch."""
+        x_val, y_val = validation
+        try:
+            loss_fn(y_val[:batch_size], self.predict(x_val[:batch_size]))
+        except ValueError as error:
+            raise ValueError(f"{where}: the first {min(batch_size, len(x_val))} samples do not go through: {error}") from error
+        except TypeError as error:
+            raise TypeError(f"{where}: the first {min(batch_size, len(x_val))} samples do not go through: {error}") from error
+        self._check_labels(loss_fn, x_val, y_val, where)
 
     def _validation(
         self,

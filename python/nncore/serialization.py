@@ -34,7 +34,6 @@ import numpy as np
 import safetensors.numpy
 
 from ._files import atomic_write
-from ._random import generator_state_kept
 from .layer import LAYER_TYPES, Layer, registered_name
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "load_layers", "read_metadata", "save_layers"]
@@ -91,9 +90,15 @@ def save_layers(
     The write is atomic: the file is written to a temporary file in the same directory, flushed,
     fsynced and renamed over ``path``; if anything fails, a previous file at ``path`` is intact.
     """
+    if not os.fspath(path):
+        raise ValueError("save_layers: expected a file path, got an empty one")
     target = Path(os.fspath(path))
-    if not os.fspath(path) or target.is_dir():
-        raise IsADirectoryError(f"save_layers: cannot save to {os.fspath(path)!r}: expected a file path, got a directory")
+    if target.is_dir():
+        raise IsADirectoryError(f"save_layers: cannot save to {target}: it is a directory, expected a file path")
+    if not target.parent.is_dir():
+        raise FileNotFoundError(
+            f"save_layers: cannot save to {target}: the directory {target.parent} does not exist"
+        )
     layers = _as_layer_list(layers)
     architecture, tensors = _describe_layers(layers)
     metadata = {
@@ -108,18 +113,17 @@ def save_layers(
         metadata, ((name, _dtype_code(a), a.shape, a) for name, a in tensors.items())
     )
     blob = safetensors.numpy.save(tensors, metadata=metadata)
-    # Load our own bytes back as load_layers would (rebuilding every layer from its config, with
-    # nncore's random generator left as it was), so a file that could not be loaded (e.g. a layer
-    # whose weights were replaced by an array of another shape or dtype) is never written.
+    # Read our own bytes back with the loader's checks, and rebuild nncore's own layers from them
+    # as load_layers would (their from_config draws nothing), so a file that could not be loaded
+    # (e.g. a Dense whose weights were replaced by an array of another shape or dtype) is never
+    # written. A user's layer is not rebuilt here: its constructor may have side effects.
+    parsed = _parse_model_bytes(blob, str(target))
     try:
-        with generator_state_kept():
-            _build_layers(_parse_model_bytes(blob, str(target)), target)
+        for index, (layer, entry) in enumerate(zip(layers, parsed.architecture)):
+            if type(layer).__module__.startswith("nncore."):
+                _build_layer(index, entry, parsed.tensors, target)
     except ModelFileError as error:
         raise ValueError(f"save_layers: nothing written, the file would not load back: {error}") from error
-    if not target.parent.is_dir():
-        raise FileNotFoundError(
-            f"save_layers: cannot save to {target}: the directory {target.parent} does not exist"
-        )
     with atomic_write(target) as stream:
         stream.write(blob)
 

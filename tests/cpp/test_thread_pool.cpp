@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -55,20 +56,28 @@ int main() {
     }
     // A task that throws, on the caller or on a worker: every other task still runs, the region
     // returns, the first exception reaches the caller, and the pool keeps working (a worker's
-    // exception used to end the process).
-    for (int thrower : {0, 3}) {
-        nntest::Scope scope("throwing task " + std::to_string(thrower));
-        std::atomic<int> ran{0};
-        bool caught = false;
-        try {
-            nncore::parallel_for(4, [&](int i) {
-                ran.fetch_add(1);
-                if (i == thrower) throw std::runtime_error("task failed");
-            });
-        } catch (const std::runtime_error& error) {
-            caught = std::string(error.what()) == "task failed";
+    // exception used to end the process). The worker case retries until a worker took a task.
+    const std::thread::id caller = std::this_thread::get_id();
+    for (bool on_worker : {false, true}) {
+        nntest::Scope scope(on_worker ? "a worker's task throws" : "the caller's task throws");
+        bool thrown = false, caught = false, all_ran = true;
+        for (int attempt = 0; attempt < 10000 && !thrown; ++attempt) {
+            std::atomic<int> ran{0};
+            std::atomic<bool> threw{false};
+            try {
+                nncore::parallel_for(4, [&](int) {
+                    ran.fetch_add(1);
+                    std::this_thread::sleep_for(std::chrono::microseconds(50));
+                    if ((std::this_thread::get_id() != caller) == on_worker && !threw.exchange(true))
+                        throw std::runtime_error("task failed");
+                });
+            } catch (const std::runtime_error& error) {
+                caught = std::string(error.what()) == "task failed";
+            }
+            thrown = threw.load();
+            all_ran = all_ran && ran.load() == 4;
         }
-        CHECK(caught && ran.load() == 4);
+        CHECK(thrown && caught && all_ran);
         std::atomic<int> after{0};
         nncore::parallel_for(8, [&](int) { after.fetch_add(1); });
         CHECK(after.load() == 8);

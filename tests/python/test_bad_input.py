@@ -448,7 +448,8 @@ def test_a_shuffled_divergence_names_the_samples_of_x_train(use_engine, batch_si
 
 @pytest.mark.parametrize("make, x, tie", [
     (lambda: nncore.Dense(3, 2), np.ones((1, 3), np.float32), lambda l: setattr(l, "bias_gradient", l.bias)),
-    (lambda: nncore.Dense(3, 2), np.ones((1, 3), np.float32), lambda l: setattr(l, "bias_gradient", l.weights[0])),
+    (lambda: nncore.Dense(3, 2), np.ones((1, 3), np.float32),
+     lambda l: setattr(l, "bias_gradient", l.weights.reshape(-1)[1:3])),  # a (2,) view into the weights
     (lambda: nncore.Conv2D(1, 2, 3), np.ones((1, 1, 5, 5), np.float32), lambda l: setattr(l, "bias_gradient", l.bias)),
     (lambda: nncore.Convolutional((1, 5, 5), 3, 2), np.ones((1, 5, 5)),
      lambda l: setattr(l, "biases_gradient", l.biases)),
@@ -471,11 +472,13 @@ def test_more_arguments_of_the_wrong_kind_are_refused(tmp_path):
     for name, value in (("verbose", "no"), ("shuffle", "yes")):
         with pytest.raises(TypeError, match=f"expected {name} to be True or False"):
             train([Dense(3, 2)], mse, mse_prime, x, y, epochs=1, **{name: value})
+    train([Dense(3, 2)], mse, mse_prime, x, y, epochs=1, verbose=None, shuffle=None)  # None: off
     model = nncore.Sequential([Dense(3, 2)])
     model.fit(x, y, loss="mse", callbacks=None, verbose=0)  # None: no callbacks, as in Keras
     with pytest.raises(TypeError, match="expected callbacks to be a list of callbacks, got int"):
         model.fit(x, y, loss="mse", callbacks=3, verbose=0)
-    for path in ("", tmp_path):
-        with pytest.raises(IsADirectoryError, match="expected a file path"):
-            model.save(path)
+    with pytest.raises(ValueError, match="expected a file path, got an empty one"):
+        model.save("")
+    with pytest.raises(IsADirectoryError, match="it is a directory, expected a file path"):
+        model.save(tmp_path)
     assert list(tmp_path.iterdir()) == []

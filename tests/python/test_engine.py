@@ -285,7 +285,7 @@ def test_bad_input_still_gives_clear_errors():
     nncore.seed(0)
     model = _model([ReLU], np.float32)
     x, y = _data(10, 6, 3, "cross_entropy", np.float32)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match=r"class label 5 of sample 0 is outside 0..2"):
         model.fit(x, np.full(10, 5), epochs=1, loss="cross_entropy", optimizer="sgd", verbose=0)
     with pytest.raises(ValueError, match=r"shape"):
         model.fit(x[:, :4], y, epochs=1, loss="cross_entropy", optimizer="sgd", verbose=0)
@@ -438,12 +438,12 @@ def test_layers_sharing_memory_train_as_on_the_python_path(tie):
         else:  # layer 2's bias is part of layer 1's weights
             d2.bias = d1.weights[1]
         network = [d1, Tanh(), d2]
-        assert engine.plan(network) is None
+        assert not use_engine or engine.plan(network).shares_memory
         nncore.train(network, nncore.mse, nncore.mse_prime, x, y, epochs=3, learning_rate=0.2, verbose=False)
         results.append([d1.weights.tobytes(), d2.weights.tobytes(), d1.bias.tobytes(), d2.bias.tobytes()])
     assert results[0] == results[1]
     engine.set_enabled(True)
-    assert engine.plan([Dense(3, 3), Tanh(), Dense(3, 3)]) is not None  # separate arrays: the engine
+    assert not engine.plan([Dense(3, 3), Tanh(), Dense(3, 3)]).shares_memory  # separate arrays: the engine
 
 
 def test_classic_nan_stop_is_the_same():
@@ -697,4 +697,40 @@ def test_a_width_one_layer_gives_the_layer_paths_layout_on_the_engine():
                          verbose=False)
     assert [(r.shape, r.tobytes()) for r in results[:2]] == [(r.shape, r.tobytes()) for r in results[2:]]
     engine.set_enabled(True)
-    assert engine.columns_survive(engine.plan([Dense(2, 3), Tanh(), Dense(3, 2)]))
+    assert engine.plan([Dense(2, 3), Tanh(), Dense(3, 2)]).columns_survive
+
+
+def test_a_prediction_in_another_thread_does_not_replace_this_threads_forward():
+    # The replay a classic predict leaves on the layers serves that thread's own loop only (a fit
+    # running layer by layer in another thread must keep its inputs).
+    import threading
+
+    network = [Dense(4, 3), Tanh(), Dense(3, 2)]
+    mine, other = np.full((1, 4), 0.5, np.float32), np.full((1, 4), -2.0, np.float32)
+    output = mine
+    for layer in network:
+        output = layer.forward(output)
+    thread = threading.Thread(target=lambda: nncore.predict(network, other))
+    thread.start()
+    thread.join()
+    gradient = np.ones_like(output)
+    for layer in reversed(network):
+        gradient = layer.backward(gradient)
+    assert network[0].input is mine
+
+
+def test_models_and_layers_pickle_and_copy_after_the_engine_ran():
+    import copy
+    import pickle
+
+    x, y = np.ones((4, 3), np.float32), np.zeros((4, 2), np.float32)
+    model = Sequential([Dense(3, 2), Tanh()])
+    model.fit(x, y, loss="mse", optimizer="sgd", verbose=0)
+    expected = model.predict(x[:1])
+    network = [Dense(3, 2), Tanh()]
+    nncore.predict(network, x[0])
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert np.array_equal(clone.predict(x[:1]), expected)
+        clone.fit(x, y, loss="mse", optimizer="sgd", verbose=0)
+    for clone in (copy.deepcopy(network), pickle.loads(pickle.dumps(network))):
+        assert np.array_equal(nncore.predict(clone, x[0]), nncore.predict(network, x[0]))

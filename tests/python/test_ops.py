@@ -669,7 +669,8 @@ def test_ops_refuse_flags_and_slopes_of_the_wrong_kind():
     with pytest.raises(TypeError, match="transpose_a to be a bool, got int"):
         ops.matmul(a, a.T, transpose_a=0)
     assert ops.matmul(a, a, transpose_b=np.True_).shape == (2, 2)
-    for slope, error in (("0.1", TypeError), (float("nan"), ValueError), (float("inf"), ValueError), (True, TypeError)):
+    for slope, error in (("0.1", TypeError), (float("nan"), ValueError), (float("inf"), ValueError), (True, TypeError),
+                         (10**400, ValueError)):
         with pytest.raises(error, match="negative_slope"):
             ops.leaky_relu(a, slope)
     assert np.array_equal(ops.leaky_relu(-a, -0.5), 0.5 * a)

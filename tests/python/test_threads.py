@@ -104,7 +104,7 @@ def _matmul_in_child(threads):
     return float(nncore.ops.matmul(a, a)[0, 0])
 
 
-def test_a_forked_child_computes_and_exits():
+def test_a_forked_child_computes_and_exits(restore_threads):
     # The parent's pool threads do not exist in a fork child; it used to hang at exit or when it
     # changed the thread count (joining them).
     import multiprocessing
