@@ -24,4 +24,3 @@ def seed(value: int) -> None:
 def generator() -> np.random.Generator:
     """The generator nncore draws from (replaced by ``seed``)."""
     return _generator
-
