@@ -167,7 +167,9 @@ private:
 // forked child can drop them: only the forking thread exists there, the pool's workers are gone
 // and either lock may have been held by a thread of the parent. Destroying that pool would join
 // threads that do not exist (the child hung at exit, or when it changed the thread count), so it
-// is left behind, and the child starts a pool of its own when it first needs one.
+// is left behind, and the child starts a pool of its own when it first needs one. A child runs on
+// one thread unless NNCORE_NUM_THREADS or set_num_threads says otherwise: forked workers (a
+// multiprocessing pool) each starting all the cores' threads would oversubscribe the machine.
 std::mutex* pool_mutex = new std::mutex;
 Pool* pool = nullptr;
 std::atomic<int> requested_threads{0};
@@ -176,6 +178,7 @@ thread_local bool inside_task = false;
 void forget_pool_in_child() {
     pool_mutex = new std::mutex;
     pool = nullptr;
+    requested_threads.store(std::getenv("NNCORE_NUM_THREADS") ? 0 : 1);  // 0: the environment's default
 }
 const int fork_handler_registered = pthread_atfork(nullptr, nullptr, forget_pool_in_child);
 
