@@ -176,6 +176,10 @@ class CrossEntropy(Loss):
                     f"{where}: class labels must be integers, got the non-integral value {bad} "
                     f"in an array of dtype {target.dtype}"
                 )
+            # (2**63 as a float is the first value beyond int64, which the cast would not keep.)
+            beyond = np.abs(target) >= 2.0**63
+            if np.any(beyond):
+                raise ValueError(f"{where}: the class label {target[beyond][0]} is beyond any number of classes")
             return target.astype(np.int64)
         if target.ndim == 2:  # probabilities or one-hot rows
             return as_float_array(target, dtype, "y_true", where)

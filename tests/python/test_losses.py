@@ -318,3 +318,12 @@ def test_large_losses_are_bit_identical_for_any_thread_count(dtype, rng, restore
         outcomes.append(runs)
     for (v1, g1), (v2, g2) in zip(*outcomes):
         assert v1 == v2 and np.array_equal(g1, g2)
+
+
+@pytest.mark.parametrize("label", [2.0**63, -1e20, 1e30])
+def test_a_float_label_beyond_int64_is_refused_not_wrapped(label):
+    # (found by hypothesis: float32 9.223372e18 is 2**63, whose cast to int64 warned and wrapped)
+    for dtype in (np.float32, np.float64):
+        target = np.array([label], dtype)
+        with pytest.raises(ValueError, match="beyond any number of classes"):
+            nncore.losses.get("cross_entropy").value_and_gradient(target, np.zeros((1, 3), np.float32))
