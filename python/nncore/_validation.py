@@ -30,25 +30,29 @@ def check_positive_int(value: Any, name: str, where: str) -> int:
     return int(value)
 
 
-def check_finite_float(value: Any, name: str, where: str) -> float:
+def _as_number(value: Any, name: str, where: str) -> float:
+    """``value`` (a Python or numpy int or float, not a bool) as a float; an int beyond the float
+    range becomes inf."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{where}: expected {name} to be a number, got {type(value).__name__}")
     try:
-        result = float(value)
-    except OverflowError:  # an int beyond the float range
-        result = math.inf
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def check_finite_float(value: Any, name: str, where: str) -> float:
+    result = _as_number(value, name, where)
     if not math.isfinite(result):
         raise ValueError(f"{where}: expected {name} to be finite, got {value}")
     return result
 
 
 def check_non_negative_float(value: Any, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where}: expected {name} to be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
+    result = _as_number(value, name, where)
+    if not math.isfinite(result) or result < 0:
         raise ValueError(f"{where}: expected {name} to be finite and >= 0, got {value}")
-    return value
+    return result
 
 
 def as_numeric_array(data: Any, name: str, where: str) -> np.ndarray:

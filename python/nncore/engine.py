@@ -107,8 +107,8 @@ def plan(layers: list[Any], allow_prefix: bool = True) -> Optional[Plan]:
     """The engine's view of ``layers``, or None when some layer needs the Python path."""
     if not enabled():
         return None
-    if any("forward" in getattr(layer, "__dict__", ()) or "backward" in getattr(layer, "__dict__", ()) for layer in layers):
-        return None  # one instance's own forward or backward, which the engine would not run
+    if any(_overrides_forward_or_backward(layer) for layer in layers):
+        return None
     i = 0
     prefix = []
     while allow_prefix and i < len(layers) and type(layers[i]) in (Flatten, Reshape):
@@ -137,6 +137,13 @@ def plan(layers: list[Any], allow_prefix: bool = True) -> Optional[Plan]:
         return None
     return Plan(tuple(prefix), tuple(spec), spec[0][0].dtype, spec[0][0].shape[1], spec[-1][0].shape[0],
                 all(s[0].shape[1] > 1 for s in spec), _layers_share_memory(spec))
+
+
+def _overrides_forward_or_backward(layer: Any) -> bool:
+    """Whether one layer object has its own forward or backward, which the engine would not run
+    (``_core.same_attributes`` asks the same of a remembered plan's layers)."""
+    own = getattr(layer, "__dict__", {})
+    return "forward" in own or "backward" in own
 
 
 def _layers_share_memory(spec: list[tuple[Any, ...]]) -> bool:
@@ -390,6 +397,6 @@ def logs_of(result: dict[str, Any], samples: int, classification: bool) -> dict[
 
 def evaluate(data: Data, batch_size: int) -> dict[str, float]:
     result = data.engine.run_epoch(
-        data.x, data.y, None, min(batch_size, len(data.x)), data.loss, count_accuracy=data.classification
+        data.x, data.y, None, batch_size, data.loss, count_accuracy=data.classification
     )
     return logs_of(result, len(data.x), data.classification)

@@ -191,8 +191,7 @@ def _train(network: Any, loss: LossFunction, loss_prime: LossGradient, x_train: 
         runner, x_rows, y_rows, loss_name = native
         for epoch in range(int(epochs)):
             order = generator().permutation(n_samples) if shuffle else None
-            # (A batch_size beyond n_samples is one batch of all; the engine counts batches in int64.)
-            result = runner.run_epoch(x_rows, y_rows, order, min(batch_size, n_samples), loss_name, "sgd_step", {"lr": lr})
+            result = runner.run_epoch(x_rows, y_rows, order, batch_size, loss_name, "sgd_step", {"lr": lr})
             if result["failed_batch"] is not None:
                 start = result["failed_batch"] * batch_size
                 count = min(batch_size, n_samples - start)

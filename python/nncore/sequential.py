@@ -280,9 +280,7 @@ class Sequential:
         if validation is not None and validation_data is None:
             n_train = len(inputs) - len(validation[0])
             inputs, targets = inputs[:n_train], targets[:n_train]
-        self._check_labels(loss_fn, inputs, targets, where)
-        if validation is not None:
-            self._check_validation(loss_fn, validation, batch_size, f"{where} (validation data)")
+        self._check_before_training(loss_fn, inputs, targets, validation, batch_size, where)
         if seed is not None:
             seed_generator(seed)
 
@@ -380,7 +378,6 @@ class Sequential:
         ``progress`` is (epoch, epochs, verbose)."""
         epoch, epochs, verbose = progress
         n = len(data.x)
-        batch_size = min(batch_size, n)  # (larger is the same one batch; the engine counts in int64)
         n_batches = -(-n // batch_size)
         order = generator().permutation(n) if shuffle else None
         state = engine.OptimizerState(opt, engine.parameters_of(data.plan), f"{type(opt).__name__}.step")
@@ -443,36 +440,42 @@ class Sequential:
             raise ValueError(f"{where}: y contains NaN or infinity")
         return targets
 
-    def _check_labels(self, loss_fn: losses_module.Loss, inputs: np.ndarray, targets: np.ndarray, where: str) -> None:
-        """Class labels outside the network's outputs, refused before training (a later batch would
-        refuse them only after the earlier ones had changed the parameters). The number of outputs
-        is that of one sample's prediction; when that fails, training reports the problem as before."""
-        if not (isinstance(loss_fn, losses_module.CrossEntropy) and targets.ndim == 1 and len(targets)):
-            return
-        try:
-            classes = self.predict(inputs[:1]).shape[-1]
-        except (ValueError, TypeError):
-            return
-        outside = np.flatnonzero((targets < 0) | (targets >= classes))
-        if outside.size:
-            raise ValueError(
-                f"{where}: the class label {targets[outside[0]]} of sample {outside[0]} is outside 0..{classes - 1} "
-                f"(the network has {classes} outputs; {outside.size} labels are outside)"
-            )
-
-    def _check_validation(
-        self, loss_fn: losses_module.Loss, validation: tuple[np.ndarray, np.ndarray], batch_size: int, where: str
+    def _check_before_training(
+        self, loss_fn: losses_module.Loss, inputs: np.ndarray, targets: np.ndarray,
+        validation: Optional[tuple[np.ndarray, np.ndarray]], batch_size: int, where: str,
     ) -> None:
-        """The validation pass after the first epoch, tried on its first batch before training: bad
-        validation data would otherwise be found only after a whole epoch."""
-        x_val, y_val = validation
-        try:
-            loss_fn(y_val[:batch_size], self.predict(x_val[:batch_size]))
-        except ValueError as error:
-            raise ValueError(f"{where}: the first {min(batch_size, len(x_val))} samples do not go through: {error}") from error
-        except TypeError as error:
-            raise TypeError(f"{where}: the first {min(batch_size, len(x_val))} samples do not go through: {error}") from error
-        self._check_labels(loss_fn, x_val, y_val, where)
+        """What a later batch, or the validation pass after the first epoch, would refuse, refused
+        before any parameter changes: validation data whose first batch does not go through the
+        network and the loss, and class labels outside the network's outputs. (The number of
+        outputs comes from that validation batch, else from one training sample; when that
+        prediction fails, training reports the problem as before.)"""
+        classes = None
+        if validation is not None:
+            x_val, y_val = validation
+            try:
+                output = self.predict(x_val[:batch_size])
+                loss_fn(y_val[:batch_size], output)
+            except (ValueError, TypeError) as error:
+                kind = ValueError if isinstance(error, ValueError) else TypeError
+                raise kind(
+                    f"{where} (validation data): the first {min(batch_size, len(x_val))} samples do not go through: {error}"
+                ) from error
+            classes = output.shape[-1]
+        if not isinstance(loss_fn, losses_module.CrossEntropy):
+            return
+        if classes is None:
+            try:
+                classes = self.predict(inputs[:1]).shape[-1]
+            except (ValueError, TypeError):
+                return
+        checks = [(targets, where)] + ([(validation[1], f"{where} (validation data)")] if validation is not None else [])
+        for labels, at in checks:
+            outside = np.flatnonzero((labels < 0) | (labels >= classes)) if labels.ndim == 1 else ()
+            if len(outside):
+                raise ValueError(
+                    f"{at}: the class label {labels[outside[0]]} of sample {outside[0]} is outside 0..{classes - 1} "
+                    f"(the network has {classes} outputs; {len(outside)} labels are outside)"
+                )
 
     def _validation(
         self,

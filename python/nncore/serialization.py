@@ -270,10 +270,7 @@ def load_layers(path: PathLike) -> list[Layer]:
     that does not exist raises ModelFileError too, which is also a FileNotFoundError.
     """
     source = Path(os.fspath(path))
-    return _build_layers(_parse_model_bytes(_read_file(source), str(source)), source)
-
-
-def _build_layers(parsed: "_ParsedModel", source: Path) -> list[Layer]:
+    parsed = _parse_model_bytes(_read_file(source), str(source))
     layers = []
     for index, entry in enumerate(parsed.architecture):
         layers.append(_build_layer(index, entry, parsed.tensors, source))

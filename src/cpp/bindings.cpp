@@ -1173,7 +1173,6 @@ public:
             output_size_ = out;
             params_.push_back(w);
             params_.push_back(b);
-            keep_.append(py::make_tuple(w, b, dw, db));
             for (const py::array& a : {w, b, dw, db}) layouts_.push_back({a, a.data(), {a.shape(), a.shape() + a.ndim()},
                                                                         {a.strides(), a.strides() + a.ndim()}, a.writeable()});
             if (kind_ == Float::f32)
@@ -1191,6 +1190,9 @@ public:
     py::dtype dtype() const { return kind_ == Float::f32 ? py::dtype::of<float>() : py::dtype::of<double>(); }
     index_t input_size() const { return input_size_; }
 
+    index_t output_size() const { return output_size_; }
+    std::size_t workspace_bytes() const { return f32_ ? f32_->workspace_bytes() : f64_->workspace_bytes(); }
+
     // Whether every array the engine was built from still has the layout it had then: numpy lets
     // code change an array's shape or strides, or make it read-only, in place (a.shape = ...,
     // a.flags.writeable = False), which the raw pointers held here would not follow.
@@ -1199,8 +1201,6 @@ public:
             if (!l.unchanged()) return false;
         return true;
     }
-    index_t output_size() const { return output_size_; }
-    std::size_t workspace_bytes() const { return f32_ ? f32_->workspace_bytes() : f64_->workspace_bytes(); }
 
     py::array predict(const py::object& x_obj, const py::object& out) {
         const char* op = "Engine.predict";
@@ -1208,7 +1208,7 @@ public:
         return kind_ == Float::f32 ? predict_impl<float>(*f32_, x, out) : predict_impl<double>(*f64_, x, out);
     }
 
-    py::dict run_epoch(const py::object& x_obj, const py::object& y_obj, const py::object& order_obj, index_t batch_size,
+    py::dict run_epoch(const py::object& x_obj, const py::object& y_obj, const py::object& order_obj, const py::int_& batch_size,
                        const std::string& loss, const py::object& optimizer, const py::dict& hyper, const py::list& state,
                        const py::object& steps_obj, const py::object& clip_norm, index_t first_batch, const py::object& last_batch,
                        double loss_sum, long long correct, long long counted, bool count_accuracy) {
@@ -1257,7 +1257,7 @@ private:
 
     template <class T>
     py::dict run_impl(Engine<T>& engine, const py::object& x_obj, const py::object& y_obj, const py::object& order_obj,
-                      index_t batch_size, const std::string& loss_name, const py::object& optimizer, const py::dict& hyper,
+                      const py::int_& batch_size_obj, const std::string& loss_name, const py::object& optimizer, const py::dict& hyper,
                       const py::list& state, const py::object& steps_obj, const py::object& clip_norm, index_t first_batch,
                       const py::object& last_batch_obj, double loss_sum, long long correct, long long counted,
                       bool count_accuracy) {
@@ -1266,9 +1266,12 @@ private:
         auto x = contiguous<T>(rows_of(x_obj, op, "x"));
         a.x = x.data();
         a.n = x.shape(0);
-        if (batch_size < 1) throw py::value_error("Engine.run_epoch: expected batch_size >= 1, got " + std::to_string(batch_size));
+        if (batch_size_obj < py::int_(1))
+            throw py::value_error("Engine.run_epoch: expected batch_size >= 1, got " + py::str(batch_size_obj).cast<std::string>());
+        // A batch larger than the data is one batch of all of it (any Python int, 2**64 included).
+        const index_t batch_size = batch_size_obj < py::int_(a.n) ? batch_size_obj.cast<index_t>() : a.n;
         a.batch_size = batch_size;
-        const index_t n_batches = a.n / batch_size + (a.n % batch_size != 0);  // (n + b - 1) / b overflows
+        const index_t n_batches = (a.n + batch_size - 1) / batch_size;
         a.first_batch = first_batch;
         a.last_batch = last_batch_obj.is_none() ? n_batches : last_batch_obj.cast<index_t>();
         if (a.first_batch < 0 || a.last_batch > n_batches || a.first_batch > a.last_batch)
@@ -1417,8 +1420,7 @@ private:
     Float kind_ = Float::f32;
     index_t input_size_ = 0, output_size_ = 0;
     std::vector<py::array> params_;  // weights0, bias0, weights1, ...
-    py::list keep_;
-    // An array the engine holds (also in keep_) and its layout when the engine was built.
+    // Every array the engine writes or reads (kept alive here) and its layout when the engine was built.
     struct Layout {
         py::array array;
         const void* data;
@@ -1449,12 +1451,6 @@ double fma_peak_py(const std::string& dtype, double seconds, int threads) {
                               : fma_peak_gflops(active_table<double>(), seconds, threads);
 }
 
-// Whether layers[1:] are the objects expected[...] says and every named attribute of every layer
-// is still the very object recorded (identity, never equality): the check engine.predictor makes
-// on each single-sample predict before it reuses a plan, here because in Python it costs as much as
-// a third of the C++ forward. names[i] is a tuple of attribute names of layers[i]; expected holds,
-// per layer, the layer itself (skipped for layer 0, which the caller checks), its type, then the
-// attribute values in the order of names[i].
 // Whether the object's own attributes hold a forward or backward (one instance's override of its
 // class's method), which the engine would not run.
 bool overrides_forward_or_backward(PyObject* layer) {
@@ -1470,6 +1466,12 @@ bool overrides_forward_or_backward(PyObject* layer) {
     return found;
 }
 
+// Whether layers[1:] are the objects expected[...] says and every named attribute of every layer
+// is still the very object recorded (identity, never equality): the check engine.predictor makes
+// on each single-sample predict before it reuses a plan, here because in Python it costs as much as
+// a third of the C++ forward. names[i] is a tuple of attribute names of layers[i]; expected holds,
+// per layer, the layer itself (skipped for layer 0, which the caller checks), its type, then the
+// attribute values in the order of names[i].
 bool same_attributes(const py::sequence& layers, const py::tuple& names, const py::tuple& expected) {
     const std::size_t count = layers.size();
     if (count != names.size()) return false;
