@@ -29,10 +29,7 @@ def matmul(
     Shapes: op(a) is (m, k), op(b) is (k, n), the result (m, n). Transposition is free (it is a
     change of strides inside the packing routines). k == 0 gives zeros, as numpy does.
     """
-    for name, flag in (("transpose_a", transpose_a), ("transpose_b", transpose_b)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise TypeError(f"matmul: expected {name} to be a bool, got {type(flag).__name__}")
-    return _core.matmul(a, b, bool(transpose_a), bool(transpose_b), out)
+    return _core.matmul(a, b, transpose_a, transpose_b, out)  # checks the flags too
 
 
 def tanh(x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -669,6 +669,9 @@ def test_ops_refuse_flags_and_slopes_of_the_wrong_kind():
     with pytest.raises(TypeError, match="transpose_a to be a bool, got int"):
         ops.matmul(a, a.T, transpose_a=0)
     assert ops.matmul(a, a, transpose_b=np.True_).shape == (2, 2)
+    assert ops.matmul(a, a.T, transpose_a=np.False_, transpose_b=False).shape == (2, 2)
+    with pytest.raises(TypeError, match="transpose_a to be a bool, got NoneType"):
+        ops.matmul(a, a.T, transpose_a=None)
     for slope, error in (("0.1", TypeError), (float("nan"), ValueError), (float("inf"), ValueError), (True, TypeError),
                          (10**400, ValueError)):
         with pytest.raises(error, match="negative_slope"):
