@@ -7,8 +7,22 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+
+def file_path(path: Any, where: str) -> Path:
+    """``path`` (str, bytes or os.PathLike) as a Path; TypeError/ValueError naming ``where`` for
+    anything else or an empty path."""
+    try:
+        raw = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{where}: expected a file path (str, bytes or os.PathLike), got {type(path).__name__}") from None
+    text = os.fsdecode(raw)
+    if not text:
+        raise ValueError(f"{where}: expected a file path, got an empty one")
+    return Path(text)
 
 
 @contextmanager
@@ -20,10 +34,19 @@ def atomic_write(target: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     survives a power cut. If the block or any of these steps raises (Ctrl-C included), the
     temporary file is removed and ``target`` is left as it was. The block can raise to reject
     what it wrote.
+
+    Like a plain ``open(target, "wb")``, the write goes through a symbolic link to the file it
+    names (the link stays a link) and is refused for a file the caller may not write
+    (PermissionError); a target that exists but is not a regular file (a device, a pipe) is
+    refused too (ValueError), since replacing it would destroy it rather than write to it.
     """
-    descriptor, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=suffix
-    )
+    target = _writable_target(target)
+    # A short temporary name: one built from the target's would fail for names near the file
+    # system's limit (255 bytes), which a plain open() accepts.
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".nncore-", suffix=suffix)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write {target}: {error.strerror}", str(target)) from None
     try:
         with os.fdopen(descriptor, "wb") as stream:
             yield stream
@@ -40,6 +63,23 @@ def atomic_write(target: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
             pass  # the error that got us here is the one to report
         raise
     _fsync_directory(target.parent)
+
+
+def _writable_target(target: Path) -> Path:
+    """The file a write to ``target`` lands in (symbolic links followed), after the checks
+    ``atomic_write`` describes."""
+    resolved = Path(os.path.realpath(target))
+    try:
+        mode = resolved.stat().st_mode
+    except FileNotFoundError:
+        return resolved
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {target}: it is a directory, expected a file path", str(target))
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"cannot write {target}: it exists and is not a regular file (a device, a pipe or a socket)")
+    if not os.access(resolved, os.W_OK):
+        raise PermissionError(errno.EACCES, f"cannot write {target}: the file is read-only", str(target))
+    return resolved
 
 
 def _file_mode(target: Path) -> int:

@@ -21,7 +21,7 @@ from typing import IO, Union
 
 import numpy as np
 
-from ._files import atomic_write
+from ._files import atomic_write, file_path
 
 __all__ = [
     "DOWNLOAD_TIMEOUT",
@@ -99,7 +99,7 @@ def read_idx(path: PathLike) -> np.ndarray:
     not a valid IDX file (wrong magic number, unknown type code, truncated, trailing data, or a
     corrupt gzip stream).
     """
-    path = Path(os.fspath(path))
+    path = file_path(path, "read_idx")
     with open(path, "rb") as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
@@ -251,7 +251,7 @@ def load_mnist(path: PathLike | None = None, *, download: bool = True) -> tuple[
     hand. Raises ValueError if a file is corrupt or images and labels do not match.
     """
     if path is not None:
-        root = Path(os.fspath(path)).expanduser()
+        root = file_path(path, "load_mnist").expanduser()
         searched = [root, root / "mnist"]
         files = _find_all(searched)
         if files is None:

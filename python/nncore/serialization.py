@@ -23,6 +23,7 @@ registered with ``@nncore.register_layer``: no pickle, no eval, no import by nam
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 import safetensors.numpy
 
-from ._files import atomic_write
+from ._files import atomic_write, file_path
 from .layer import LAYER_TYPES, Layer, registered_name
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "load_layers", "read_metadata", "save_layers"]
@@ -90,9 +91,7 @@ def save_layers(
     The write is atomic: the file is written to a temporary file in the same directory, flushed,
     fsynced and renamed over ``path``; if anything fails, a previous file at ``path`` is intact.
     """
-    if not os.fspath(path):
-        raise ValueError("save_layers: expected a file path, got an empty one")
-    target = Path(os.fspath(path))
+    target = file_path(path, "save_layers")
     if target.is_dir():
         raise IsADirectoryError(f"save_layers: cannot save to {target}: it is a directory, expected a file path")
     if not target.parent.is_dir():
@@ -116,16 +115,38 @@ def save_layers(
     # Read our own bytes back with the loader's checks, and rebuild nncore's own layers from them
     # as load_layers would (their from_config draws nothing), so a file that could not be loaded
     # (e.g. a Dense whose weights were replaced by an array of another shape or dtype) is never
-    # written. A user's layer is not rebuilt here: its constructor may have side effects.
+    # written. A user's layer is not rebuilt here (its constructor may have side effects), but
+    # when it keeps Layer.from_config, its config must fit its constructor's parameters.
     parsed = _parse_model_bytes(blob, str(target))
     try:
         for index, (layer, entry) in enumerate(zip(layers, parsed.architecture)):
             if type(layer).__module__.startswith("nncore."):
                 _build_layer(index, entry, parsed.tensors, target)
+            else:
+                _check_config_fits(index, layer, entry["config"], target)
     except ModelFileError as error:
         raise ValueError(f"save_layers: nothing written, the file would not load back: {error}") from error
     with atomic_write(target) as stream:
         stream.write(blob)
+
+
+def _check_config_fits(index: int, layer: Layer, config: dict[str, Any], target: Path) -> None:
+    """ModelFileError unless ``type(layer)(**config)`` would bind, when the layer is built that way
+    on loading (its class keeps ``Layer.from_config``); the constructor itself is not run."""
+    layer_class = type(layer)
+    if getattr(layer_class.from_config, "__func__", None) is not Layer.from_config.__func__:
+        return
+    try:
+        signature = inspect.signature(layer_class)
+    except (TypeError, ValueError):  # no signature to check against (e.g. a C-implemented __init__)
+        return
+    try:
+        signature.bind(**config)
+    except TypeError as error:
+        raise ModelFileError(
+            f"{target}: layer {index} ({layer_class.__name__}) cannot be built from its get_config() "
+            f"{config!r}: {error}"
+        ) from None
 
 
 def _as_layer_list(layers: Any) -> list[Layer]:
@@ -269,7 +290,7 @@ def load_layers(path: PathLike) -> list[Layer]:
     validated first; any problem raises ModelFileError naming the file and the problem. A file
     that does not exist raises ModelFileError too, which is also a FileNotFoundError.
     """
-    source = Path(os.fspath(path))
+    source = file_path(path, "load_layers")
     parsed = _parse_model_bytes(_read_file(source), str(source))
     layers = []
     for index, entry in enumerate(parsed.architecture):
@@ -290,7 +311,7 @@ def read_metadata(path: PathLike) -> dict[str, str]:
     """The metadata of the model file ``path`` (str -> str), after validating the whole file
     (structure, format, version, checksum, architecture JSON) but without building layers.
     Raises ModelFileError as ``load_layers`` does."""
-    source = Path(os.fspath(path))
+    source = file_path(path, "read_metadata")
     return dict(_parse_model_bytes(_read_file(source), str(source)).metadata)
 
 

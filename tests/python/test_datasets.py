@@ -468,3 +468,13 @@ def test_real_mnist_files_when_present(monkeypatch):
     np.testing.assert_array_equal(
         x_test, reference_read_idx(directory / "t10k-images-idx3-ubyte.gz"), strict=False
     )
+
+
+def test_paths_may_be_bytes_and_other_objects_are_refused(tmp_path):
+    path = tmp_path / "labels.idx"
+    path.write_bytes(bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 8, 9]))
+    assert read_idx(bytes(path)).tolist() == [7, 8, 9]
+    with pytest.raises(TypeError, match="read_idx: expected a file path .*got int"):
+        read_idx(3)
+    with pytest.raises(TypeError, match="load_mnist: expected a file path .*got list"):
+        load_mnist([])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 from pathlib import Path
 
 import nncore
@@ -77,6 +78,20 @@ class ConfigOf(Layer):
 
 
 nncore.register_layer(ConfigOf, name="test_serialization.ConfigOf")
+
+
+class MisnamedConfig(Layer):
+    """A registered layer whose get_config() does not match its constructor's parameters."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_config(self):
+        return {"width": self.size}
+
+
+nncore.register_layer(MisnamedConfig, name="test_serialization.MisnamedConfig")
 
 
 def make_network(seed: int = 0) -> list[Layer]:
@@ -962,3 +977,79 @@ def test_a_file_rewritten_by_another_safetensors_writer_still_loads(model_file, 
     assert original.keys() == loaded.keys()
     for name in original:
         assert_bit_identical(original[name], loaded[name])
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a save lands, and what it refuses to replace
+
+
+def test_a_file_name_near_the_length_limit_saves(tmp_path):
+    path = tmp_path / ("a" * 240 + ".safetensors")  # 252 bytes, which a plain open() accepts
+    save_layers([Dense(2, 2)], path)
+    assert len(load_layers(path)) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_save_through_a_symbolic_link_writes_the_linked_file(tmp_path):
+    real = tmp_path / "real.safetensors"
+    save_layers(make_network(0), real)
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(real)
+    save_layers(make_network(1), link)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    expected = all_parameters(make_network(1))
+    loaded = all_parameters(load_layers(real))
+    assert loaded.keys() == expected.keys()
+    for name in expected:
+        assert_bit_identical(loaded[name], expected[name])
+
+
+def test_something_that_is_not_a_regular_file_is_not_replaced(tmp_path):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    with pytest.raises(ValueError, match="not a regular file"):
+        save_layers([Dense(2, 2)], pipe)
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_file_the_caller_may_not_write_is_not_replaced(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    save_layers([Dense(2, 2)], path)
+    old = path.read_bytes()
+    # (os.access, because the suite may run as root, who may write a 0o444 file, as open() would.)
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    with pytest.raises(PermissionError, match="read-only"):
+        save_layers([Dense(3, 3)], path)
+    monkeypatch.undo()
+    _assert_nothing_written(tmp_path, {"m.safetensors": old})
+
+
+def test_a_user_layer_whose_config_does_not_fit_its_constructor_is_not_saved(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_layers([Dense(2, 2)], path)
+    old = path.read_bytes()
+    with pytest.raises(ValueError, match=r"would not load back.*MisnamedConfig.*'width'"):
+        save_layers([Dense(2, 2), MisnamedConfig(2)], path)
+    _assert_nothing_written(tmp_path, {"m.safetensors": old})
+
+
+def test_a_file_without_layers_is_no_model(tmp_path):
+    path = tmp_path / "empty.safetensors"
+    save_layers([], path)
+    assert load_layers(path) == []
+    with pytest.raises(nncore.ModelFileError, match="empty.safetensors: the file holds no layers"):
+        nncore.load(path)
+
+
+def test_paths_may_be_bytes_and_other_objects_are_refused(tmp_path):
+    path = os.fsencode(tmp_path / "m.safetensors")
+    save_layers([Dense(2, 2)], path)
+    assert len(load_layers(path)) == 1 and read_metadata(path)["dtype"] == "float32"
+    for name, call in (
+        ("save_layers", lambda p: save_layers([Dense(2, 2)], p)),
+        ("load_layers", load_layers),
+        ("read_metadata", read_metadata),
+    ):
+        with pytest.raises(TypeError, match=f"{name}: expected a file path .*got int"):
+            call(3)
