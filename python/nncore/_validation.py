@@ -22,6 +22,14 @@ def check_float_dtype(dtype: Any, where: str) -> np.dtype:
     return resolved
 
 
+def check_bool(value: Any, name: str, where: str) -> bool:
+    """True/False or a numpy bool; TypeError for anything else (a truthy string or 1 is a mistake,
+    never silently taken as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: expected {name} to be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
 def check_positive_int(value: Any, name: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{where}: expected {name} to be an int, got {type(value).__name__}")

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from ._files import file_path
+from ._validation import check_bool, check_non_negative_float
+
 if TYPE_CHECKING:
     from .sequential import Sequential
 
@@ -57,14 +60,10 @@ class _Monitor:
             raise TypeError(f"{where}: expected monitor to be a metric name such as 'val_loss', got {monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"{where}: expected mode 'auto', 'min' or 'max', got {mode!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not (
-            math.isfinite(min_delta) and min_delta >= 0
-        ):
-            raise ValueError(f"{where}: expected min_delta to be a finite number >= 0, got {min_delta!r}")
         self.monitor = monitor
         self.where = where
         self.maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
-        self.min_delta = float(min_delta)
+        self.min_delta = check_non_negative_float(min_delta, "min_delta", where)
         self.best = -math.inf if self.maximize else math.inf
 
     def reset(self) -> None:
@@ -82,7 +81,9 @@ class _Monitor:
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs
     (at least one). With ``restore_best_weights``, the parameters of the best epoch are put back
-    when training ends, so the model is the best one seen, not the last."""
+    when training ends, so the model is the best one seen, not the last. What is put back is each
+    layer's ``state_dict()``: all of nncore's layers, and yours that define it; a classic layer of
+    yours that updates itself in ``backward`` and has no ``state_dict()`` keeps its last values."""
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class EarlyStopping(Callback):
         self._monitor = _Monitor(monitor, mode, min_delta, where)
         self.monitor = monitor
         self.patience = int(patience)
-        self.restore_best_weights = bool(restore_best_weights)
+        self.restore_best_weights = check_bool(restore_best_weights, "restore_best_weights", where)
         self.best_epoch: Optional[int] = None
         self.stopped_epoch: Optional[int] = None
         self._wait = 0
@@ -134,7 +135,8 @@ class EarlyStopping(Callback):
 class ModelCheckpoint(Callback):
     """Save the model (``Sequential.save``, atomic) after each epoch, or with ``save_best_only``
     only when ``monitor`` improves. ``path`` may contain ``{epoch}`` and logged names, e.g.
-    ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``."""
+    ``"ckpt-{epoch:02d}-{val_loss:.3f}.safetensors"``. The best value is kept across ``fit``
+    calls, so a later fit never replaces the best file with a worse model."""
 
     def __init__(
         self,
@@ -144,20 +146,15 @@ class ModelCheckpoint(Callback):
         mode: str = "auto",
     ) -> None:
         where = "ModelCheckpoint"
-        self.path = os.fspath(path)
-        if not isinstance(self.path, str) or not self.path:
-            raise TypeError(f"{where}: expected path to be a file path, got {path!r}")
+        self.path = str(file_path(path, where))
         self._monitor = _Monitor(monitor, mode, 0.0, where)
         self.monitor = monitor
-        self.save_best_only = bool(save_best_only)
+        self.save_best_only = check_bool(save_best_only, "save_best_only", where)
         self.saved: list[str] = []
 
     @property
     def best(self) -> float:
         return self._monitor.best
-
-    def on_train_begin(self) -> None:
-        self._monitor.reset()
 
     def on_epoch_end(self, epoch: int, logs: Logs) -> None:
         if self.save_best_only and not self._monitor.improved(logs):

@@ -8,6 +8,7 @@ takes a few seconds.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         "--learning-rate", type=float, default=4.0, help="SGD learning rate (default 4.0)"
     )
     args = parser.parse_args(argv)
-    if args.epochs < 0 or args.seed < 0 or args.batch_size < 1 or not args.learning_rate >= 0:
+    if args.epochs < 0 or args.seed < 0 or args.batch_size < 1 or not 0 <= args.learning_rate < math.inf:
         parser.error(
-            "expected --epochs >= 0, --seed >= 0, --batch-size >= 1 and --learning-rate >= 0"
+            "expected --epochs >= 0, --seed >= 0, --batch-size >= 1 and a finite --learning-rate >= 0"
         )
 
     info = nncore.cpu_info()

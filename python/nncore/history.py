@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from ._files import atomic_write, file_path
+
 
 class History:
     """``history``: a dict of per-epoch lists, e.g. ``{"loss": [...], "val_loss": [...],
@@ -44,6 +46,9 @@ def plot_history(history: History, path: "Optional[str | os.PathLike[str]]" = No
         raise ImportError("plot_history needs matplotlib: pip install 'nncore[plot]'") from None
 
     panels = [name for name in ("loss", "accuracy") if name in history.history]
+    if not panels:
+        raise ValueError(f"plot_history: the history has no loss or accuracy to plot, only {sorted(history.history)}")
+    target = None if path is None else file_path(path, "plot_history")
     figure = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
     epochs = [e + 1 for e in history.epoch]
     for i, name in enumerate(panels):
@@ -57,6 +62,9 @@ def plot_history(history: History, path: "Optional[str | os.PathLike[str]]" = No
             axes.set_yscale("log")
         axes.grid(True, alpha=0.3)
         axes.legend()
-    if path is not None:
-        figure.savefig(os.fspath(path), dpi=110)
+    if target is not None:
+        # Atomically, like a model file: a failed write keeps any previous image whole. The format
+        # comes from the file name's extension, as savefig would take it from a path.
+        with atomic_write(target) as stream:
+            figure.savefig(stream, format=target.suffix[1:].lower() or None, dpi=110)
     return figure

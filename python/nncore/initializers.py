@@ -59,7 +59,9 @@ def draw(init: Union[str, Initializer], fan_in: int, fan_out: int, dtype: np.dty
     try:
         weights = np.asarray(initializer(fan_in, fan_out, dtype))
     except (ValueError, MemoryError) as error:
-        raise type(error)(f"{where}: cannot create {fan_out} x {fan_in} weights: {error}") from error
+        # As the base class: a subclass may need other arguments (numpy's _ArrayMemoryError does).
+        kind = MemoryError if isinstance(error, MemoryError) else ValueError
+        raise kind(f"{where}: cannot create {fan_out} x {fan_in} weights: {error}") from error
     if weights.shape != (fan_out, fan_in):
         raise ValueError(f"{where}: the initialiser returned shape {weights.shape}, expected {(fan_out, fan_in)}")
     return np.ascontiguousarray(weights, dtype=dtype)

@@ -18,6 +18,7 @@ from ._validation import (
     FLOAT_DTYPES,
     as_float_array,
     as_numeric_array,
+    check_bool,
     check_float_dtype,
     resolve_named,
 )
@@ -135,9 +136,7 @@ class BinaryCrossEntropy(_ElementwiseLoss):
     """
 
     def __init__(self, from_logits: bool = False) -> None:
-        if not isinstance(from_logits, (bool, np.bool_)):
-            raise TypeError(f"BinaryCrossEntropy: expected from_logits to be a bool, got {type(from_logits).__name__}")
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_bool(from_logits, "from_logits", "BinaryCrossEntropy")
         self.name = "binary_cross_entropy_logits" if self.from_logits else "binary_cross_entropy"
         self._kernel = self.name
 

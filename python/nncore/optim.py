@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._validation import FLOAT_DTYPES, check_positive_int, resolve_named
+from ._validation import FLOAT_DTYPES, check_bool, check_positive_int, resolve_named
 
 # ----------------------------------------------------------------------------------------------
 # Hyper-parameter checks: TypeError for what is not a number (bools included), ValueError naming
@@ -62,12 +62,6 @@ def _positive(value: Any, name: str, where: str) -> float:
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{where}: expected {name} to be finite and > 0, got {value!r}")
     return number
-
-
-def _flag(value: Any, name: str, where: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{where}: expected {name} to be a bool, got {type(value).__name__}")
-    return bool(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,7 +215,7 @@ class SGD(Optimizer):
     ) -> None:
         super().__init__(lr, clip_norm=clip_norm)
         self.momentum = _in_range(momentum, "momentum", "SGD", 0.0, 1.0, high_open=True)
-        self.nesterov = _flag(nesterov, "nesterov", "SGD")
+        self.nesterov = check_bool(nesterov, "nesterov", "SGD")
         if self.nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov=True needs momentum > 0, got momentum=0.0")
         self.weight_decay = _non_negative(weight_decay, "weight_decay", "SGD")
@@ -337,7 +331,7 @@ class RMSprop(Optimizer):
         self.eps = _positive(eps, "eps", "RMSprop")
         self.weight_decay = _non_negative(weight_decay, "weight_decay", "RMSprop")
         self.momentum = _in_range(momentum, "momentum", "RMSprop", 0.0, 1.0, high_open=True)
-        self.centered = _flag(centered, "centered", "RMSprop")
+        self.centered = check_bool(centered, "centered", "RMSprop")
 
     def _wanted_state(self) -> tuple[str, ...]:
         names = ["square_avg"]

@@ -17,20 +17,21 @@ from . import engine
 from . import losses as losses_module
 from . import optim
 from ._random import generator, seed as seed_generator
-from ._validation import as_float_array, check_positive_int
+from ._validation import as_float_array, check_bool, check_positive_int
 from .activations import Softmax
 from .callbacks import Callback
 from .history import History
 from .network import check_distinct_layers, check_network, network_dtype
 from .ops import all_finite
-from .serialization import load_layers, save_layers
+from .serialization import ModelFileError, load_layers, save_layers
 
 PathLike = Union[str, "os.PathLike[str]"]
 Data = Any  # numpy arrays or nested lists
 
 
 # One lock per model, held by fit for its whole run and by forward/backward and the layer-by-layer
-# predict/evaluate (also when the classic predict/train get the model): layers keep their forward
+# predict/evaluate (also when the classic predict/train get the model), and by save, copy_state
+# and load_state, which must not see a half-applied optimizer step: layers keep their forward
 # inputs for backward, so a prediction from another thread during a fit would replace the inputs
 # the fit's backward then reads. (Sequential's engine paths keep nothing on the layers and have
 # the engine's lock; the single-sample predict does not take this one.) Layers shared with another
@@ -99,10 +100,12 @@ class Sequential:
         """Every layer's ``(parameter, gradient)`` pairs, in layer order."""
         return [pair for layer in self.layers for pair in _parameters_of(layer)]
 
+    @_holding_model_lock
     def copy_state(self) -> list[dict[str, np.ndarray]]:
         """A copy of every layer's ``state_dict()`` (for ``load_state``)."""
         return [{name: np.array(value, copy=True) for name, value in _state_of(layer).items()} for layer in self.layers]
 
+    @_holding_model_lock
     def load_state(self, state: list[dict[str, np.ndarray]]) -> None:
         """Copy what ``copy_state`` returned back into the parameters, in place. All or nothing:
         when a layer refuses its state, the layers before it get their previous values back."""
@@ -253,7 +256,7 @@ class Sequential:
           first, which fixes shuffling and dropout (weights are initialised when layers are made).
           The last batch of an epoch may be smaller than ``batch_size``.
         - ``callbacks``: ``nncore.callbacks`` objects (EarlyStopping, ModelCheckpoint, your own
-          ``Callback``) and learning-rate schedulers from ``nncore.optim`` (stepped once per epoch).
+          ``Callback``) and a learning-rate scheduler from ``nncore.optim`` (at most one, stepped once per epoch).
         - ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch. (When the
           native engine runs the epoch, see ``nncore.engine``, the bar advances in about 50 steps
           per epoch rather than per batch.)
@@ -268,8 +271,7 @@ class Sequential:
         batch_size = check_positive_int(batch_size, "batch_size", where)
         if verbose not in (0, 1, 2) or isinstance(verbose, bool):
             raise ValueError(f"{where}: expected verbose to be 0, 1 or 2, got {verbose!r}")
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"{where}: expected shuffle to be a bool, got {type(shuffle).__name__}")
+        check_bool(shuffle, "shuffle", where)
         hooks, schedulers = _split_callbacks(callbacks, opt, where)
         check_distinct_layers(self.layers, where)
         _warn_about_double_softmax(self.layers, loss_fn)
@@ -538,17 +540,23 @@ class Sequential:
             print_fn(text)
         return text
 
+    @_holding_model_lock
     def save(self, path: PathLike) -> None:
         """Write the architecture and parameters to one ``.safetensors`` file, atomically (a
         crash mid-save keeps any previous file). Layers must be native or registered with
-        ``@nncore.register_layer``; otherwise nothing is written and TypeError says why."""
+        ``@nncore.register_layer``; otherwise nothing is written and TypeError says why. A
+        ``fit`` running in another thread finishes first (the file never holds a half-updated
+        model)."""
         save_layers(self.layers, path, extra_metadata={"model": "Sequential"})
 
 
 def load(path: PathLike) -> Sequential:
     """Read a model written by ``Sequential.save``. Every problem with the file raises
     ``nncore.ModelFileError``; no code from the file is ever run."""
-    return Sequential(load_layers(path))
+    layers = load_layers(path)
+    if not layers:  # save_layers([]) writes such a file; a Sequential needs a layer
+        raise ModelFileError(f"{os.fsdecode(os.fspath(path))}: the file holds no layers, a Sequential needs at least one")
+    return Sequential(layers)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -596,10 +604,18 @@ def _split_callbacks(callbacks: Iterable[Any], opt: optim.Optimizer, where: str)
     except TypeError:
         raise TypeError(f"{where}: expected callbacks to be a list of callbacks, got {type(callbacks).__name__}") from None
     hooks, schedulers = [], []
-    for item in callbacks:
+    for index, item in enumerate(callbacks):
+        if any(item is earlier for earlier in callbacks[:index]):
+            raise ValueError(f"{where}: the callback {type(item).__name__} is listed twice (it would run twice per epoch)")
         if isinstance(item, optim.LRScheduler):
             if item.optimizer is not opt:
                 raise ValueError(f"{where}: the scheduler {type(item).__name__} drives another optimizer than the one fit uses")
+            if schedulers:
+                # Each sets optimizer.lr from its own epoch count, so only the last one would count.
+                raise ValueError(
+                    f"{where}: expected at most one learning-rate scheduler, got {type(schedulers[0]).__name__} "
+                    f"and {type(item).__name__}: each would overwrite the other's learning rate"
+                )
             schedulers.append(item)
         elif isinstance(item, Callback):
             hooks.append(item)

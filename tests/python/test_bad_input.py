@@ -122,6 +122,18 @@ def test_dense_with_an_impossible_size_raises_value_error():
         Dense(2**33, 2**33)
 
 
+def test_running_out_of_memory_in_an_initialiser_is_a_memory_error_naming_the_layer():
+    class PickyMemoryError(MemoryError):  # like numpy's _ArrayMemoryError: more arguments needed
+        def __init__(self, shape, dtype):
+            super().__init__(f"cannot allocate {shape} of {dtype}")
+
+    def exhausted(fan_in, fan_out, dtype):
+        raise PickyMemoryError((fan_out, fan_in), dtype)
+
+    with pytest.raises(MemoryError, match=r"Dense: cannot create 3 x 2 weights: cannot allocate \(3, 2\)"):
+        Dense(2, 3, init=exhausted)
+
+
 def test_dense_rejects_an_initialiser_that_is_neither_a_name_nor_a_callable():
     with pytest.raises(TypeError, match="expected init to be an initialiser name or a callable, got int"):
         Dense(2, 2, init=3)

@@ -100,13 +100,27 @@ def test_monitoring_a_value_that_is_not_logged_is_an_error():
         ({"patience": -1}, ValueError),
         ({"patience": 1.5}, ValueError),
         ({"min_delta": -0.1}, ValueError),
+        ({"min_delta": "0.1"}, TypeError),
+        ({"min_delta": float("nan")}, ValueError),
         ({"mode": "up"}, ValueError),
         ({"monitor": 3}, TypeError),
+        ({"restore_best_weights": "False"}, TypeError),  # used to be taken as True
+        ({"restore_best_weights": 1}, TypeError),
     ],
 )
 def test_early_stopping_rejects_bad_arguments(kwargs, error):
     with pytest.raises(error):
         EarlyStopping(**kwargs)
+
+
+def test_numpy_numbers_and_bools_are_accepted():
+    assert EarlyStopping(min_delta=np.float32(0.25)).best == np.inf
+    assert EarlyStopping(min_delta=np.int64(0), restore_best_weights=np.True_).restore_best_weights is True
+    assert ModelCheckpoint("unused", save_best_only=np.False_).save_best_only is False
+    with pytest.raises(TypeError, match="save_best_only to be a bool, got str"):
+        ModelCheckpoint("unused", save_best_only="no")
+    with pytest.raises(TypeError, match="ModelCheckpoint: expected a file path"):
+        ModelCheckpoint(None)
 
 
 def test_checkpoint_every_epoch_with_a_path_template(tmp_path):
@@ -137,6 +151,25 @@ def test_checkpoint_save_best_only_keeps_the_best_model(tmp_path):
         checkpoint.on_epoch_end(epoch, {"val_loss": value})
     assert len(checkpoint.saved) == 2
     np.testing.assert_array_equal(nncore.load(path).predict(x), expected)
+
+
+def test_checkpoint_save_best_only_keeps_its_best_across_fits(tmp_path):
+    # A second fit that only gets worse must not replace the best file of the first.
+    nncore.seed(0)
+    x, y = _data()
+    model = _model()
+    path = tmp_path / "best.safetensors"
+    checkpoint = ModelCheckpoint(path, monitor="loss", save_best_only=True)
+    _drive(checkpoint, model, [1.0, 0.5], monitor="loss")
+    best = model.predict(x)
+    for parameter, _ in model.parameters():
+        parameter *= 0.5
+    _drive(checkpoint, model, [0.8, 0.6], monitor="loss")
+    assert checkpoint.best == 0.5 and len(checkpoint.saved) == 2
+    np.testing.assert_array_equal(nncore.load(path).predict(x), best)
+    optimizer = SGD(0.1)
+    model.fit(x, y, epochs=2, loss="cross_entropy", optimizer=optimizer, callbacks=[checkpoint], verbose=0)
+    assert checkpoint.best == 0.5 and len(checkpoint.saved) == 2  # losses near 0.7: no improvement
 
 
 def test_checkpoint_path_with_an_unknown_name_is_an_error(tmp_path):

@@ -59,6 +59,9 @@ def test_mnist_cnn_without_data_says_what_to_do(tmp_path):
 def test_mnist_cnn_rejects_bad_arguments(tmp_path):
     result = _run(tmp_path, "--epochs", "0", script=CNN_EXAMPLE)
     assert result.returncode == 2 and "--epochs" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "nncore.demo", "--learning-rate", "inf"], capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 2 and "finite --learning-rate" in result.stderr
 
 
 @pytest.mark.slow

@@ -211,6 +211,27 @@ def test_scheduler_in_callbacks_steps_once_per_epoch():
     assert optimizer.lr == pytest.approx(0.025)
 
 
+def test_two_schedulers_or_a_callback_listed_twice_are_refused():
+    # They used to combine silently: the last scheduler set the rate, a repeated one stepped twice.
+    from nncore.callbacks import EarlyStopping
+    from nncore.optim import CosineAnnealingLR
+
+    x, y = _blobs(n=20)
+    model = _classifier()
+    weights = model[0].weights.copy()
+    optimizer = SGD(0.1)
+    step = StepLR(optimizer, step_size=1, gamma=0.5)
+    cases = [
+        ([step, CosineAnnealingLR(optimizer, T_max=4)], "at most one learning-rate scheduler, got StepLR and CosineAnnealingLR"),
+        ([step, step], "StepLR is listed twice"),
+        ([EarlyStopping(monitor="loss")] * 2, "EarlyStopping is listed twice"),
+    ]
+    for callbacks, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            model.fit(x, y, epochs=2, loss="cross_entropy", optimizer=optimizer, callbacks=callbacks, verbose=0)
+    assert optimizer.lr == 0.1 and step.last_epoch == 0 and np.array_equal(model[0].weights, weights)
+
+
 def test_non_finite_loss_stops_with_the_epoch_and_batch():
     x = np.full((8, 2), 1e18, dtype=np.float32)
     y = np.zeros((8, 1), dtype=np.float32)
@@ -311,6 +332,33 @@ def test_history_plot_writes_a_png(tmp_path):
     assert len(figure.axes) == 2
     with pytest.raises(ValueError, match="empty"):
         _classifier().fit(x, y, epochs=0, loss="cross_entropy", verbose=0).plot()
+
+
+def test_history_plot_replaces_a_file_atomically_and_names_what_it_cannot_plot(tmp_path, monkeypatch):
+    matplotlib_figure = pytest.importorskip("matplotlib.figure")
+    from nncore.history import History
+
+    history = History()
+    history.append(0, {"loss": 1.0, "lr": 0.1})
+    history.append(1, {"loss": 0.5, "lr": 0.1})
+    path = tmp_path / "curves.svg"
+    history.plot(path)
+    old = path.read_bytes()
+    assert b"<svg" in old  # the format follows the extension
+
+    def fail_half_way(self, stream, **kwargs):
+        stream.write(b"partial")
+        raise OSError(28, "No space left on device (simulated)")
+
+    monkeypatch.setattr(matplotlib_figure.Figure, "savefig", fail_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        history.plot(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["curves.svg"]
+    only_lr = History()
+    only_lr.append(0, {"lr": 0.1})
+    with pytest.raises(ValueError, match=r"no loss or accuracy to plot, only \['lr'\]"):
+        only_lr.plot()
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -120,3 +120,40 @@ def test_a_forked_child_computes_and_exits(restore_threads):
         started_with, value = pool.apply_async(_matmul_in_child, (3,)).get(timeout=60)
         assert value == 256.0 and (started_with == 1 or "NNCORE_NUM_THREADS" in os.environ)
         assert pool.apply_async(_matmul_in_child, (2,)).get(timeout=60) == (3, 256.0)
+
+
+def test_save_and_copy_state_from_another_thread_wait_for_a_fit(tmp_path):
+    # A save during a fit used to write weights half-way through an optimizer step (or fail its own
+    # checksum). The callback holds the fit in an epoch until the other thread is about to save.
+    from nncore import Sequential
+    from nncore.callbacks import Callback
+    from nncore.optim import SGD
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 8), dtype=np.float32), rng.integers(0, 3, 64)
+    nncore.seed(0)
+    model = Sequential([Dense(8, 16), Tanh(), Dense(16, 3)])
+    events: list[str] = []
+    in_fit, saving = threading.Event(), threading.Event()
+
+    class Pause(Callback):
+        def on_epoch_end(self, epoch, logs):
+            in_fit.set()
+            saving.wait(5)
+            threading.Event().wait(0.05)  # give the saver time to block on the model
+            events.append(f"epoch {epoch}")
+
+    def save():
+        in_fit.wait(5)
+        saving.set()
+        model.save(tmp_path / "m.safetensors")
+        events.append("saved")
+        events.append(len(model.copy_state()))
+
+    thread = threading.Thread(target=save)
+    thread.start()
+    model.fit(x, y, loss="cross_entropy", optimizer=SGD(0.1), epochs=2, batch_size=16, callbacks=[Pause()], verbose=0)
+    events.append("fit done")
+    thread.join()
+    assert events[:2] == ["epoch 0", "epoch 1"] and "saved" in events
+    np.testing.assert_array_equal(nncore.load(tmp_path / "m.safetensors").predict(x), model.predict(x))
