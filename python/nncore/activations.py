@@ -26,9 +26,9 @@ class Activation(Layer):
         self.activation_prime = activation_prime
 
     def forward(self, input: np.ndarray) -> np.ndarray:
-        self.input = input
-        self.output = self.activation(input)
-        return self.output
+        output = self.activation(input)
+        self.input, self.output = input, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         self._require_forward()
@@ -62,9 +62,10 @@ class _NativeActivation(Activation):
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         self._pending_forward = None
-        self.input = layer_input(input, None, f"{type(self).__name__}.forward")
-        self.output = _core.activation(self._kind, self.input, self._alpha)
-        return self.output
+        x = layer_input(input, None, f"{type(self).__name__}.forward")
+        output = _core.activation(self._kind, x, self._alpha)
+        self.input, self.output = x, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         where = f"{type(self).__name__}.backward"
@@ -160,10 +161,10 @@ class Softmax(Layer):
         x = layer_input(input, None, "Softmax.forward")
         if x.ndim == 0:
             raise ValueError("Softmax.forward: expected at least 1 dimension, got a scalar")
-        self.input = x
         rows = np.ascontiguousarray(x).reshape(-1, softmax_width(x.shape))
-        self.output = _core.softmax(rows).reshape(x.shape)
-        return self.output
+        output = _core.softmax(rows).reshape(x.shape)
+        self.input, self.output = x, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         where = "Softmax.backward"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -9,12 +10,13 @@ import numpy as np
 from . import _core
 from ._random import generator
 from ._validation import (
+    check_bool,
     check_float_dtype,
     check_gradient_shape,
     check_positive_int,
     layer_input,
 )
-from .initializers import Initializer, draw
+from .initializers import Initializer, draw, glorot_normal, glorot_uniform, resolve
 from .layer import Layer, register_layer
 
 Pair = Union[int, Sequence[int]]
@@ -23,12 +25,9 @@ Pair = Union[int, Sequence[int]]
 def _pair(value: Any, name: str, where: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each >= minimum, as a tuple of two Python ints."""
     items = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
-    try:
-        if isinstance(items, (str, bytes)):
-            raise TypeError
-        items = tuple(items)
-    except TypeError:
-        raise TypeError(f"{where}: expected {name} to be an int or a pair of ints, got {value!r}") from None
+    if not isinstance(items, (tuple, list, np.ndarray)):  # (a set's order is not the caller's)
+        raise TypeError(f"{where}: expected {name} to be an int or a pair of ints, got {value!r}")
+    items = tuple(items)
     if len(items) != 2:
         raise ValueError(f"{where}: expected {name} to be an int or a pair of ints, got {value!r}")
     for item in items:
@@ -39,10 +38,14 @@ def _pair(value: Any, name: str, where: str, minimum: int) -> tuple[int, int]:
     return int(items[0]), int(items[1])
 
 
-def _kernels(init: Union[str, Initializer], out: int, fan_in: int, shape: tuple[int, ...], dtype: np.dtype,
-             where: str) -> np.ndarray:
-    """Kernels of ``shape`` drawn as an (out, fan_in) matrix by the initialiser."""
-    return draw(init, fan_in, out, dtype, where).reshape(shape)
+def _kernels(init: Union[str, Initializer], shape: tuple[int, ...], dtype: np.dtype, where: str) -> np.ndarray:
+    """Kernels of ``shape`` (out, in, kh, kw) drawn as an (out, in * kh * kw) matrix by the
+    initialiser; nncore's Glorot initialisers count fan_out as out * kh * kw (as PyTorch does)."""
+    out, depth_in, kh, kw = shape
+    initializer = resolve(init, where)
+    if initializer in (glorot_uniform, glorot_normal):
+        initializer = functools.partial(initializer, receptive_field=kh * kw)
+    return draw(initializer, depth_in * kh * kw, out, dtype, where).reshape(shape)
 
 
 @register_layer
@@ -80,8 +83,7 @@ class Conv2D(Layer):
         self.dilation = _pair(dilation, "dilation", where, 1)
         self.dtype = check_float_dtype(dtype, where)
         kh, kw = self.kernel_size
-        self.weights = _kernels(init, self.out_channels, self.in_channels * kh * kw,
-                                (self.out_channels, self.in_channels, kh, kw), self.dtype, where)
+        self.weights = _kernels(init, (self.out_channels, self.in_channels, kh, kw), self.dtype, where)
         self.bias = np.zeros(self.out_channels, dtype=self.dtype)
         self.weights_gradient = np.zeros_like(self.weights)
         self.bias_gradient = np.zeros_like(self.bias)
@@ -98,15 +100,16 @@ class Conv2D(Layer):
         if x.ndim != 4:
             raise ValueError(f"{self._where('forward')}: expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {x.shape}")
-        self.input = x
-        self.output = _core.conv2d(x, self.weights, self.bias, self.stride, self.padding, self.dilation)
-        return self.output
+        output = _core.conv2d(x, self.weights, self.bias, self.stride, self.padding, self.dilation)
+        self.input, self.output = x, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None, *,
                  need_input_gradient: bool = True) -> Optional[np.ndarray]:
         """Fill ``weights_gradient`` and ``bias_gradient``; apply SGD when ``learning_rate`` is given.
         Returns the input gradient, or None (not computed) with ``need_input_gradient=False``."""
         where = self._where("backward")
+        need_input_gradient = check_bool(need_input_gradient, "need_input_gradient", where)
         self._require_forward()
         self._check_gradients_apart(where)
         gradient = layer_input(output_gradient, self.dtype, where, "output_gradient")
@@ -179,7 +182,7 @@ class Convolutional(Layer):
                              f"(input_shape {self.input_shape})")
         self.output_shape = (self.depth, height - k + 1, width - k + 1)
         self.kernels_shape = (self.depth, depth_in, k, k)
-        self.kernels = _kernels(init, self.depth, depth_in * k * k, self.kernels_shape, self.dtype, where)
+        self.kernels = _kernels(init, self.kernels_shape, self.dtype, where)
         if isinstance(init, str) and init == "standard_normal":
             self.biases = generator().standard_normal(self.output_shape).astype(self.dtype)
         else:
@@ -195,19 +198,19 @@ class Convolutional(Layer):
     def forward(self, input: np.ndarray) -> np.ndarray:
         where = "Convolutional.forward"
         x = layer_input(input, self.dtype, where)
-        if x.shape == self.input_shape:
-            self._single = True
+        # One sample or a batch: a local, not an attribute, until the result is made, since the
+        # kernel releases the GIL and another thread's forward may run meanwhile.
+        single = x.shape == self.input_shape
+        if single:
             x = x[np.newaxis]
-        elif x.ndim == 4 and x.shape[1:] == self.input_shape:
-            self._single = False
-        else:
+        elif not (x.ndim == 4 and x.shape[1:] == self.input_shape):
             raise ValueError(f"{where}: expected input of shape {self.input_shape} or (N,) + {self.input_shape}, "
                              f"got {x.shape}")
-        self.input = x
         y = _core.conv2d(x, self.kernels, None)
         y += self.biases
-        self.output = y[0] if self._single else y
-        return self.output
+        output = y[0] if single else y
+        self._single, self.input, self.output = single, x, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         """Fill ``kernels_gradient`` and ``biases_gradient``; apply SGD when ``learning_rate`` is given."""
@@ -258,9 +261,9 @@ class _Pool2D(Layer):
         x = layer_input(input, None, where)
         if x.ndim != 4:
             raise ValueError(f"{where}: expected input of shape (N, C, H, W), got {x.shape}")
-        self.input = x
-        self.output = type(self)._forward(x, self.kernel_size, self.stride)
-        return self.output
+        output = type(self)._forward(x, self.kernel_size, self.stride)
+        self.input, self.output = x, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         where = f"{type(self).__name__}.backward"

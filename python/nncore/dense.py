@@ -9,6 +9,7 @@ import numpy as np
 from . import _core
 from ._layout import Rows, aligned_copy, aligned_zeros, to_rows
 from ._validation import (
+    check_bool,
     check_float_dtype,
     check_gradient_shape,
     check_non_negative_float,
@@ -62,16 +63,19 @@ class Dense(Layer):
         self._pending_forward = None
         where = f"Dense({self.input_size} -> {self.output_size}).forward"
         x = layer_input(input, self.dtype, where)
-        self._rows = to_rows(x, self.input_size, where)
-        self.input = x
-        self.output = self._rows.restore(_core.linear(self._rows.rows, self.weights, self.bias))
-        return self.output
+        # Locals until the result is made: the kernel releases the GIL, and another thread's
+        # forward may set these attributes meanwhile.
+        rows = to_rows(x, self.input_size, where)
+        output = rows.restore(_core.linear(rows.rows, self.weights, self.bias))
+        self._rows, self.input, self.output = rows, x, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None, *,
                  need_input_gradient: bool = True) -> Optional[np.ndarray]:
         """Fill ``weights_gradient`` and ``bias_gradient``; apply SGD when ``learning_rate`` is given.
         Returns the input gradient, or None (not computed) with ``need_input_gradient=False``."""
         where = f"Dense({self.input_size} -> {self.output_size}).backward"
+        need_input_gradient = check_bool(need_input_gradient, "need_input_gradient", where)
         self._require_forward()
         self._check_gradients_apart(where)
         assert self._rows is not None

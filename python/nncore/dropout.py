@@ -37,15 +37,14 @@ class Dropout(Layer):
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         x = layer_input(input, None, "Dropout.forward")
-        self.input = x
         if not self.training or self.p == 0.0:
-            self._scaled_mask = None
-            self.output = x
+            self._scaled_mask, self.input, self.output = None, x, x
             return x
         keep = generator().random(x.shape, dtype=x.dtype) >= x.dtype.type(self.p)
-        self._scaled_mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
-        self.output = x * self._scaled_mask
-        return self.output
+        scaled_mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
+        output = x * scaled_mask
+        self._scaled_mask, self.input, self.output = scaled_mask, x, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         where = "Dropout.backward"

@@ -11,15 +11,18 @@ from ._random import generator
 Initializer = Callable[[int, int, np.dtype], np.ndarray]
 
 
-def glorot_uniform(fan_in: int, fan_out: int, dtype: np.dtype) -> np.ndarray:
-    """U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010); the default."""
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
+def glorot_uniform(fan_in: int, fan_out: int, dtype: np.dtype, receptive_field: int = 1) -> np.ndarray:
+    """U(-a, a) with a = sqrt(6 / (fan_in + fan_out * receptive_field)) (Glorot & Bengio 2010);
+    the default for Dense. A convolution's kernels are (out, fan_in) rows whose fan_out counts
+    every kernel position, as torch.nn.init.xavier_uniform_ does: receptive_field = kh * kw."""
+    limit = np.sqrt(6.0 / (fan_in + fan_out * receptive_field))
     return generator().uniform(-limit, limit, (fan_out, fan_in)).astype(dtype)
 
 
-def glorot_normal(fan_in: int, fan_out: int, dtype: np.dtype) -> np.ndarray:
-    """N(0, 2 / (fan_in + fan_out))."""
-    return (generator().standard_normal((fan_out, fan_in)) * np.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
+def glorot_normal(fan_in: int, fan_out: int, dtype: np.dtype, receptive_field: int = 1) -> np.ndarray:
+    """N(0, 2 / (fan_in + fan_out * receptive_field)); receptive_field as in glorot_uniform."""
+    std = np.sqrt(2.0 / (fan_in + fan_out * receptive_field))
+    return (generator().standard_normal((fan_out, fan_in)) * std).astype(dtype)
 
 
 def he_uniform(fan_in: int, fan_out: int, dtype: np.dtype) -> np.ndarray:

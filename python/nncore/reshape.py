@@ -61,9 +61,9 @@ class Reshape(Layer):
                 f"Reshape.forward: expected input of shape {self.input_shape} or "
                 f"(batch,) + {self.input_shape}, got {x.shape}"
             )
-        self.input = x
-        self.output = np.reshape(x, target)
-        return self.output
+        output = np.reshape(x, target)
+        self.input, self.output = x, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         self._require_forward()
@@ -85,9 +85,9 @@ class Flatten(Layer):
         x = layer_input(input, None, "Flatten.forward")
         if x.ndim < 2:
             raise ValueError(f"Flatten.forward: expected input of shape (batch, ...) with at least 2 dimensions, got {x.shape}")
-        self.input = x
-        self.output = np.reshape(x, (x.shape[0], -1))
-        return self.output
+        output = np.reshape(x, (x.shape[0], -1))
+        self.input, self.output = x, output
+        return output
 
     def backward(self, output_gradient: np.ndarray, learning_rate: Optional[float] = None) -> np.ndarray:
         self._require_forward()

@@ -518,9 +518,22 @@ py::object conv2d_backward_impl(const py::array& x_in, const py::array& w_in, co
     if (need_dx) dx = new_array<T>({s.n, s.c, s.h, s.w});
     const T *px = x.data(), *pw = w.data(), *pdy = dy.data();
     T *pdw = dw.mutable_data(), *pdb = db.mutable_data(), *pdx = need_dx ? dx.mutable_data() : nullptr;
+    bool out_of_memory = false;
     {
         py::gil_scoped_release release;
-        conv2d_backward(active_table<T>(), s, px, pw, pdy, pdx, pdw, pdb);
+        try {
+            conv2d_backward(active_table<T>(), s, px, pw, pdy, pdx, pdw, pdb);
+        } catch (const std::bad_alloc&) {  // its workspaces hold zero-padded copies of the input
+            out_of_memory = true;
+        }
+    }
+    if (out_of_memory) {
+        const double padded = static_cast<double>(s.c) * static_cast<double>(s.h + 2 * s.ph) * static_cast<double>(s.w + 2 * s.pw);
+        std::ostringstream message;
+        message << "conv2d_backward: out of memory for the zero-padded input (" << padded << " values per sample; x "
+                << shape_str(x) << ", weights " << shape_str(w) << ", " << conv_describe(s) << ")";
+        PyErr_SetString(PyExc_MemoryError, message.str().c_str());
+        throw py::error_already_set();
     }
     return py::make_tuple(need_dx ? py::object(dx) : py::object(py::none()), dw, db);
 }

@@ -247,6 +247,42 @@ def test_layer_bad_input():
         conv.backward(np.zeros((2, 3, 4)))
 
 
+def test_layer_arguments_of_the_wrong_kind_are_refused():
+    # A set's order is not the caller's: {2, 1} used to become stride (1, 2).
+    for bad in ({2, 1}, frozenset({2}), {"a": 1}, 2.0, None):
+        with pytest.raises(TypeError, match="stride to be an int or a pair of ints"):
+            nncore.Conv2D(3, 4, 3, stride=bad)
+    assert nncore.Conv2D(3, 4, 3, stride=np.array([2, 1])).stride == (2, 1)
+    for layer, x, out_shape in ((nncore.Conv2D(3, 2, 3), np.zeros((1, 3, 5, 5), np.float32), (1, 2, 3, 3)),
+                                (nncore.Dense(5, 2), np.zeros((4, 5), np.float32), (4, 2))):
+        layer.forward(x)
+        for bad in (None, 0, "no"):  # None and 0 used to mean False; "no" gave pybind's dump of the arrays
+            with pytest.raises(TypeError, match="need_input_gradient to be a bool"):
+                layer.backward(np.ones(out_shape, np.float32), need_input_gradient=bad)
+
+
+def test_glorot_initialisers_count_every_kernel_position_in_fan_out():
+    # As torch.nn.init.xavier_*: fan_out = out_channels * kh * kw (it was out_channels alone).
+    nncore.seed(0)
+    conv = nncore.Conv2D(16, 32, 5, init="glorot_uniform")
+    limit = np.sqrt(6 / (16 * 25 + 32 * 25))
+    assert 0.99 * limit < np.abs(conv.weights).max() <= limit
+    normal = nncore.Conv2D(16, 32, 5, init="glorot_normal")
+    assert normal.weights.std() == pytest.approx(np.sqrt(2 / (16 * 25 + 32 * 25)), rel=0.03)
+    classic = nncore.Convolutional((3, 10, 10), 3, 8, init="glorot_uniform")
+    limit = np.sqrt(6 / (3 * 9 + 8 * 9))
+    assert 0.95 * limit < np.abs(classic.kernels).max() <= limit
+    dense = nncore.Dense(400, 32, init="glorot_uniform")  # a Dense layer's fans are unchanged
+    assert 0.99 * np.sqrt(6 / 432) < np.abs(dense.weights).max() <= np.sqrt(6 / 432)
+
+
+def test_running_out_of_memory_for_the_padded_input_names_the_shapes():
+    x, w = np.ones((2, 8, 1, 1), np.float32), np.ones((4, 8, 2, 2), np.float32)
+    with pytest.raises(MemoryError, match=r"conv2d_backward: out of memory for the zero-padded input .*x \(2, 8, 1, 1\)"):
+        # (512 TB: more than the address space, so no allocation can succeed, whatever the overcommit policy)
+        _core.conv2d_backward(x, w, np.ones((2, 4, 1, 1), np.float32), 1, 2_000_000, 4_000_000, True)
+
+
 def test_small_cnn_trains_with_sequential():
     nncore.seed(0)
     x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)

@@ -157,3 +157,31 @@ def test_save_and_copy_state_from_another_thread_wait_for_a_fit(tmp_path):
     thread.join()
     assert events[:2] == ["epoch 0", "epoch 1"] and "saved" in events
     np.testing.assert_array_equal(nncore.load(tmp_path / "m.safetensors").predict(x), model.predict(x))
+
+
+def test_concurrent_layer_by_layer_predict_of_one_sample_and_a_batch():
+    # Layer forwards used to keep per-call facts on the layer across the GIL-free kernel call
+    # (Convolutional's one-sample flag): a batch came back as its first sample, a sample as a batch.
+    from nncore import Convolutional, Reshape, Sigmoid
+
+    nncore.seed(0)
+    network = [Convolutional((2, 16, 16), 3, 4), Sigmoid(), Reshape((4, 14, 14), (784, 1)), Dense(784, 3)]
+    rng = np.random.default_rng(0)
+    inputs = [rng.random((2, 16, 16), dtype=np.float32), rng.random((32, 2, 16, 16), dtype=np.float32)]
+    serial = [predict(network, x) for x in inputs]
+    assert serial[0].shape == (3, 1) and serial[1].shape == (32, 3, 1)
+    wrong: list[tuple[int, tuple[int, ...]]] = []
+
+    def worker(i: int, iterations: int) -> None:
+        for _ in range(iterations):
+            y = predict(network, inputs[i])
+            if not np.array_equal(y, serial[i]):
+                wrong.append((i, y.shape))
+
+    threads = [threading.Thread(target=worker, args=(0, 1500)), threading.Thread(target=worker, args=(1, 300))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not wrong, wrong[:3]
