@@ -37,6 +37,11 @@ struct KernelTable {
     // the store is partial. kc may be 0 (then the product is zero).
     void (*gemm_ukernel)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc,
                          int m_eff, int n_eff, const Epilogue<T>& epilogue);
+    // The same for a full MR-row tile of A read in place: MR rows lda apart, kc contiguous values
+    // each (A stored by rows, see gemm.cpp for when the driver skips packing it). Same arithmetic,
+    // so the same bits as gemm_ukernel on the packed copy.
+    void (*gemm_ukernel_rows)(index_t kc, const T* a, index_t lda, const T* packed_b, T* c, index_t ldc, int n_eff,
+                              const Epilogue<T>& epilogue);
     int mr, nr;          // register tile
     // Direct convolution register tiles (the GEMM's first, see conv.cpp for the choice).
     static constexpr int kMaxConvTiles = 6;

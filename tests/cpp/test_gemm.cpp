@@ -694,6 +694,38 @@ void test_batch1_sgd_sweep(const KernelTable<T>& kt, bool hardware_fma, Rng& rng
     std::printf("    batch-1 SGD sweep %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
+// The packed driver reads A stored by rows in place, tile by full tile (gemm.cpp), unless its
+// rows would crowd into few L1 sets (4 KiB or 2 KiB apart); either way the bits must be those of
+// the packed copy, which the same A stored by columns gets. B is strided both ways, so that the
+// packed path runs (not the dot or direct kernels), with a partial last tile, several k blocks
+// and several m blocks.
+template <class T>
+void test_gemm_a_in_place(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("gemm A in place ") + nntest::dtype_name<T>());
+    const index_t mr = kt.mr, nr = kt.nr, page = 4096 / static_cast<index_t>(sizeof(T));
+    const index_t shapes[][3] = {{2 * mr + 5, nr + 3, 37}, {3 * mr, 2 * nr, kt.kc + 9}, {kt.mc + mr + 1, nr, 64}};
+    for (const auto& shape : shapes) {
+        const index_t m = shape[0], n = shape[1], k = shape[2];
+        for (index_t lda : {k, k + 1, std::max(k, page), std::max(k, 2 * page), std::max(k, page / 2), 3 * k + 5}) {
+            Scope lda_scope("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                            " lda=" + std::to_string(lda));
+            const std::vector<T> a = nntest::random_vector<T>(m * lda, rng), b = nntest::random_vector<T>(4 * k * n, rng),
+                                 bias = nntest::random_vector<T>(n, rng);
+            std::vector<T> a_by_columns(k * m);
+            for (index_t i = 0; i < m; ++i)
+                for (index_t p = 0; p < k; ++p) a_by_columns[p * m + i] = a[i * lda + p];
+            Epilogue<T> ep;
+            ep.bias = bias.data();
+            ep.act = Act::relu;
+            const nncore::ConstMatrix<T> strided_b{b.data(), 2 * n, 2};
+            std::vector<T> in_place(m * n), packed(m * n);
+            nncore::gemm(kt, m, n, k, nncore::ConstMatrix<T>{a.data(), lda, 1}, strided_b, in_place.data(), n, ep, 1);
+            nncore::gemm(kt, m, n, k, nncore::ConstMatrix<T>{a_by_columns.data(), 1, m}, strided_b, packed.data(), n, ep, 1);
+            CHECK_MSG(nntest::same_bits(in_place, packed), "A read in place differs from its packed copy");
+        }
+    }
+}
+
 int main() {
     nntest::for_each_isa([](nncore::Isa isa, const nncore::Tables& tables) {
         Rng rng(20240601);
@@ -705,6 +737,8 @@ int main() {
         test_gemm(tables.f64, rng);
         test_gemm_unpacked_paths(tables.f32, rng);
         test_gemm_unpacked_paths(tables.f64, rng);
+        test_gemm_a_in_place(tables.f32, rng);
+        test_gemm_a_in_place(tables.f64, rng);
         test_gemm_nan_propagation(tables.f32, rng);
         test_gemm_nan_propagation(tables.f64, rng);
         test_linear(tables.f32, rng);
