@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
