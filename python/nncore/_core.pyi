@@ -109,6 +109,13 @@ class Engine:
         """Bytes of reused workspace (grows to the largest batch seen, then stays)."""
     def predict(self, x: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """x (n, input_size) of the engine's dtype -> (n, output_size)."""
+    def predict_if_current(
+        self, layers: Sequence[Any], names: tuple[tuple[str, ...], ...], expected: tuple[Any, ...], x: Any,
+        column: bool = False,
+    ) -> Optional[np.ndarray]:
+        """predict(x) if same_attributes(layers, names, expected) and unchanged() hold and x is a
+        C-contiguous ndarray (n, input_size) of the engine's dtype (or, with column, one
+        (input_size, 1) column, giving (output_size, 1)); else None."""
     def run_epoch(
         self, x: np.ndarray, y: np.ndarray, order: Optional[np.ndarray], batch_size: int, loss: str,
         optimizer: Optional[str] = None, hyper: dict[str, Any] = ..., state: list[dict[str, np.ndarray]] = ...,

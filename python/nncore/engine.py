@@ -207,17 +207,8 @@ def predictor(owner: Any, layers: list[Any], allow_prefix: bool = True) -> Optio
     plain list of layers. None when the layers need the Python path."""
     if not layers or not enabled():
         return None
-    try:
-        memo = _list_predictors.get(layers[0]) if owner is None else getattr(owner, "_nncore_predictor", None)
-    except TypeError:  # a first layer that takes no weak reference
-        memo = None
-    if (
-        memo is not None
-        and memo[0] is allow_prefix
-        and memo[1]() is layers[0]
-        and _core.same_attributes(layers, memo[2][0], memo[2][1])
-        and memo[3][1].unchanged()
-    ):
+    memo = _remembered(owner, layers, allow_prefix)
+    if memo is not None and _core.same_attributes(layers, memo[2][0], memo[2][1]) and memo[3][1].unchanged():
         return memo[3]
     p = plan(layers, allow_prefix)
     runner = engine_for(owner, p) if p is not None else None
@@ -235,6 +226,16 @@ def predictor(owner: Any, layers: list[Any], allow_prefix: bool = True) -> Optio
     return p, runner
 
 
+def _remembered(owner: Any, layers: list[Any], allow_prefix: bool) -> Optional[tuple[Any, ...]]:
+    """The entry ``predictor`` remembered for these layers (not yet checked against their current
+    attributes), or None."""
+    try:
+        memo = _list_predictors.get(layers[0]) if owner is None else getattr(owner, "_nncore_predictor", None)
+    except TypeError:  # a first layer that takes no weak reference
+        return None
+    return memo if memo is not None and memo[0] is allow_prefix and memo[1]() is layers[0] else None
+
+
 def predict_rows(owner: Any, layers: list[Any], x: Any) -> Optional[np.ndarray]:
     """The engine's outputs for ``x`` when it already is what the engine reads and the network has
     no Flatten/Reshape in front: C-contiguous ``(n, input_size)`` rows (n >= 1) of the network's
@@ -242,6 +243,13 @@ def predict_rows(owner: Any, layers: list[Any], x: Any) -> Optional[np.ndarray]:
     then a column too. None otherwise: the caller takes its general path, which converts, checks
     and explains. This is the shortest way from ``predict`` to the C++ forward, for single samples,
     where Python's own work is a large part of the time."""
+    # The common case first: a remembered plan without a prefix, checked and run in one native call.
+    memo = _remembered(owner, layers, owner is not None) if layers else None
+    if memo is not None and not memo[3][0].prefix and enabled():
+        p, runner = memo[3]
+        outputs = runner.predict_if_current(layers, memo[2][0], memo[2][1], x, owner is None and p.columns_survive)
+        if outputs is not None:
+            return outputs
     if type(x) is not np.ndarray or x.ndim != 2 or not x.flags.c_contiguous or not x.size:
         return None
     planned = predictor(owner, layers, allow_prefix=owner is not None)

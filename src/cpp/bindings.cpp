@@ -1167,6 +1167,8 @@ void scale_py(const py::object& x_obj, double factor) {
 // ------------------------------------------------------------------------------------------------
 // The training engine: built once from the layers' own arrays (kept alive here and updated in
 // place, so the Python layers always see the current values).
+bool same_attributes(const py::sequence& layers, const py::tuple& names, const py::tuple& expected);
+
 class PyEngine {
 public:
     explicit PyEngine(const py::list& spec) {
@@ -1234,6 +1236,27 @@ public:
         const char* op = "Engine.predict";
         py::array x = rows_of(x_obj, op, "x");
         return kind_ == Float::f32 ? predict_impl<float>(*f32_, x, out) : predict_impl<double>(*f64_, x, out);
+    }
+
+    // The single-sample fast path of engine.predict_rows, all checks in one call: predict(x) when
+    // the layers still hold what this engine was planned from (same_attributes with the caller's
+    // record, and unchanged()) and x already is what the engine reads (an ndarray, not a subclass,
+    // C-contiguous, of the engine's dtype: (n, input_size) rows with n >= 1, or with `column` one
+    // (input_size, 1) column, whose output is then a column too); None otherwise, and the caller
+    // takes its general path. Checked in Python, the same cost ~2 us, a fifth of the call.
+    py::object predict_if_current(const py::sequence& layers, const py::tuple& names, const py::tuple& expected,
+                                  const py::handle& x_obj, bool column) {
+        if (Py_TYPE(x_obj.ptr()) != py::detail::npy_api::get().PyArray_Type_) return py::none();
+        auto x = py::reinterpret_borrow<py::array>(x_obj);
+        if (x.ndim() != 2 || x.shape(0) < 1 || !(x.flags() & py::array::c_style) || !same_dtype(x.dtype(), dtype()))
+            return py::none();
+        const bool rows = x.shape(1) == input_size_;  // (rows first, as in predict_rows, when input_size is 1)
+        if (!rows && !(column && x.shape(0) == input_size_ && x.shape(1) == 1)) return py::none();
+        if (!unchanged() || !same_attributes(layers, names, expected)) return py::none();
+        if (!rows) x = py::array(x.dtype(), std::vector<py::ssize_t>{1, input_size_}, x.data(), x);  // the same values
+        py::array y = kind_ == Float::f32 ? predict_impl<float>(*f32_, x, py::none()) : predict_impl<double>(*f64_, x, py::none());
+        if (!rows) y.resize(std::vector<py::ssize_t>{output_size_, 1});
+        return std::move(y);
     }
 
     py::dict run_epoch(const py::object& x_obj, const py::object& y_obj, const py::object& order_obj, const py::int_& batch_size,
@@ -1627,6 +1650,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("output_size", &PyEngine::output_size)
         .def_property_readonly("workspace_bytes", &PyEngine::workspace_bytes)
         .def("predict", &PyEngine::predict, arg("x"), arg("out") = none)
+        .def("predict_if_current", &PyEngine::predict_if_current, arg("layers"), arg("names"), arg("expected"), arg("x"),
+             arg("column") = false)
         .def("run_epoch", &PyEngine::run_epoch, arg("x"), arg("y"), arg("order"), arg("batch_size"), arg("loss"),
              arg("optimizer") = none, arg("hyper") = py::dict(), arg("state") = py::list(), arg("steps") = none,
              arg("clip_norm") = none, arg("first_batch") = 0, arg("last_batch") = none, arg("loss_sum") = 0.0,

@@ -576,6 +576,36 @@ def test_remembered_predictor_sees_every_change_to_the_layers(classic, monkeypat
     assert engine.enabled()
 
 
+def test_the_one_call_fast_path_refuses_what_it_cannot_run_as_is():
+    # predict_if_current answers only for plain C-contiguous rows (or, when asked, one column) of
+    # the engine's dtype and unchanged layers; None sends the caller to its general path.
+    nncore.seed(2)
+    model = Sequential([Dense(6, 4), ReLU(), Dense(4, 3)])
+    rows = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    want = model.predict(rows)
+    _, names_expected, (plan, runner) = model._nncore_predictor[1:]
+    names, expected = names_expected
+
+    def fast(x, column=False):
+        return runner.predict_if_current(model.layers, names, expected, x, column)
+
+    assert fast(rows).tobytes() == want.tobytes()
+    column = np.ascontiguousarray(rows[:1].T)
+    assert fast(column) is None
+    assert fast(column, column=True).shape == (3, 1)
+    assert fast(column, column=True).tobytes() == want[:1].tobytes()
+
+    class Subclass(np.ndarray):
+        pass
+
+    for refused in (rows.view(Subclass), np.asfortranarray(rows), rows.astype(np.float64), rows[:, :5].copy(),
+                    rows[:0], rows[::2], rows.tolist(), rows[0]):
+        assert fast(refused) is None
+    model.layers[0].weights = model.layers[0].weights.copy()  # a new array: the plan is stale
+    assert fast(rows) is None
+    assert model.predict(rows).tobytes() == want.tobytes()
+
+
 def test_remembered_list_predictor_does_not_keep_the_network_alive():
     import gc
     import weakref
