@@ -36,9 +36,11 @@ def atomic_write(target: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     what it wrote.
 
     Like a plain ``open(target, "wb")``, the write goes through a symbolic link to the file it
-    names (the link stays a link) and is refused for a file the caller may not write
-    (PermissionError); a target that exists but is not a regular file (a device, a pipe) is
-    refused too (ValueError), since replacing it would destroy it rather than write to it.
+    names (the link stays a link; the temporary file is made beside the linked file, so that
+    directory must accept new files, where open() would only need the file writable) and is
+    refused for a file the caller may not write (PermissionError); a target that exists but is not
+    a regular file (a device, a pipe) is refused too (ValueError), since replacing it would destroy
+    it rather than write to it.
     """
     target = _writable_target(target)
     # A short temporary name: one built from the target's would fail for names near the file

@@ -146,7 +146,8 @@ class ModelCheckpoint(Callback):
         mode: str = "auto",
     ) -> None:
         where = "ModelCheckpoint"
-        self.path = str(file_path(path, where))
+        file_path(path, where)  # (the check; the template is kept as given)
+        self.path = os.fsdecode(os.fspath(path))
         self._monitor = _Monitor(monitor, mode, 0.0, where)
         self.monitor = monitor
         self.save_best_only = check_bool(save_best_only, "save_best_only", where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 from typing import Any, Optional, Sequence, Union
 
@@ -25,9 +26,13 @@ Pair = Union[int, Sequence[int]]
 def _pair(value: Any, name: str, where: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each >= minimum, as a tuple of two Python ints."""
     items = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
-    if not isinstance(items, (tuple, list, np.ndarray)):  # (a set's order is not the caller's)
-        raise TypeError(f"{where}: expected {name} to be an int or a pair of ints, got {value!r}")
-    items = tuple(items)
+    try:
+        # (a set's order is not the caller's, and a mapping's items are its keys)
+        if isinstance(items, (str, bytes, collections.abc.Set, collections.abc.Mapping)):
+            raise TypeError
+        items = tuple(items)
+    except TypeError:
+        raise TypeError(f"{where}: expected {name} to be an int or a pair of ints, got {value!r}") from None
     if len(items) != 2:
         raise ValueError(f"{where}: expected {name} to be an int or a pair of ints, got {value!r}")
     for item in items:

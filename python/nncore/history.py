@@ -49,6 +49,10 @@ def plot_history(history: History, path: "Optional[str | os.PathLike[str]]" = No
     if not panels:
         raise ValueError(f"plot_history: the history has no loss or accuracy to plot, only {sorted(history.history)}")
     target = None if path is None else file_path(path, "plot_history")
+    if target is not None and not target.suffix:  # as savefig does with a path: add the default format
+        from matplotlib import rcParams
+
+        target = target.with_name(f"{target.name}.{rcParams['savefig.format']}")
     figure = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
     epochs = [e + 1 for e in history.epoch]
     for i, name in enumerate(panels):
@@ -66,5 +70,5 @@ def plot_history(history: History, path: "Optional[str | os.PathLike[str]]" = No
         # Atomically, like a model file: a failed write keeps any previous image whole. The format
         # comes from the file name's extension, as savefig would take it from a path.
         with atomic_write(target) as stream:
-            figure.savefig(stream, format=target.suffix[1:].lower() or None, dpi=110)
+            figure.savefig(stream, format=target.suffix[1:].lower(), dpi=110)
     return figure

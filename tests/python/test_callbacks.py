@@ -121,6 +121,7 @@ def test_numpy_numbers_and_bools_are_accepted():
         ModelCheckpoint("unused", save_best_only="no")
     with pytest.raises(TypeError, match="ModelCheckpoint: expected a file path"):
         ModelCheckpoint(None)
+    assert ModelCheckpoint("./ckpt-{epoch}.safetensors").path == "./ckpt-{epoch}.safetensors"  # as given
 
 
 def test_checkpoint_every_epoch_with_a_path_template(tmp_path):

@@ -249,10 +249,11 @@ def test_layer_bad_input():
 
 def test_layer_arguments_of_the_wrong_kind_are_refused():
     # A set's order is not the caller's: {2, 1} used to become stride (1, 2).
-    for bad in ({2, 1}, frozenset({2}), {"a": 1}, 2.0, None):
+    for bad in ({2, 1}, frozenset({2}), {"a": 1}, 2.0, None, np.array(2), "ab"):
         with pytest.raises(TypeError, match="stride to be an int or a pair of ints"):
             nncore.Conv2D(3, 4, 3, stride=bad)
     assert nncore.Conv2D(3, 4, 3, stride=np.array([2, 1])).stride == (2, 1)
+    assert nncore.Conv2D(3, 4, 3, stride=range(2, 0, -1)).stride == (2, 1)
     for layer, x, out_shape in ((nncore.Conv2D(3, 2, 3), np.zeros((1, 3, 5, 5), np.float32), (1, 2, 3, 3)),
                                 (nncore.Dense(5, 2), np.zeros((4, 5), np.float32), (4, 2))):
         layer.forward(x)

@@ -355,6 +355,8 @@ def test_history_plot_replaces_a_file_atomically_and_names_what_it_cannot_plot(t
         history.plot(path)
     monkeypatch.undo()
     assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["curves.svg"]
+    history.plot(tmp_path / "no-extension")  # as savefig with a path: the default format's extension
+    assert (tmp_path / "no-extension.png").read_bytes()[:4] == b"\x89PNG"
     only_lr = History()
     only_lr.append(0, {"lr": 0.1})
     with pytest.raises(ValueError, match=r"no loss or accuracy to plot, only \['lr'\]"):
