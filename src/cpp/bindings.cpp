@@ -1243,7 +1243,8 @@ public:
     // record, and unchanged()) and x already is what the engine reads (an ndarray, not a subclass,
     // C-contiguous, of the engine's dtype: (n, input_size) rows with n >= 1, or with `column` one
     // (input_size, 1) column, whose output is then a column too); None otherwise, and the caller
-    // takes its general path. Checked in Python, the same cost ~2 us, a fifth of the call.
+    // takes its general path. Checked in Python, the same took ~0.7 us more per call
+    // (Sequential.predict of one MNIST-MLP sample, 2 threads: 10.3 against 9.6 us).
     py::object predict_if_current(const py::sequence& layers, const py::tuple& names, const py::tuple& expected,
                                   const py::handle& x_obj, bool column) {
         if (Py_TYPE(x_obj.ptr()) != py::detail::npy_api::get().PyArray_Type_) return py::none();
