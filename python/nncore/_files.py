@@ -26,7 +26,7 @@ def file_path(path: Any, where: str) -> Path:
 
 
 @contextmanager
-def atomic_write(target: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
+def atomic_write(target: Path, suffix: str = ".tmp", where: str = "atomic_write") -> Iterator[BinaryIO]:
     """Yield a binary stream on a new temporary file in ``target``'s directory.
 
     When the block ends normally, the file is flushed, fsynced and renamed over ``target``
@@ -40,9 +40,9 @@ def atomic_write(target: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     directory must accept new files, where open() would only need the file writable) and is
     refused for a file the caller may not write (PermissionError); a target that exists but is not
     a regular file (a device, a pipe) is refused too (ValueError), since replacing it would destroy
-    it rather than write to it.
+    it rather than write to it. These checks are ``writable_target``'s, whose errors name ``where``.
     """
-    target = _writable_target(target)
+    target = writable_target(target, where)
     # A short temporary name: one built from the target's would fail for names near the file
     # system's limit (255 bytes), which a plain open() accepts.
     try:
@@ -67,20 +67,27 @@ def atomic_write(target: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     _fsync_directory(target.parent)
 
 
-def _writable_target(target: Path) -> Path:
+def writable_target(target: Path, where: str) -> Path:
     """The file a write to ``target`` lands in (symbolic links followed), after the checks
-    ``atomic_write`` describes."""
+    ``atomic_write`` describes and that its directory exists (FileNotFoundError). Callers that
+    have work to do before writing call it first, so that a bad path fails before that work."""
     resolved = Path(os.path.realpath(target))
     try:
         mode = resolved.stat().st_mode
     except FileNotFoundError:
+        if not resolved.parent.is_dir():
+            raise FileNotFoundError(
+                errno.ENOENT, f"{where}: cannot write {target}: the directory {resolved.parent} does not exist", str(target)
+            ) from None
         return resolved
     if stat.S_ISDIR(mode):
-        raise IsADirectoryError(errno.EISDIR, f"cannot write {target}: it is a directory, expected a file path", str(target))
+        raise IsADirectoryError(
+            errno.EISDIR, f"{where}: cannot write {target}: it is a directory, expected a file path", str(target)
+        )
     if not stat.S_ISREG(mode):
-        raise ValueError(f"cannot write {target}: it exists and is not a regular file (a device, a pipe or a socket)")
+        raise ValueError(f"{where}: cannot write {target}: it exists and is not a regular file (a device, a pipe or a socket)")
     if not os.access(resolved, os.W_OK):
-        raise PermissionError(errno.EACCES, f"cannot write {target}: the file is read-only", str(target))
+        raise PermissionError(errno.EACCES, f"{where}: cannot write {target}: the file is read-only", str(target))
     return resolved
 
 

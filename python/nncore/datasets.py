@@ -341,7 +341,7 @@ def _fetch_verified(url: str, destination: Path, expected_sha256: str, expected_
     # Raising inside the block discards the partial download; the destination appears only
     # once its sha256 has been checked.
     with (
-        atomic_write(destination, suffix=".part") as out,
+        atomic_write(destination, suffix=".part", where="load_mnist") as out,
         urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response,
     ):
         while chunk := response.read(1 << 16):

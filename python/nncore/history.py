@@ -69,6 +69,6 @@ def plot_history(history: History, path: "Optional[str | os.PathLike[str]]" = No
     if target is not None:
         # Atomically, like a model file: a failed write keeps any previous image whole. The format
         # comes from the file name's extension, as savefig would take it from a path.
-        with atomic_write(target) as stream:
+        with atomic_write(target, where="plot_history") as stream:
             figure.savefig(stream, format=target.suffix[1:].lower(), dpi=110)
     return figure

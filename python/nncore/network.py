@@ -89,11 +89,9 @@ def predict(network: Sequence[Any], input: Any) -> np.ndarray:
 def _model_held(network: Any) -> ContextManager[Any]:
     """A Sequential's lock (see sequential.model_lock), so that the classic functions given a model
     wait for its fit in another thread; nothing for a plain list."""
-    if not (isinstance(getattr(network, "layers", None), list) and hasattr(network, "__dict__")):
-        return contextlib.nullcontext()
-    from .sequential import model_lock  # (sequential imports this module)
+    from .sequential import Sequential, model_lock  # (sequential imports this module)
 
-    return model_lock(network)
+    return model_lock(network) if isinstance(network, Sequential) else contextlib.nullcontext()
 
 
 class _ReplayForward:

@@ -272,7 +272,7 @@ class Sequential:
         if verbose not in (0, 1, 2) or isinstance(verbose, bool):
             raise ValueError(f"{where}: expected verbose to be 0, 1 or 2, got {verbose!r}")
         check_bool(shuffle, "shuffle", where)
-        hooks, schedulers = _split_callbacks(callbacks, opt, where)
+        hooks, scheduler = _split_callbacks(callbacks, opt, where)
         check_distinct_layers(self.layers, where)
         _warn_about_double_softmax(self.layers, loss_fn)
 
@@ -307,7 +307,7 @@ class Sequential:
                 history.append(epoch, logs)
                 if verbose:
                     _report_epoch(epoch, epochs, seconds, logs, verbose)
-                for scheduler in schedulers:
+                if scheduler is not None:
                     scheduler.step()
                 for hook in hooks:
                     hook.on_epoch_end(epoch, logs)
@@ -594,7 +594,10 @@ def _batch_size_or_all(batch_size: Optional[int], n: int, where: str) -> int:
     return n if batch_size is None else check_positive_int(batch_size, "batch_size", where)
 
 
-def _split_callbacks(callbacks: Iterable[Any], opt: optim.Optimizer, where: str) -> tuple[list[Callback], list[Any]]:
+def _split_callbacks(
+    callbacks: Iterable[Any], opt: optim.Optimizer, where: str
+) -> tuple[list[Callback], Optional[optim.LRScheduler]]:
+    """The callbacks' hooks, and the one learning-rate scheduler (None without)."""
     if callbacks is None:
         callbacks = ()
     if isinstance(callbacks, (Callback, optim.LRScheduler)):
@@ -603,20 +606,23 @@ def _split_callbacks(callbacks: Iterable[Any], opt: optim.Optimizer, where: str)
         callbacks = list(callbacks)
     except TypeError:
         raise TypeError(f"{where}: expected callbacks to be a list of callbacks, got {type(callbacks).__name__}") from None
-    hooks, schedulers = [], []
-    for index, item in enumerate(callbacks):
-        if any(item is earlier for earlier in callbacks[:index]):
+    hooks: list[Callback] = []
+    scheduler: Optional[optim.LRScheduler] = None
+    seen: set[int] = set()
+    for item in callbacks:
+        if id(item) in seen:
             raise ValueError(f"{where}: the callback {type(item).__name__} is listed twice (it would run twice per epoch)")
+        seen.add(id(item))
         if isinstance(item, optim.LRScheduler):
             if item.optimizer is not opt:
                 raise ValueError(f"{where}: the scheduler {type(item).__name__} drives another optimizer than the one fit uses")
-            if schedulers:
+            if scheduler is not None:
                 # Each sets optimizer.lr from its own epoch count, so only the last one would count.
                 raise ValueError(
-                    f"{where}: expected at most one learning-rate scheduler, got {type(schedulers[0]).__name__} "
+                    f"{where}: expected at most one learning-rate scheduler, got {type(scheduler).__name__} "
                     f"and {type(item).__name__}: each would overwrite the other's learning rate"
                 )
-            schedulers.append(item)
+            scheduler = item
         elif isinstance(item, Callback):
             hooks.append(item)
         else:
@@ -624,7 +630,7 @@ def _split_callbacks(callbacks: Iterable[Any], opt: optim.Optimizer, where: str)
                 f"{where}: expected callbacks to hold nncore.callbacks.Callback or nncore.optim.LRScheduler "
                 f"objects, got {type(item).__name__}"
             )
-    return hooks, schedulers
+    return hooks, scheduler
 
 
 def _warn_about_double_softmax(layers: list[Any], loss_fn: losses_module.Loss) -> None:

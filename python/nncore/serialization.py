@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 import safetensors.numpy
 
-from ._files import atomic_write, file_path
+from ._files import atomic_write, file_path, writable_target
 from .layer import LAYER_TYPES, Layer, registered_name
 
 __all__ = ["FORMAT_VERSION", "ModelFileError", "load_layers", "read_metadata", "save_layers"]
@@ -92,12 +92,7 @@ def save_layers(
     fsynced and renamed over ``path``; if anything fails, a previous file at ``path`` is intact.
     """
     target = file_path(path, "save_layers")
-    if target.is_dir():
-        raise IsADirectoryError(f"save_layers: cannot save to {target}: it is a directory, expected a file path")
-    if not target.parent.is_dir():
-        raise FileNotFoundError(
-            f"save_layers: cannot save to {target}: the directory {target.parent} does not exist"
-        )
+    writable_target(target, "save_layers")  # a bad path fails before the model is serialised
     layers = _as_layer_list(layers)
     architecture, tensors = _describe_layers(layers)
     metadata = {
@@ -126,7 +121,7 @@ def save_layers(
                 _check_config_fits(index, layer, entry["config"], target)
     except ModelFileError as error:
         raise ValueError(f"save_layers: nothing written, the file would not load back: {error}") from error
-    with atomic_write(target) as stream:
+    with atomic_write(target, where="save_layers") as stream:
         stream.write(blob)
 
 

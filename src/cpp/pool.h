@@ -17,8 +17,8 @@ struct Pool2dShape {
 
 // Max pooling takes the first maximum of each window in row-major order and a NaN wins, as in
 // PyTorch; of several NaNs in one window the first is taken (PyTorch's CPU kernel takes the last,
-// so its gradient goes to another position then). The backward recomputes that choice from x and routes dy there
-// (overlapping windows add up). The 2x2 window with stride 2 runs kt's kernels (see dispatch.h).
+// so its gradient goes to another position then). The backward recomputes that choice from x and
+// routes dy there (overlapping windows add up). The 2x2 window with stride 2 runs kt's kernels (see dispatch.h).
 template <class T>
 void max_pool2d_forward(const KernelTable<T>& kt, const Pool2dShape& s, const T* x, T* y);
 template <class T>
