@@ -112,18 +112,22 @@ __attribute__((always_inline)) inline typename V::reg vexp(typename V::reg x) {
 // sign-mask constant, which GCC then copied into a fresh register for every 16 values: one vector
 // operation less, 4.39 -> 4.47 Gelem/s (AVX-512 kernel alone, 1 thread, 4096 floats, old and new
 // builds alternated).
-// On Zen 4 the zmm multiplications, FMAs and ternary logic share two pipes (one zmm operation per
-// cycle), and the division holds them for about as long as 3 more: those ~12 cycles per 16 floats
-// are the bound.
+// On Zen 4 the zmm multiplications and FMAs share two pipes (one zmm operation per cycle), the
+// scalef of 2^n takes one of them for two cycles and the division one for six (a loop of
+// divisions alone: 6 cycles per zmm register): ~13 cycles per 16 floats are the bound once enough
+// registers are in flight, which the elementwise kernels ensure by evaluating 4 at a time
+// (lanes.h); one register at a time, the ~55-cycle dependency chain left the core waiting.
 // Measured alternatives on Zen 4 (AVX-512, 1 thread, 4096 and 1M floats, same conditions, Gelem/s):
 // a (4, 4) minimax rational x P(x^2) / Q(x^2) on |x| <= 9.1 needs 10 multiplications/FMAs and the
 // division: 4.6, and misses the bound (5.3 ulp near |x| = 8.5, where the rounding of P and Q
 // moves a result just below 1 by up to 5 ulp); its division replaced by rcp14 and a correction:
 // 4.0; 32-interval piecewise polynomials picked with vpermt2ps (no division), degree 5: 4.1, 6:
 // 3.6; tanh(b + r) with tanh(b) from a 32-entry table and one division: 4.6; Estrin for q, a
-// scalef for 2^n f, 2^n from integer operations, the denominator as fma(2^n f, q, 1 + 2^n) or
-// two registers per loop step: no gain or slower. Even without its division (a wrong result) this
-// formula runs at 5.4 and the rational at 5.8.
+// scalef for 2^n f, 2^n from integer operations, the denominator as fma(2^n f, q, 1 + 2^n):
+// no gain or slower. Even without its division (a wrong result) this formula ran at 5.4 and the
+// rational at 5.8 (one register at a time). With 4 registers side by side (lanes.h), Estrin, 2^n
+// from integer operations and rcp14 with a correction for the division were each slower again
+// (4.0-4.2 against 4.35-4.45 Gelem/s, 4608 floats).
 // Always inlined (as are act_forward_reg, vexp and vsigmoid): left to itself, GCC kept them out of
 // line in the ISA builds (~50 callers each), so each register paid a call, the vector calling
 // convention and the reload of every constant; measured with act_forward on Zen 4, 1 thread, 4096
