@@ -15,8 +15,6 @@
 template <class V, int U>
 struct Lanes {
     using value_type = typename V::value_type;
-    using lane_type = V;
-    static constexpr int count = U;
     static constexpr int width = V::width * U;
     struct reg {
         typename V::reg r[U];
