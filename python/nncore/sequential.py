@@ -16,6 +16,7 @@ import numpy as np
 from . import engine
 from . import losses as losses_module
 from . import optim
+from ._files import file_path
 from ._random import generator, seed as seed_generator
 from ._validation import as_float_array, check_bool, check_positive_int
 from .activations import Softmax
@@ -553,9 +554,10 @@ class Sequential:
 def load(path: PathLike) -> Sequential:
     """Read a model written by ``Sequential.save``. Every problem with the file raises
     ``nncore.ModelFileError``; no code from the file is ever run."""
-    layers = load_layers(path)
+    source = file_path(path, "nncore.load")
+    layers = load_layers(source)
     if not layers:  # save_layers([]) writes such a file; a Sequential needs a layer
-        raise ModelFileError(f"{os.fsdecode(os.fspath(path))}: the file holds no layers, a Sequential needs at least one")
+        raise ModelFileError(f"{source}: the file holds no layers, a Sequential needs at least one")
     return Sequential(layers)
 
 

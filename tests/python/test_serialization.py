@@ -1046,10 +1046,12 @@ def test_paths_may_be_bytes_and_other_objects_are_refused(tmp_path):
     path = os.fsencode(tmp_path / "m.safetensors")
     save_layers([Dense(2, 2)], path)
     assert len(load_layers(path)) == 1 and read_metadata(path)["dtype"] == "float32"
+    assert len(nncore.load(path).layers) == 1
     for name, call in (
         ("save_layers", lambda p: save_layers([Dense(2, 2)], p)),
         ("load_layers", load_layers),
         ("read_metadata", read_metadata),
+        ("nncore.load", nncore.load),
     ):
         with pytest.raises(TypeError, match=f"{name}: expected a file path .*got int"):
             call(3)
