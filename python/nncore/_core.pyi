@@ -121,7 +121,7 @@ class Engine:
         optimizer: Optional[str] = None, hyper: dict[str, Any] = ..., state: list[dict[str, np.ndarray]] = ...,
         steps: Optional[np.ndarray] = None, clip_norm: Optional[float] = None, first_batch: int = 0,
         last_batch: Optional[int] = None, loss_sum: float = 0.0, correct: int = 0, counted: int = 0,
-        count_accuracy: bool = False,
+        count_accuracy: bool = False, sparse_input: bool = False,
     ) -> dict[str, Any]:
         """Batches [first_batch, last_batch) of an epoch over x (n, input_size) and y ((n,) int64
         labels for cross_entropy, else (n, output_size) rows), gathered by ``order`` (an int64
@@ -132,5 +132,7 @@ class Engine:
         with ``hyper`` (lr, momentum, nesterov, weight_decay, beta1, beta2, eps, alpha, centered),
         one dict of state arrays per parameter (weights0, bias0, weights1, ...) and ``steps``
         (int64 per parameter, incremented in place). Totals continue from loss_sum/correct/counted.
-        Returns loss_sum, correct, counted, batches (run by this call), failed_batch (the batch
-        whose loss was not finite, where training stopped; None) and failed_value."""
+        sparse_input (with sgd, adam, adamw or rmsprop): the first layer reads each batch's
+        nonzeros only (see nncore.engine.sparse_input). Returns loss_sum, correct, counted, batches
+        (run by this call), failed_batch (the batch whose loss was not finite, where training
+        stopped; None) and failed_value."""

@@ -16,6 +16,14 @@ optimizer subclass) runs layer by layer in Python, unchanged.
 Switch: ``NNCORE_ENGINE=0`` in the environment, or ``nncore.engine.set_enabled(False)``, forces the
 Python path (``set_enabled(None)`` returns to the environment's choice).
 
+Inputs that are mostly zeros (at most ``SPARSE_INPUT_MAX_DENSITY`` of them nonzero, as MNIST's
+pixels, ~19%) are trained on by ``Sequential.fit`` through their nonzeros: the first layer's
+forward and weight gradient then cost in proportion to the nonzeros (see ``src/cpp/sparse.h``).
+Its sums then run in another order than the dense kernels', so such a fit matches the Python path
+to rounding rather than bit for bit (it stays bit-identical for any thread count), and a zero input
+times an infinite or NaN weight counts as zero rather than NaN. ``set_sparse_input(False)`` (or
+``True``, to force it) overrides the choice; ``set_sparse_input(None)`` restores it.
+
 After an engine-run ``fit``/``train``/``Sequential.predict`` the layers' ``input``/``output``
 attributes are not updated (they keep what the last Python ``forward`` stored). After the classic
 ``predict``, a layer's next ``backward`` first runs the pass again through the layers' ``forward``
@@ -75,6 +83,30 @@ def enabled() -> bool:
     answer = text.strip().lower() not in ("0", "false", "no", "off")
     _switch_memo = (raw, answer)
     return answer
+
+
+# The sparse-input path pays off below this fraction of nonzero inputs (see README, Performance).
+SPARSE_INPUT_MAX_DENSITY = 0.3
+_sparse_override: Optional[bool] = None
+
+
+def set_sparse_input(flag: Optional[bool]) -> None:
+    """Train the first layer on the inputs' nonzeros always (True), never (False), or when at most
+    ``SPARSE_INPUT_MAX_DENSITY`` of the inputs are nonzero (None, the default)."""
+    global _sparse_override
+    if flag is not None and not isinstance(flag, (bool, np.bool_)):
+        raise TypeError(f"engine.set_sparse_input: expected True, False or None, got {type(flag).__name__}")
+    _sparse_override = None if flag is None else bool(flag)
+
+
+def sparse_input(x: np.ndarray) -> bool:
+    """Whether training on the rows ``x`` takes the sparse-input path: the share of nonzeros among
+    up to 256 rows spread evenly over ``x`` (a function of the data alone, so every run decides the
+    same)."""
+    if _sparse_override is not None:
+        return _sparse_override
+    sample = x[:: max(1, len(x) // 256)]
+    return sample.size > 0 and np.count_nonzero(sample) <= SPARSE_INPUT_MAX_DENSITY * sample.size
 
 
 _ACTIVATIONS = (ReLU, LeakyReLU, Tanh, Sigmoid, GELU)  # exact types: subclasses may override forward
@@ -373,6 +405,7 @@ class Data(NamedTuple):
     y: np.ndarray
     out_sample: tuple[int, ...]
     classification: bool
+    sparse: bool  # train through the inputs' nonzeros (see sparse_input)
 
 
 def prepare(owner: Any, layers: list[Any], loss_fn: Any, inputs: np.ndarray, targets: np.ndarray,
@@ -392,7 +425,7 @@ def prepare(owner: Any, layers: list[Any], loss_fn: Any, inputs: np.ndarray, tar
     if engine is None:
         return None
     classification = name in ("cross_entropy", "binary_cross_entropy", "binary_cross_entropy_logits")
-    return Data(engine, p, name, x_rows, y, out_sample, classification)
+    return Data(engine, p, name, x_rows, y, out_sample, classification, training and sparse_input(x_rows))
 
 
 def logs_of(result: dict[str, Any], samples: int, classification: bool) -> dict[str, float]:

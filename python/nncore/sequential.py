@@ -385,16 +385,26 @@ class Sequential:
         order = generator().permutation(n) if shuffle else None
         state = engine.OptimizerState(opt, engine.parameters_of(data.plan), f"{type(opt).__name__}.step")
         bar = _progress_bar(n_batches, epoch, epochs) if verbose == 1 else None
+        # With a bar, the epoch runs in chunks: at most 50 per epoch, and (after the first) each
+        # of about _BAR_SECONDS, since every call has a cost (on the sparse-input path, layer 0's
+        # arrays change layout on the way in and out). Chunking never changes the results.
         chunk = n_batches if bar is None else max(1, -(-n_batches // 50))
         result: dict[str, Any] = {"loss_sum": 0.0, "correct": 0, "counted": 0}
         self._set_training(True)
         try:
-            for first in range(0, n_batches, chunk):
+            first = 0
+            while first < n_batches:
+                last = min(first + chunk, n_batches)
+                started = time.perf_counter()
                 result = data.engine.run_epoch(
                     data.x, data.y, order, batch_size, data.loss, spec[0], spec[1], state.arrays, state.steps,
-                    opt.clip_norm, first, min(first + chunk, n_batches), result["loss_sum"], result["correct"],
-                    result["counted"], data.classification,
+                    opt.clip_norm, first, last, result["loss_sum"], result["correct"],
+                    result["counted"], data.classification, data.sparse,
                 )
+                first = last
+                if bar is not None:
+                    rate = result["batches"] / max(time.perf_counter() - started, 1e-9)
+                    chunk = max(chunk, int(rate * _BAR_SECONDS))
                 state.finish(result["batches"])
                 failed = result["failed_batch"]
                 if failed is not None:
@@ -680,6 +690,9 @@ class _Meter:
         if self.classification:
             logs["accuracy"] = self.correct / max(self.counted, 1)
         return logs
+
+
+_BAR_SECONDS = 0.2  # the progress bar's update interval on the engine path
 
 
 def _progress_bar(n_batches: int, epoch: int, epochs: int) -> Any:

@@ -1263,12 +1263,12 @@ public:
     py::dict run_epoch(const py::object& x_obj, const py::object& y_obj, const py::object& order_obj, const py::int_& batch_size,
                        const std::string& loss, const py::object& optimizer, const py::dict& hyper, const py::list& state,
                        const py::object& steps_obj, const py::object& clip_norm, index_t first_batch, const py::object& last_batch,
-                       double loss_sum, long long correct, long long counted, bool count_accuracy) {
+                       double loss_sum, long long correct, long long counted, bool count_accuracy, bool sparse_input) {
         return kind_ == Float::f32
                    ? run_impl<float>(*f32_, x_obj, y_obj, order_obj, batch_size, loss, optimizer, hyper, state, steps_obj, clip_norm,
-                                     first_batch, last_batch, loss_sum, correct, counted, count_accuracy)
+                                     first_batch, last_batch, loss_sum, correct, counted, count_accuracy, sparse_input)
                    : run_impl<double>(*f64_, x_obj, y_obj, order_obj, batch_size, loss, optimizer, hyper, state, steps_obj,
-                                      clip_norm, first_batch, last_batch, loss_sum, correct, counted, count_accuracy);
+                                      clip_norm, first_batch, last_batch, loss_sum, correct, counted, count_accuracy, sparse_input);
     }
 
 private:
@@ -1312,7 +1312,7 @@ private:
                       const py::int_& batch_size_obj, const std::string& loss_name, const py::object& optimizer, const py::dict& hyper,
                       const py::list& state, const py::object& steps_obj, const py::object& clip_norm, index_t first_batch,
                       const py::object& last_batch_obj, double loss_sum, long long correct, long long counted,
-                      bool count_accuracy) {
+                      bool count_accuracy, bool sparse_input) {
         const char* op = "Engine.run_epoch";
         EpochArgs<T> a;
         auto x = contiguous<T>(rows_of(x_obj, op, "x"));
@@ -1452,6 +1452,13 @@ private:
             }
         }
         a.count_accuracy = count_accuracy;
+        if (sparse_input && !(a.update == EngineUpdate::sgd || a.update == EngineUpdate::adam || a.update == EngineUpdate::rmsprop))
+            throw py::value_error("Engine.run_epoch: sparse_input=True needs optimizer sgd, adam, adamw or rmsprop, got " +
+                                  (opt.empty() ? std::string("None") : opt));
+        if (sparse_input && (input_size_ > INT32_MAX || a.batch_size > INT32_MAX))
+            throw py::value_error("Engine.run_epoch: sparse_input=True needs input_size and batch_size <= 2**31 - 1, got " +
+                                  std::to_string(input_size_) + " and " + std::to_string(a.batch_size));
+        a.sparse_input = sparse_input;
 
         EpochTotals totals;
         totals.loss_sum = loss_sum, totals.correct = correct, totals.counted = counted;
@@ -1656,5 +1663,5 @@ PYBIND11_MODULE(_core, m) {
         .def("run_epoch", &PyEngine::run_epoch, arg("x"), arg("y"), arg("order"), arg("batch_size"), arg("loss"),
              arg("optimizer") = none, arg("hyper") = py::dict(), arg("state") = py::list(), arg("steps") = none,
              arg("clip_norm") = none, arg("first_batch") = 0, arg("last_batch") = none, arg("loss_sum") = 0.0,
-             arg("correct") = 0, arg("counted") = 0, arg("count_accuracy") = false);
+             arg("correct") = 0, arg("counted") = 0, arg("count_accuracy") = false, arg("sparse_input") = false);
 }

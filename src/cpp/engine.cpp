@@ -61,7 +61,12 @@ std::size_t Engine<T>::workspace_bytes() const {
     for (std::size_t i = 0; i < layers_.size(); ++i)
         values += outputs_[i].capacity() + gradients_[i].capacity() + pre_activations_[i].capacity();
     for (const auto& v : outputs_alt_) values += v.capacity();
-    return values * sizeof(T) + label_batch_.capacity() * sizeof(std::int64_t);
+    values += wt_.capacity() + dwt_.capacity() + xs_.row_val.capacity() + xs_.col_val.capacity();
+    for (const auto& v : state_t_) values += v.capacity();
+    const std::size_t indices = xs_.col.capacity() + xs_.row.capacity();
+    const std::size_t offsets = xs_.row_begin.capacity() + xs_.row_end.capacity() + xs_.col_begin.capacity() + xs_.col_end.capacity();
+    return values * sizeof(T) + label_batch_.capacity() * sizeof(std::int64_t) + indices * sizeof(std::int32_t) +
+           offsets * sizeof(index_t) + batch_rows_.capacity() * sizeof(const T*);
 }
 
 template <class T>
@@ -70,13 +75,18 @@ void Engine<T>::forward(const KernelTable<T>& kt, const T* x, index_t rows, T* l
     for (std::size_t i = 0; i < layers_.size(); ++i) {
         const EngineLayer<T>& l = layers_[i];
         T* y = (i + 1 == layers_.size() && last_out) ? last_out : outputs_[i].data();
-        if (needs_pre_activation(l.act)) {
-            T* z = pre_activations_[i].data();
-            linear_forward(kt, rows, l.in, l.out, input, l.weights, l.bias, Act::identity, T(0), z);
-            activation_forward(kt, l.act, l.alpha, z, y, rows * l.out);
+        const bool pre = needs_pre_activation(l.act);
+        T* z = pre ? pre_activations_[i].data() : y;
+        if (i == 0 && sparse_) {
+            Epilogue<T> ep;
+            ep.bias = l.bias;
+            ep.act = pre ? Act::identity : l.act;
+            ep.alpha = l.alpha;
+            sparse_forward(kt, xs_, l.out, wt_.data(), z, ep, get_num_threads());
         } else {
-            linear_forward(kt, rows, l.in, l.out, input, l.weights, l.bias, l.act, l.alpha, y);
+            linear_forward(kt, rows, l.in, l.out, input, l.weights, l.bias, pre ? Act::identity : l.act, l.alpha, z);
         }
+        if (pre) activation_forward(kt, l.act, l.alpha, z, y, rows * l.out);
         input = y;
     }
 }
@@ -155,8 +165,13 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
             activation_backward(kt, l.act, l.alpha, xa, y, g, g, n);  // in place: elementwise
         }
         const T* input = k == 0 ? x : outputs_[k - 1].data();
-        linear_backward(kt, rows, l.in, l.out, input, l.weights, g, k == 0 ? nullptr : gradients_[k - 1].data(),
-                        l.weights_gradient, l.bias_gradient);
+        if (k == 0 && sparse_) {  // dW^T = X^T dz from the nonzeros; db as linear_backward forms it
+            sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads());
+            kt.column_sums(g, rows, l.out, l.out, l.bias_gradient);
+        } else {
+            linear_backward(kt, rows, l.in, l.out, input, l.weights, g, k == 0 ? nullptr : gradients_[k - 1].data(),
+                            l.weights_gradient, l.bias_gradient);
+        }
         if (a.update == EngineUpdate::sgd_step) {  // Dense.backward(gradient, learning_rate)
             // One sample: the rank-1 step from dz and the input (as Dense.backward takes it).
             if (rows == 1) kt.sgd_rank1(l.in, l.out, g, input, static_cast<T>(-a.lr), l.weights, nullptr, l.in);
@@ -169,7 +184,8 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
     auto for_each_parameter = [&](auto&& body) {
         for (std::size_t k = 0; k < count; ++k) {
             const EngineLayer<T>& l = layers_[k];
-            body(2 * k, l.weights, l.weights_gradient, l.in * l.out);
+            if (k == 0 && sparse_) body(0, wt_.data(), dwt_.data(), l.in * l.out);
+            else body(2 * k, l.weights, l.weights_gradient, l.in * l.out);
             body(2 * k + 1, l.bias, l.bias_gradient, l.out);
         }
     };
@@ -189,7 +205,7 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
     // parameters and state miss the cache there and its square roots and divisions take the
     // pipes the FMAs need.
     for_each_parameter([&](std::size_t j, T* param, T* grad, index_t n) {
-        const EngineParamState<T>& s = a.states[j];
+        const EngineParamState<T>& s = j == 0 && sparse_ ? state0_ : a.states[j];
         a.steps[j] += 1;
         ParameterUpdate<T> u{param, grad, {s.momentum_buffer, nullptr, nullptr}, n, a.steps[j]};
         if (a.update == EngineUpdate::adam) {
@@ -214,6 +230,53 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
 // 25088 values, runs on two: an Adam epoch took ~0.52 s against ~0.53 s with the gather on one).
 constexpr index_t kMinGatherValuesPerThread = index_t(1) << 13;
 
+// body(r0, r1) over rows [0, rows) of `width` values, split over threads as the gather is.
+template <class Body>
+void split_rows(index_t rows, index_t width, Body&& body) {
+    const index_t parts = std::min<index_t>(get_num_threads(), rows * width / kMinGatherValuesPerThread);
+    if (parts <= 1) body(index_t(0), rows);
+    else parallel_for(static_cast<int>(parts), [&](int p) { body(rows * p / parts, rows * (p + 1) / parts); });
+}
+
+template <class T>
+void Engine<T>::gather_sparse(const KernelTable<T>& kt, const EpochArgs<T>& a, index_t start, index_t rows) {
+    const index_t in = input_size();
+    batch_rows_.resize(static_cast<std::size_t>(rows));
+    for (index_t r = 0; r < rows; ++r)
+        batch_rows_[static_cast<std::size_t>(r)] = a.x + (a.order ? static_cast<index_t>(a.order[start + r]) : start + r) * in;
+    sparse_batch(kt, batch_rows_.data(), rows, in, xs_, get_num_threads());
+}
+
+template <class T>
+void Engine<T>::enter_sparse(const EpochArgs<T>& a) {
+    const EngineLayer<T>& l = layers_.front();
+    const auto size = static_cast<std::size_t>(l.in * l.out);
+    wt_.resize(size);
+    dwt_.resize(size);
+    transpose_dense(l.weights, l.out, l.in, wt_.data());
+    state0_ = a.states[0];
+    state_user_.clear();
+    for (T** slot : {&state0_.momentum_buffer, &state0_.exp_avg, &state0_.exp_avg_sq, &state0_.square_avg, &state0_.grad_avg}) {
+        if (*slot == nullptr) continue;
+        if (state_t_.size() <= state_user_.size()) state_t_.emplace_back();
+        Workspace<T>& buffer = state_t_[state_user_.size()];
+        buffer.resize(size);
+        transpose_dense(*slot, l.out, l.in, buffer.data());
+        state_user_.push_back(*slot);
+        *slot = buffer.data();
+    }
+    sparse_ = true;
+}
+
+template <class T>
+void Engine<T>::leave_sparse(bool gradient_written) {
+    const EngineLayer<T>& l = layers_.front();
+    transpose_dense(wt_.data(), l.in, l.out, l.weights);
+    for (std::size_t i = 0; i < state_user_.size(); ++i) transpose_dense(state_t_[i].data(), l.in, l.out, state_user_[i]);
+    if (gradient_written) transpose_dense(dwt_.data(), l.in, l.out, l.weights_gradient);
+    sparse_ = false;
+}
+
 template <class T>
 void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -228,12 +291,28 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
         else t_batch_.resize(std::max(t_batch_.size(), static_cast<std::size_t>(capacity_rows_ * width)));
     }
     const bool train = a.update != EngineUpdate::none;
+    // The sparse-input path: layer 0 reads each batch's nonzeros and keeps its weights, gradient
+    // and optimizer state in (in x out) layout for the run (see sparse.h), given back to the
+    // layer's arrays on every way out. Its products sum in another order than the dense kernels'.
+    struct SparseRun {
+        Engine* engine;
+        bool backward_done = false;
+        ~SparseRun() {
+            if (engine) engine->leave_sparse(backward_done);
+        }
+    } sparse_run{nullptr};
+    const bool fused_update = a.update == EngineUpdate::sgd || a.update == EngineUpdate::adam || a.update == EngineUpdate::rmsprop;
+    if (a.sparse_input && fused_update && in <= INT32_MAX && a.batch_size <= INT32_MAX) {
+        enter_sparse(a);
+        sparse_run.engine = this;
+    }
     for (index_t batch = a.first_batch; batch < a.last_batch; ++batch) {
         const index_t start = batch * a.batch_size, stop = std::min(start + a.batch_size, a.n);
         const index_t rows = stop - start;
         const T* x = a.x + start * in;
         const T* targets = a.targets ? a.targets + start * width : nullptr;
         const std::int64_t* labels = a.labels ? a.labels + start : nullptr;
+        if (sparse_) gather_sparse(kt, a, start, rows);
         if (a.order) {  // gather the batch in this epoch's order (np.take in the Python loop)
             const std::int64_t* idx = a.order + start;
             T* xb = x_batch_.data();
@@ -243,10 +322,10 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
                 for (index_t r = r0; r < r1; ++r)
                     std::memcpy(xb + r * in, a.x + idx[r] * in, static_cast<std::size_t>(in) * sizeof(T));
             };
-            const index_t parts = std::min<index_t>(get_num_threads(), rows * in / kMinGatherValuesPerThread);
-            if (parts <= 1) copy_rows(0, rows);
-            else parallel_for(static_cast<int>(parts), [&](int p) { copy_rows(rows * p / parts, rows * (p + 1) / parts); });
-            x = xb;
+            if (!sparse_) {
+                split_rows(rows, in, copy_rows);
+                x = xb;
+            }
             if (a.labels) {
                 for (index_t r = 0; r < rows; ++r) label_batch_[static_cast<std::size_t>(r)] = a.labels[idx[r]];
                 labels = label_batch_.data();
@@ -265,6 +344,7 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
             return;
         }
         if (train) backward_and_update(kt, a, x, rows);
+        sparse_run.backward_done = sparse_run.backward_done || train;
         totals.loss_sum += value * static_cast<double>(rows);
         if (a.count_accuracy) count_correct(a, outputs_.back().data(), targets, labels, rows, totals);
         ++totals.batches_done;

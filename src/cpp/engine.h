@@ -9,15 +9,19 @@
 // epilogue, which applies the same per-element function as the separate activation kernel; the
 // relu/leaky_relu backward then reads the output y instead of the input x, which selects the same
 // branch (y > 0 exactly when x > 0, for negative_slope >= 0). gelu keeps its pre-activation.
+// One exception, asked for by EpochArgs::sparse_input: the first layer then works from the
+// inputs' nonzeros (sparse.h), whose sums run in another order, so its results agree to rounding.
 #pragma once
 
 #include <cstdint>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "common.h"
 #include "dispatch.h"
 #include "ops.h"
+#include "sparse.h"
 
 namespace nncore {
 
@@ -38,6 +42,25 @@ enum class EngineLoss : int {
 // Dense.backward applies (param -= lr * grad through axpy, layer by layer). The others are the
 // fused updates of nncore.optim, applied after the whole backward pass (and clipping).
 enum class EngineUpdate : int { none = 0, sgd_step = 1, sgd = 2, adam = 3, rmsprop = 4 };
+
+// Workspaces start on a cache line: the kernels access them in 64-byte vectors, and from
+// malloc's 16-byte alignment every such access would touch two lines.
+template <class T>
+struct CacheLineAllocator {
+    using value_type = T;
+    CacheLineAllocator() = default;
+    template <class U>
+    CacheLineAllocator(const CacheLineAllocator<U>&) {}
+    T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+    void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t{64}); }
+    template <class U>
+    bool operator==(const CacheLineAllocator<U>&) const { return true; }
+    template <class U>
+    bool operator!=(const CacheLineAllocator<U>&) const { return false; }
+};
+
+template <class T>
+using Workspace = std::vector<T, CacheLineAllocator<T>>;
 
 template <class T>
 struct EngineLayer {
@@ -81,6 +104,9 @@ struct EpochArgs {
     const EngineParamState<T>* states = nullptr;
     std::int64_t* steps = nullptr;  // per-parameter step counts, incremented in place (Adam)
     bool count_accuracy = false;
+    // Train the first layer on the inputs' nonzeros (see sparse.h), for inputs that are mostly
+    // zeros. Only with update sgd, adam or rmsprop, and sizes within int32 (the binding checks).
+    bool sparse_input = false;
 };
 
 // Running totals; run_epoch continues from the values it is given, so an epoch may be run in
@@ -119,19 +145,34 @@ private:
     void count_correct(const EpochArgs<T>& a, const T* p, const T* targets, const std::int64_t* labels, index_t rows,
                        EpochTotals& totals) const;
     void backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows);
+    // The sparse-input path: the batch's nonzeros into xs_, read from the data set's rows.
+    void gather_sparse(const KernelTable<T>& kt, const EpochArgs<T>& a, index_t start, index_t rows);
+    // Layer 0's weights and their optimizer state to (in x out) layout in the engine's buffers
+    // (enter), and back to the layer's arrays, with the last gradient (leave).
+    void enter_sparse(const EpochArgs<T>& a);
+    void leave_sparse(bool gradient_written);
     // The classic per-sample loop (sgd_step, batch 1): see run_per_sample in engine.cpp.
     bool per_sample_path(const EpochArgs<T>& a) const;
     void run_per_sample(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals);
 
     std::vector<EngineLayer<T>> layers_;
     index_t capacity_rows_ = 0;
-    std::vector<std::vector<T>> outputs_, pre_activations_, gradients_;
+    std::vector<Workspace<T>> outputs_, pre_activations_, gradients_;
     // run_per_sample alternates between outputs_ and these (one row each), so that the previous
     // sample's layer inputs survive the next sample's forward pass.
-    std::vector<std::vector<T>> outputs_alt_;
-    std::vector<T> x_batch_, t_batch_;
+    std::vector<Workspace<T>> outputs_alt_;
+    Workspace<T> x_batch_, t_batch_;
     std::vector<std::int64_t> label_batch_;
     std::vector<ParameterUpdate<T>> updates_;  // the optimizer step's parameters: weights, bias of each layer
+    // The sparse-input path: the batch's nonzeros by rows and by columns; layer 0's weights W^T,
+    // gradient dW^T and optimizer state in (in x out) layout while a run holds them (sparse_).
+    bool sparse_ = false;
+    SparseBatch<T> xs_;
+    std::vector<const T*> batch_rows_;  // the batch's rows in the data set
+    Workspace<T> wt_, dwt_;
+    std::vector<Workspace<T>> state_t_;  // one per state array of layer 0's weights
+    std::vector<T*> state_user_;         // the layer's own arrays they came from
+    EngineParamState<T> state0_;         // layer 0's weights' state as the update sees it
     std::mutex mutex_;  // one run at a time: the workspaces are shared
 };
 

@@ -318,6 +318,10 @@ def test_engine_binding_checks_its_arguments():
         runner.run_epoch(np.zeros((2, 4), np.float32), np.array([0, 1]), np.array([0, 1, 2]), 1, "cross_entropy")
     with pytest.raises(ValueError, match="state"):
         runner.run_epoch(np.zeros((2, 4), np.float32), np.array([0, 1]), None, 1, "cross_entropy", "adam", {"lr": 0.1})
+    for optimizer, hyper in ((None, {}), ("sgd_step", {"lr": 0.1})):
+        with pytest.raises(ValueError, match=f"sparse_input=True needs optimizer sgd, adam, adamw or rmsprop, got {optimizer}"):
+            runner.run_epoch(np.zeros((2, 4), np.float32), np.array([0, 1]), None, 1, "cross_entropy", optimizer, hyper,
+                             sparse_input=True)
     read_only = dense.weights.copy()
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
@@ -764,3 +768,112 @@ def test_models_and_layers_pickle_and_copy_after_the_engine_ran():
         clone.fit(x, y, loss="mse", optimizer="sgd", verbose=0)
     for clone in (copy.deepcopy(network), pickle.loads(pickle.dumps(network))):
         assert np.array_equal(nncore.predict(clone, x[0]), nncore.predict(network, x[0]))
+
+
+# -- the sparse-input path (inputs mostly zeros; see nncore.engine.sparse_input) -------------------
+@pytest.fixture
+def _restore_sparse_switch():
+    yield
+    engine.set_sparse_input(None)
+
+
+def _mostly_zeros(n, features, outputs, dtype, density=0.15, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, features)).astype(dtype)
+    x[rng.random((n, features)) >= density] = 0
+    return x, rng.integers(0, outputs, n)
+
+
+def _assert_close(a, b, rtol):
+    (arrays_a, state_a, it_a), hist_a, _ = a
+    (arrays_b, state_b, it_b), hist_b, _ = b
+    assert it_a == it_b and len(arrays_a) == len(arrays_b)
+    for p, q in zip(arrays_a, arrays_b):
+        np.testing.assert_allclose(p, q, rtol=rtol, atol=rtol * np.abs(q).max())
+    for (steps_a, sa), (steps_b, sb) in zip(state_a, state_b):
+        assert steps_a == steps_b and sa.keys() == sb.keys()
+        for name in sa:
+            np.testing.assert_allclose(sa[name], sb[name], rtol=rtol, atol=rtol * np.abs(sb[name]).max(), err_msg=name)
+    for ha, hb in zip(hist_a, hist_b):
+        for key in ha:
+            np.testing.assert_allclose(ha[key], hb[key], rtol=rtol)
+
+
+def test_sparse_input_is_chosen_by_the_share_of_nonzeros(_restore_sparse_switch):
+    mostly_zeros, _ = _mostly_zeros(1000, 50, 3, np.float32, density=0.1)
+    assert engine.sparse_input(mostly_zeros)
+    assert not engine.sparse_input(np.ones((1000, 50), np.float32))
+    assert not engine.sparse_input(np.zeros((0, 50), np.float32))
+    engine.set_sparse_input(False)
+    assert not engine.sparse_input(mostly_zeros)
+    engine.set_sparse_input(True)
+    assert engine.sparse_input(np.ones((10, 5), np.float32))
+    engine.set_sparse_input(np.True_)
+    assert engine.sparse_input(np.ones((10, 5), np.float32))
+    engine.set_sparse_input(None)
+    assert engine.sparse_input(mostly_zeros)
+    for bad in (1, "yes", 0.5):
+        with pytest.raises(TypeError, match="set_sparse_input: expected True, False or None, got"):
+            engine.set_sparse_input(bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make_opt", OPTIMIZERS[1:])
+@pytest.mark.parametrize("activation", [ReLU, GELU])
+def test_sparse_input_fit_matches_the_dense_path(dtype, make_opt, activation, _restore_sparse_switch):
+    x, y = _mostly_zeros(150, 40, 4, dtype)
+
+    def build():
+        return Sequential([Dense(40, 24, dtype=dtype), activation(), Dense(24, 4, dtype=dtype)]), make_opt()
+
+    kwargs = dict(epochs=3, batch_size=16, loss="cross_entropy")  # 150 = 9 * 16 + 6: a partial last batch
+    engine.set_sparse_input(True)
+    sparse = _fit(True, build, x, y, **kwargs)
+    engine.set_sparse_input(False)
+    dense = _fit(True, build, x, y, **kwargs)
+    _assert_close(sparse, dense, 1e-4 if dtype == np.float32 else 1e-10)
+    # The layer's gradient arrays hold the last step's, in their own layout.
+    np.testing.assert_allclose(sparse[2].layers[0].weights_gradient, dense[2].layers[0].weights_gradient,
+                               rtol=1e-3 if dtype == np.float32 else 1e-9, atol=1e-6)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sparse_input_is_identical_for_thread_counts_chunks_and_mnist_like_data(threads, _restore_sparse_switch):
+    x, y = _mostly_zeros(300, 200, 10, np.float32)
+    assert engine.sparse_input(x)  # chosen by itself
+
+    def build():
+        return Sequential([Dense(200, 300), ReLU(), Dense(300, 10)]), SGD(0.05, momentum=0.9, clip_norm=2.0)
+
+    kwargs = dict(epochs=2, batch_size=64, loss="cross_entropy")
+    reference = _fit(True, build, x, y, threads=1, **kwargs)
+    _assert_identical(_fit(True, build, x, y, threads=threads, **kwargs), reference)
+    # Chunked by the progress bar (verbose=1): the same bits.
+    engine.set_enabled(True)
+    nncore.seed(7)
+    model, opt = build()
+    model.fit(x, y, optimizer=opt, seed=11, verbose=1, **kwargs)
+    for p, q in zip(_snapshot(model, opt)[0], reference[0][0]):
+        assert p.tobytes() == q.tobytes()
+    engine.set_sparse_input(False)
+    _assert_close(reference, _fit(True, build, x, y, threads=1, **kwargs), 1e-4)
+
+
+def test_sparse_input_nan_stop_leaves_the_arrays_in_their_layout(_restore_sparse_switch):
+    x, y = _mostly_zeros(100, 30, 3, np.float32)
+    x[70, 5] = 1e30  # finite, but training diverges from its batch (5 of 7) on
+    results, messages = [], []
+    for sparse in (True, False):
+        engine.set_sparse_input(sparse)
+        nncore.seed(3)
+        model = Sequential([Dense(30, 12), ReLU(), Dense(12, 3)])
+        opt = SGD(0.1, momentum=0.9)
+        with pytest.raises(FloatingPointError, match="the loss became") as info:
+            model.fit(x, y, optimizer=opt, loss="cross_entropy", batch_size=16, shuffle=False, verbose=0)
+        results.append(model)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    for a, b in zip(results[0].layers, results[1].layers):
+        if isinstance(a, Dense):
+            np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(a.weights_gradient, b.weights_gradient, rtol=1e-4, atol=1e-6)

@@ -9,6 +9,7 @@ struct Vec<float> {
     using reg = __m256;
     using mask = __m256;
     static constexpr int width = 8;
+    static constexpr bool has_compress = false;  // see vec_avx512.h
 
     static reg zero() { return _mm256_setzero_ps(); }
     static reg set1(float x) { return _mm256_set1_ps(x); }
@@ -127,6 +128,7 @@ struct Vec<double> {
     using reg = __m256d;
     using mask = __m256d;
     static constexpr int width = 4;
+    static constexpr bool has_compress = false;
 
     static reg zero() { return _mm256_setzero_pd(); }
     static reg set1(double x) { return _mm256_set1_pd(x); }

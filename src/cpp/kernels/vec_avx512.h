@@ -21,6 +21,19 @@ struct Vec<float> {
     using reg = __m512;
     using mask = __mmask16;
     static constexpr int width = 16;
+    static constexpr bool has_compress = true;
+    // The lanes of the vector at x that are not +-0 (NaN included), packed in order to val, and
+    // their indices (first + lane) to col; both written as whole vectors. Returns how many.
+    static int compress_nonzero(const float* x, index_t first, std::int32_t* col, float* val) {
+        const __m512 v = _mm512_loadu_ps(x);
+        const __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        if (m == 0) return 0;
+        const __m512i index = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(first)),
+                                               _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+        _mm512_storeu_ps(val, _mm512_maskz_compress_ps(m, v));
+        _mm512_storeu_si512(col, _mm512_maskz_compress_epi32(m, index));
+        return __builtin_popcount(m);
+    }
 
     static reg zero() { return _mm512_setzero_ps(); }
     static reg set1(float x) { return _mm512_set1_ps(x); }
@@ -137,6 +150,17 @@ struct Vec<double> {
     using reg = __m512d;
     using mask = __mmask8;
     static constexpr int width = 8;
+    static constexpr bool has_compress = true;
+    // As Vec<float>::compress_nonzero, 8 lanes.
+    static int compress_nonzero(const double* x, index_t first, std::int32_t* col, double* val) {
+        const __m512d v = _mm512_loadu_pd(x);
+        const __mmask8 m = _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        if (m == 0) return 0;
+        const __m256i index = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(first)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        _mm512_storeu_pd(val, _mm512_maskz_compress_pd(m, v));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(col), _mm256_maskz_compress_epi32(m, index));
+        return __builtin_popcount(m);
+    }
 
     static reg zero() { return _mm512_setzero_pd(); }
     static reg set1(double x) { return _mm512_set1_pd(x); }

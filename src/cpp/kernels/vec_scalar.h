@@ -5,6 +5,7 @@ struct Vec {
     using reg = T;
     using mask = bool;
     static constexpr int width = 1;
+    static constexpr bool has_compress = false;  // see vec_avx512.h
 
     static reg zero() { return T(0); }
     static reg set1(T x) { return x; }
