@@ -85,8 +85,11 @@ def enabled() -> bool:
     return answer
 
 
-# The sparse-input path pays off below this fraction of nonzero inputs (see README, Performance).
-SPARSE_INPUT_MAX_DENSITY = 0.3
+# The sparse-input path pays off below this share of nonzero inputs. Measured (784-256-128-10,
+# batch 64, SGD momentum, 2 threads, s per 20000 samples, sparse vs dense path): nonzeros placed
+# at random 10% 0.109 vs 0.129, 20% 0.123 vs 0.132, 25% 0.139 vs 0.135, 30% 0.141 vs 0.123;
+# MNIST's pixels (19%, in strokes) ~0.29 vs ~0.37 s per epoch of 60000.
+SPARSE_INPUT_MAX_DENSITY = 0.25
 _sparse_override: Optional[bool] = None
 
 
