@@ -8,7 +8,8 @@ activation: ``ReLU``, ``LeakyReLU``, ``Tanh``, ``Sigmoid``, ``GELU``), with at m
 loss, backward, gradient clipping, the optimizer update and the accuracy count all run in C++,
 without the GIL and without allocating per step. The layers' own arrays are updated in place, and
 the optimizer's own state arrays and step counts are used, so training can move between the
-engine and the layer-by-layer path at any time. The results are bit-identical to the Python path.
+engine and the layer-by-layer path at any time. The results are bit-identical to the Python path
+(except on the sparse-input path below).
 
 Anything else (Dropout, Softmax, a user's layer, ``Activation(f, f')``, a user's loss or
 optimizer subclass) runs layer by layer in Python, unchanged.
@@ -17,7 +18,7 @@ Switch: ``NNCORE_ENGINE=0`` in the environment, or ``nncore.engine.set_enabled(F
 Python path (``set_enabled(None)`` returns to the environment's choice).
 
 Inputs that are mostly zeros (at most ``SPARSE_INPUT_MAX_DENSITY`` of them nonzero, as MNIST's
-pixels, ~19%) are trained on by ``Sequential.fit`` through their nonzeros: the first layer's
+pixels, 19%) are trained on by ``Sequential.fit`` through their nonzeros: the first layer's
 forward and weight gradient then cost in proportion to the nonzeros (see ``src/cpp/sparse.h``).
 Its sums then run in another order than the dense kernels', so such a fit matches the Python path
 to rounding rather than bit for bit (it stays bit-identical for any thread count), and a zero input

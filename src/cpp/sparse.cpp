@@ -11,6 +11,8 @@ namespace {
 // Below this many multiply-adds (or values read) per thread a second thread costs more than it
 // saves (as for the unpacked GEMM kernels, gemm.cpp).
 constexpr double kMinWorkPerThread = 1 << 16;
+// The forward splits columns in multiples of this many (4 float vectors: csr_gemm's block).
+constexpr index_t kColumnUnit = 64;
 
 int parts_for(double work, index_t units, int n_threads) {
     const double parts = std::min({static_cast<double>(n_threads), static_cast<double>(units), work / kMinWorkPerThread});
@@ -108,7 +110,17 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
 template <class T>
 void sparse_forward(const KernelTable<T>& kt, const SparseBatch<T>& x, index_t n, const T* wt, T* y, const Epilogue<T>& ep,
                     int n_threads) {
-    csr_rows(kt, x.rows, n, x.row_begin.data(), x.row_end.data(), x.col.data(), x.row_val.data(), wt, y, ep, n_threads);
+    // Columns of y split over the threads: each reads its columns of W^T only.
+    double entries = 0;
+    for (index_t r = 0; r < x.rows; ++r) entries += static_cast<double>(x.row_end[r] - x.row_begin[r] + 1);
+    const index_t units = (n + kColumnUnit - 1) / kColumnUnit;
+    split(units, parts_for(entries * static_cast<double>(n), units, n_threads), [&](index_t u0, index_t u1) {
+        const index_t j0 = u0 * kColumnUnit, j1 = std::min(n, u1 * kColumnUnit);
+        Epilogue<T> e = ep;
+        if (e.bias) e.bias += j0;
+        kt.csr_gemm(x.rows, j1 - j0, x.row_begin.data(), x.row_end.data(), x.col.data(), x.row_val.data(), wt + j0, n, y + j0, n,
+                    e);
+    });
 }
 
 template <class T>

@@ -139,66 +139,67 @@ void test_batch_products(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("sparse batch ") + nntest::dtype_name<T>());
     for (index_t rows : {1, 2, 63, 64, 65, 130}) {
         for (index_t cols : {1, 17, 200}) {
-            Scope inner("rows=" + std::to_string(rows) + " cols=" + std::to_string(cols));
-            const index_t n = 37;
-            std::vector<T> x = sparse_values<T>(rows * cols, 0.2, rng);
-            std::vector<const T*> row_data(static_cast<std::size_t>(rows));
-            // Rows in a shuffled order, as the engine gathers them.
-            for (index_t r = 0; r < rows; ++r) row_data[r] = x.data() + ((r * 7 + 3) % rows) * cols;
-            const std::vector<T> wt = nntest::random_vector<T>(static_cast<std::size_t>(cols * n), rng);
-            const std::vector<T> dy = nntest::random_vector<T>(static_cast<std::size_t>(rows * n), rng);
-            const std::vector<T> bias = nntest::random_vector<T>(static_cast<std::size_t>(n), rng);
-            std::vector<std::vector<T>> y_by_threads, dwt_by_threads;
-            for (int threads : {1, 2}) {
-                nncore::SparseBatch<T> batch;
-                nncore::sparse_batch(kt, row_data.data(), rows, cols, batch, threads);
-                // The lists hold exactly the nonzeros, in order.
-                bool rows_ok = batch.rows == rows && batch.cols == cols, cols_ok = true;
-                std::vector<index_t> seen(static_cast<std::size_t>(cols), 0);
-                for (index_t r = 0; r < rows && rows_ok; ++r) {
-                    index_t e = batch.row_begin[r];
-                    for (index_t p = 0; p < cols; ++p) {
-                        const T v = row_data[r][p];
-                        if (v == T(0)) continue;
-                        rows_ok = rows_ok && e < batch.row_end[r] && batch.col[e] == p && nntest::same_bits(batch.row_val[e], v);
-                        ++e;
-                        const index_t c = batch.col_begin[p] + seen[p]++;
-                        cols_ok = cols_ok && c < batch.col_end[p] && batch.row[c] == r && nntest::same_bits(batch.col_val[c], v);
+            for (index_t n : {37, 150}) {  // 150: the forward's columns split over 2 threads
+                Scope inner("rows=" + std::to_string(rows) + " cols=" + std::to_string(cols) + " n=" + std::to_string(n));
+                std::vector<T> x = sparse_values<T>(rows * cols, 0.2, rng);
+                std::vector<const T*> row_data(static_cast<std::size_t>(rows));
+                // Rows in a shuffled order, as the engine gathers them.
+                for (index_t r = 0; r < rows; ++r) row_data[r] = x.data() + ((r * 7 + 3) % rows) * cols;
+                const std::vector<T> wt = nntest::random_vector<T>(static_cast<std::size_t>(cols * n), rng);
+                const std::vector<T> dy = nntest::random_vector<T>(static_cast<std::size_t>(rows * n), rng);
+                const std::vector<T> bias = nntest::random_vector<T>(static_cast<std::size_t>(n), rng);
+                std::vector<std::vector<T>> y_by_threads, dwt_by_threads;
+                for (int threads : {1, 2}) {
+                    nncore::SparseBatch<T> batch;
+                    nncore::sparse_batch(kt, row_data.data(), rows, cols, batch, threads);
+                    // The lists hold exactly the nonzeros, in order.
+                    bool rows_ok = batch.rows == rows && batch.cols == cols, cols_ok = true;
+                    std::vector<index_t> seen(static_cast<std::size_t>(cols), 0);
+                    for (index_t r = 0; r < rows && rows_ok; ++r) {
+                        index_t e = batch.row_begin[r];
+                        for (index_t p = 0; p < cols; ++p) {
+                            const T v = row_data[r][p];
+                            if (v == T(0)) continue;
+                            rows_ok = rows_ok && e < batch.row_end[r] && batch.col[e] == p && nntest::same_bits(batch.row_val[e], v);
+                            ++e;
+                            const index_t c = batch.col_begin[p] + seen[p]++;
+                            cols_ok = cols_ok && c < batch.col_end[p] && batch.row[c] == r && nntest::same_bits(batch.col_val[c], v);
+                        }
+                        rows_ok = rows_ok && e == batch.row_end[r];
                     }
-                    rows_ok = rows_ok && e == batch.row_end[r];
-                }
-                for (index_t p = 0; p < cols; ++p) cols_ok = cols_ok && batch.col_begin[p] + seen[p] == batch.col_end[p];
-                CHECK_MSG(rows_ok, "row lists differ from the nonzeros (threads=" << threads << ")");
-                CHECK_MSG(cols_ok, "column lists differ from the nonzeros (threads=" << threads << ")");
+                    for (index_t p = 0; p < cols; ++p) cols_ok = cols_ok && batch.col_begin[p] + seen[p] == batch.col_end[p];
+                    CHECK_MSG(rows_ok, "row lists differ from the nonzeros (threads=" << threads << ")");
+                    CHECK_MSG(cols_ok, "column lists differ from the nonzeros (threads=" << threads << ")");
 
-                Epilogue<T> ep;
-                ep.bias = bias.data();
-                ep.act = Act::relu;
-                std::vector<T> y(static_cast<std::size_t>(rows * n), nntest::quiet_nan<T>());
-                std::vector<T> dwt(static_cast<std::size_t>(cols * n), nntest::quiet_nan<T>());
-                nncore::sparse_forward(kt, batch, n, wt.data(), y.data(), ep, threads);
-                nncore::sparse_weight_grad(kt, batch, n, dy.data(), dwt.data(), threads);
-                double worst_y = 0, worst_dw = 0;
-                for (index_t r = 0; r < rows; ++r)
-                    for (index_t j = 0; j < n; ++j) {
-                        double s = bias[j];
-                        for (index_t p = 0; p < cols; ++p) s += double(row_data[r][p]) * wt[p * n + j];
-                        worst_y = std::max(worst_y, std::fabs((s > 0 ? s : 0) - double(y[r * n + j])));
-                    }
-                for (index_t p = 0; p < cols; ++p)
-                    for (index_t j = 0; j < n; ++j) {
-                        double s = 0;
-                        for (index_t r = 0; r < rows; ++r) s += double(row_data[r][p]) * dy[r * n + j];
-                        worst_dw = std::max(worst_dw, std::fabs(s - double(dwt[p * n + j])));
-                    }
-                const double tolerance = (sizeof(T) == 4 ? 1e-5 : 1e-13) * double(std::max(rows, cols));
-                CHECK_MSG(worst_y <= tolerance, "forward error " << worst_y << " (threads=" << threads << ")");
-                CHECK_MSG(worst_dw <= tolerance, "weight gradient error " << worst_dw << " (threads=" << threads << ")");
-                y_by_threads.push_back(y);
-                dwt_by_threads.push_back(dwt);
+                    Epilogue<T> ep;
+                    ep.bias = bias.data();
+                    ep.act = Act::relu;
+                    std::vector<T> y(static_cast<std::size_t>(rows * n), nntest::quiet_nan<T>());
+                    std::vector<T> dwt(static_cast<std::size_t>(cols * n), nntest::quiet_nan<T>());
+                    nncore::sparse_forward(kt, batch, n, wt.data(), y.data(), ep, threads);
+                    nncore::sparse_weight_grad(kt, batch, n, dy.data(), dwt.data(), threads);
+                    double worst_y = 0, worst_dw = 0;
+                    for (index_t r = 0; r < rows; ++r)
+                        for (index_t j = 0; j < n; ++j) {
+                            double s = bias[j];
+                            for (index_t p = 0; p < cols; ++p) s += double(row_data[r][p]) * wt[p * n + j];
+                            worst_y = std::max(worst_y, std::fabs((s > 0 ? s : 0) - double(y[r * n + j])));
+                        }
+                    for (index_t p = 0; p < cols; ++p)
+                        for (index_t j = 0; j < n; ++j) {
+                            double s = 0;
+                            for (index_t r = 0; r < rows; ++r) s += double(row_data[r][p]) * dy[r * n + j];
+                            worst_dw = std::max(worst_dw, std::fabs(s - double(dwt[p * n + j])));
+                        }
+                    const double tolerance = (sizeof(T) == 4 ? 1e-5 : 1e-13) * double(std::max(rows, cols));
+                    CHECK_MSG(worst_y <= tolerance, "forward error " << worst_y << " (threads=" << threads << ")");
+                    CHECK_MSG(worst_dw <= tolerance, "weight gradient error " << worst_dw << " (threads=" << threads << ")");
+                    y_by_threads.push_back(y);
+                    dwt_by_threads.push_back(dwt);
+                }
+                CHECK_MSG(nntest::same_bits(y_by_threads[0], y_by_threads[1]), "forward differs between 1 and 2 threads");
+                CHECK_MSG(nntest::same_bits(dwt_by_threads[0], dwt_by_threads[1]), "weight gradient differs between 1 and 2 threads");
             }
-            CHECK_MSG(nntest::same_bits(y_by_threads[0], y_by_threads[1]), "forward differs between 1 and 2 threads");
-            CHECK_MSG(nntest::same_bits(dwt_by_threads[0], dwt_by_threads[1]), "weight gradient differs between 1 and 2 threads");
         }
     }
 }
