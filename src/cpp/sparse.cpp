@@ -11,7 +11,8 @@ namespace {
 // Below this many multiply-adds (or values read) per thread a second thread costs more than it
 // saves (as for the unpacked GEMM kernels, gemm.cpp).
 constexpr double kMinWorkPerThread = 1 << 16;
-// The forward splits columns in multiples of this many (4 float vectors: csr_gemm's block).
+// The forward splits columns in multiples of this many: of csr_gemm's block of 4 vectors (at most
+// 64 values) on every ISA, so each part runs whole blocks.
 constexpr index_t kColumnUnit = 64;
 
 int parts_for(double work, index_t units, int n_threads) {
@@ -66,9 +67,11 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
     out.rows = rows;
     out.cols = cols;
     const auto values = static_cast<std::size_t>(rows * cols);
-    if (out.col.size() < values) {
+    if (out.row_begin.size() < static_cast<std::size_t>(rows)) {
         out.row_begin.resize(static_cast<std::size_t>(rows));
         out.row_end.resize(static_cast<std::size_t>(rows));
+    }
+    if (out.col.size() < values) {
         out.col.resize(values);
         out.row_val.resize(values);
         out.row.resize(values);
