@@ -89,7 +89,7 @@ def enabled() -> bool:
 # The sparse-input path pays off below this share of nonzero inputs. Measured (784-256-128-10,
 # batch 64, SGD momentum, 2 threads, s per 20000 samples, sparse vs dense path): nonzeros placed
 # at random 10% 0.109 vs 0.129, 20% 0.123 vs 0.132, 25% 0.139 vs 0.135, 30% 0.141 vs 0.123;
-# MNIST's pixels (19%, in strokes) ~0.29 vs ~0.37 s per epoch of 60000.
+# MNIST's pixels (19%, in strokes) 0.31-0.32 vs 0.37-0.39 s per epoch of 60000 (BENCHMARKS.md).
 SPARSE_INPUT_MAX_DENSITY = 0.25
 _sparse_override: Optional[bool] = None
 
@@ -104,12 +104,12 @@ def set_sparse_input(flag: Optional[bool]) -> None:
 
 
 def sparse_input(x: np.ndarray) -> bool:
-    """Whether training on the rows ``x`` takes the sparse-input path: the share of nonzeros among
-    up to 256 rows spread evenly over ``x`` (a function of the data alone, so every run decides the
-    same)."""
+    """Whether training on the rows ``x`` takes the sparse-input path: the share of nonzeros (NaN
+    counts as one) among 256 rows spread evenly over ``x``, or all of them when fewer (a function
+    of the data alone, so every run decides the same)."""
     if _sparse_override is not None:
         return _sparse_override
-    sample = x[:: max(1, len(x) // 256)]
+    sample = x[np.linspace(0, len(x) - 1, min(len(x), 256)).astype(np.intp)] if len(x) else x
     return sample.size > 0 and np.count_nonzero(sample) <= SPARSE_INPUT_MAX_DENSITY * sample.size
 
 
