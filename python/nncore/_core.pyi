@@ -133,6 +133,6 @@ class Engine:
         one dict of state arrays per parameter (weights0, bias0, weights1, ...) and ``steps``
         (int64 per parameter, incremented in place). Totals continue from loss_sum/correct/counted.
         sparse_input (with sgd, adam, adamw or rmsprop): the first layer reads each batch's
-        nonzeros only (see nncore.engine.sparse_input). Returns loss_sum, correct, counted, batches
+        nonzeros only (see nncore.engine.sparse_input), for batches of at most 2^20 values. Returns loss_sum, correct, counted, batches
         (run by this call), failed_batch (the batch whose loss was not finite, where training
         stopped; None) and failed_value."""

@@ -22,8 +22,9 @@ pixels, 19%) are trained on by ``Sequential.fit`` through their nonzeros: the fi
 forward and weight gradient then cost in proportion to the nonzeros (see ``src/cpp/sparse.h``).
 Its sums then run in another order than the dense kernels', so such a fit matches the Python path
 to rounding rather than bit for bit (it stays bit-identical for any thread count), and a zero input
-times an infinite or NaN weight counts as zero rather than NaN. ``set_sparse_input(False)`` (or
-``True``, to force it) overrides the choice; ``set_sparse_input(None)`` restores it.
+times an infinite or NaN weight counts as zero rather than NaN. Batches of more than 2^20 input
+values take the dense kernels all the same. ``set_sparse_input(False)`` (or ``True``, to force it)
+overrides the choice; ``set_sparse_input(None)`` restores it.
 
 After an engine-run ``fit``/``train``/``Sequential.predict`` the layers' ``input``/``output``
 attributes are not updated (they keep what the last Python ``forward`` stored). After the classic

@@ -1455,9 +1455,6 @@ private:
         if (sparse_input && !(a.update == EngineUpdate::sgd || a.update == EngineUpdate::adam || a.update == EngineUpdate::rmsprop))
             throw py::value_error("Engine.run_epoch: sparse_input=True needs optimizer sgd, adam, adamw or rmsprop, got " +
                                   (opt.empty() ? std::string("None") : opt));
-        if (sparse_input && (input_size_ > INT32_MAX || a.batch_size > INT32_MAX))
-            throw py::value_error("Engine.run_epoch: sparse_input=True needs input_size and batch_size <= 2**31 - 1, got " +
-                                  std::to_string(input_size_) + " and " + std::to_string(a.batch_size));
         a.sparse_input = sparse_input;
 
         EpochTotals totals;

@@ -230,6 +230,15 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
 // 25088 values, runs on two: an Adam epoch took ~0.52 s against ~0.53 s with the gather on one).
 constexpr index_t kMinGatherValuesPerThread = index_t(1) << 13;
 
+// The sparse-input path's lists hold room for every value of a batch, by rows and by columns
+// (16 bytes per float32 value): batches of up to this many values take it (MNIST: 1337 rows, 16
+// MB), larger ones the dense path.
+constexpr double kMaxSparseBatchValues = 1 << 20;
+
+bool sparse_batch_fits(index_t rows, index_t width) {
+    return static_cast<double>(rows) * static_cast<double>(width) <= kMaxSparseBatchValues;
+}
+
 // body(r0, r1) over rows [0, rows) of `width` values, split over threads as the gather is.
 template <class Body>
 void split_rows(index_t rows, index_t width, Body&& body) {
@@ -302,7 +311,7 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
         }
     } sparse_run{nullptr};
     const bool fused_update = a.update == EngineUpdate::sgd || a.update == EngineUpdate::adam || a.update == EngineUpdate::rmsprop;
-    if (a.sparse_input && fused_update && in <= INT32_MAX && a.batch_size <= INT32_MAX) {
+    if (a.sparse_input && fused_update && sparse_batch_fits(std::min(a.batch_size, a.n), in)) {
         enter_sparse(a);
         sparse_run.engine = this;
     }

@@ -105,7 +105,8 @@ struct EpochArgs {
     std::int64_t* steps = nullptr;  // per-parameter step counts, incremented in place (Adam)
     bool count_accuracy = false;
     // Train the first layer on the inputs' nonzeros (see sparse.h), for inputs that are mostly
-    // zeros. Only with update sgd, adam or rmsprop, and sizes within int32 (the binding checks).
+    // zeros. Only with update sgd, adam or rmsprop (the binding checks); batches of more than 2^20
+    // input values take the dense path (kMaxSparseBatchValues in engine.cpp).
     bool sparse_input = false;
 };
 

@@ -175,7 +175,14 @@ Pool* pool = nullptr;
 std::atomic<int> requested_threads{0};
 thread_local bool inside_task = false;
 
+// What a child left behind stays reachable from here, so that LeakSanitizer does not report it
+// (it did, now and then, at the exit of test_thread_pool's forked child).
+std::mutex* volatile abandoned_mutex = nullptr;  // volatile: stores to them must stay
+Pool* volatile abandoned_pool = nullptr;
+
 void forget_pool_in_child() {
+    abandoned_mutex = pool_mutex;
+    abandoned_pool = pool;
     pool_mutex = new std::mutex;
     pool = nullptr;
     requested_threads.store(std::getenv("NNCORE_NUM_THREADS") ? 0 : 1);  // 0: the environment's default

@@ -877,3 +877,25 @@ def test_sparse_input_nan_stop_leaves_the_arrays_in_their_layout(_restore_sparse
         if isinstance(a, Dense):
             np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(a.weights_gradient, b.weights_gradient, rtol=1e-4, atol=1e-6)
+
+
+def test_sparse_input_batches_beyond_2_20_values_take_the_dense_path(_restore_sparse_switch):
+    # 1800 rows of 600 values: 1.08e6 > 2^20, where the path's lists (room for every value, by rows
+    # and by columns) would grow large; the engine then runs the dense kernels, bit for bit.
+    x, y = _mostly_zeros(1800, 600, 3, np.float32)
+
+    def build():
+        return Sequential([Dense(600, 8), ReLU(), Dense(8, 3)]), SGD(0.05, momentum=0.9)
+
+    kwargs = dict(epochs=1, batch_size=1800, loss="cross_entropy")
+    engine.set_sparse_input(True)
+    forced = _fit(True, build, x, y, **kwargs)
+    engine.set_sparse_input(False)
+    _assert_identical(forced, _fit(True, build, x, y, **kwargs))
+    engine.set_sparse_input(True)  # 1600 rows of 600: within the limit, so not the dense path's bits
+    kwargs["batch_size"] = 1600
+    sparse = _fit(True, build, x, y, **kwargs)
+    engine.set_sparse_input(False)
+    dense = _fit(True, build, x, y, **kwargs)
+    assert any(p.tobytes() != q.tobytes() for p, q in zip(sparse[0][0], dense[0][0]))
+    _assert_close(sparse, dense, 1e-4)
