@@ -239,14 +239,6 @@ bool sparse_batch_fits(index_t rows, index_t width) {
     return static_cast<double>(rows) * static_cast<double>(width) <= kMaxSparseBatchValues;
 }
 
-// body(r0, r1) over rows [0, rows) of `width` values, split over threads as the gather is.
-template <class Body>
-void split_rows(index_t rows, index_t width, Body&& body) {
-    const index_t parts = std::min<index_t>(get_num_threads(), rows * width / kMinGatherValuesPerThread);
-    if (parts <= 1) body(index_t(0), rows);
-    else parallel_for(static_cast<int>(parts), [&](int p) { body(rows * p / parts, rows * (p + 1) / parts); });
-}
-
 template <class T>
 void Engine<T>::gather_sparse(const KernelTable<T>& kt, const EpochArgs<T>& a, index_t start, index_t rows) {
     const index_t in = input_size();
@@ -332,7 +324,9 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
                     std::memcpy(xb + r * in, a.x + idx[r] * in, static_cast<std::size_t>(in) * sizeof(T));
             };
             if (!sparse_) {
-                split_rows(rows, in, copy_rows);
+                const index_t parts = std::min<index_t>(get_num_threads(), rows * in / kMinGatherValuesPerThread);
+                if (parts <= 1) copy_rows(0, rows);
+                else parallel_for(static_cast<int>(parts), [&](int p) { copy_rows(rows * p / parts, rows * (p + 1) / parts); });
                 x = xb;
             }
             if (a.labels) {
