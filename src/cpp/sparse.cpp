@@ -11,6 +11,10 @@ namespace {
 // Below this many multiply-adds (or values read) per thread a second thread costs more than it
 // saves (as for the unpacked GEMM kernels, gemm.cpp).
 constexpr double kMinWorkPerThread = 1 << 16;
+// Packing a batch splits over the threads from this many values per thread, as the engine's dense
+// gather does: the rows come from all over the data set, and two threads wait on memory side by
+// side (MNIST at batch 64, 50176 values, 2 threads: epochs 0.32 -> 0.305 s, medians of 18).
+constexpr double kMinValuesPerThread = 1 << 13;
 // The forward splits columns in multiples of this many: of csr_gemm's block of 4 vectors (at most
 // 64 values) on every ISA, so each part runs whole blocks.
 constexpr index_t kColumnUnit = 64;
@@ -79,7 +83,9 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
     }
     out.col_begin.resize(static_cast<std::size_t>(cols));
     out.col_end.resize(static_cast<std::size_t>(cols));
-    const int parts = parts_for(static_cast<double>(values), std::min(rows, cols), n_threads);
+    const int parts = std::max(1, static_cast<int>(std::min<double>(
+                                      {static_cast<double>(n_threads), static_cast<double>(std::min(rows, cols)),
+                                       static_cast<double>(values) / kMinValuesPerThread})));
     // By rows: row r's entries from r cols on.
     split(rows, parts, [&](index_t r0, index_t r1) {
         for (index_t r = r0; r < r1; ++r) {
