@@ -1452,7 +1452,7 @@ private:
             }
         }
         a.count_accuracy = count_accuracy;
-        if (sparse_input && !(a.update == EngineUpdate::sgd || a.update == EngineUpdate::adam || a.update == EngineUpdate::rmsprop))
+        if (sparse_input && !fused_update(a.update))
             throw py::value_error("Engine.run_epoch: sparse_input=True needs optimizer sgd, adam, adamw or rmsprop, got " +
                                   (opt.empty() ? std::string("None") : opt));
         a.sparse_input = sparse_input;

@@ -2,25 +2,23 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "gemm.h"
 #include "thread_pool.h"
+#include "workspace.h"
 
 namespace nncore {
 
 namespace {
 
 // A per-thread buffer grown when needed and then reused, so repeated calls do not allocate; it
-// starts on a 64-byte boundary, so that vectors loaded at multiples of the width do not straddle
-// cache lines.
+// starts on a cache line (workspace.h).
 template <class T, int Slot>
 T* workspace(index_t count) {
-    constexpr std::size_t kAlign = 64 / sizeof(T);
-    thread_local std::vector<T> buffer;
-    if (buffer.size() < static_cast<std::size_t>(count) + kAlign) buffer.resize(static_cast<std::size_t>(count) + kAlign);
-    const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(buffer.data()) % 64 / sizeof(T);
-    return buffer.data() + (misalignment ? kAlign - misalignment : 0);
+    thread_local Workspace<T> buffer;
+    const auto size = static_cast<std::size_t>(count > 0 ? count : 1);  // never a null pointer
+    if (buffer.size() < size) buffer.resize(size);
+    return buffer.data();
 }
 
 // Forward through im2col: samples are processed in groups of g, a count fixed by the shape alone
@@ -47,8 +45,7 @@ index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
 // (each item is computed the same way in any range).
 template <class F>
 void for_ranges(index_t n, F&& f) {
-    const index_t parts = std::min<index_t>(n, 4 * get_num_threads());
-    for_tasks(parts, [&](index_t part) { f(n * part / parts, n * (part + 1) / parts); });
+    parallel_ranges(n, static_cast<int>(std::min<index_t>(n, 4 * get_num_threads())), f);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -302,8 +302,7 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
             if (engine) engine->leave_sparse(backward_done);
         }
     } sparse_run{nullptr};
-    const bool fused_update = a.update == EngineUpdate::sgd || a.update == EngineUpdate::adam || a.update == EngineUpdate::rmsprop;
-    if (a.sparse_input && fused_update && sparse_batch_fits(std::min(a.batch_size, a.n), in)) {
+    if (a.sparse_input && fused_update(a.update) && sparse_batch_fits(std::min(a.batch_size, a.n), in)) {
         enter_sparse(a);
         sparse_run.engine = this;
     }
@@ -324,9 +323,8 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
                     std::memcpy(xb + r * in, a.x + idx[r] * in, static_cast<std::size_t>(in) * sizeof(T));
             };
             if (!sparse_) {
-                const index_t parts = std::min<index_t>(get_num_threads(), rows * in / kMinGatherValuesPerThread);
-                if (parts <= 1) copy_rows(0, rows);
-                else parallel_for(static_cast<int>(parts), [&](int p) { copy_rows(rows * p / parts, rows * (p + 1) / parts); });
+                parallel_ranges(rows, static_cast<int>(std::min<index_t>(get_num_threads(), rows * in / kMinGatherValuesPerThread)),
+                                copy_rows);
                 x = xb;
             }
             if (a.labels) {

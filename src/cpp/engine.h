@@ -15,13 +15,13 @@
 
 #include <cstdint>
 #include <mutex>
-#include <new>
 #include <vector>
 
 #include "common.h"
 #include "dispatch.h"
 #include "ops.h"
 #include "sparse.h"
+#include "workspace.h"
 
 namespace nncore {
 
@@ -43,24 +43,11 @@ enum class EngineLoss : int {
 // fused updates of nncore.optim, applied after the whole backward pass (and clipping).
 enum class EngineUpdate : int { none = 0, sgd_step = 1, sgd = 2, adam = 3, rmsprop = 4 };
 
-// Workspaces start on a cache line: the kernels access them in 64-byte vectors, and from
-// malloc's 16-byte alignment every such access would touch two lines.
-template <class T>
-struct CacheLineAllocator {
-    using value_type = T;
-    CacheLineAllocator() = default;
-    template <class U>
-    CacheLineAllocator(const CacheLineAllocator<U>&) {}
-    T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
-    void deallocate(T* p, std::size_t) { ::operator delete(p, std::align_val_t{64}); }
-    template <class U>
-    bool operator==(const CacheLineAllocator<U>&) const { return true; }
-    template <class U>
-    bool operator!=(const CacheLineAllocator<U>&) const { return false; }
-};
-
-template <class T>
-using Workspace = std::vector<T, CacheLineAllocator<T>>;
+// The updates the sparse-input path takes (sgd, adam, rmsprop): the fused ones applied after the
+// whole backward pass, where layer 0's parameters may be held in another layout.
+constexpr bool fused_update(EngineUpdate u) {
+    return u == EngineUpdate::sgd || u == EngineUpdate::adam || u == EngineUpdate::rmsprop;
+}
 
 template <class T>
 struct EngineLayer {

@@ -38,15 +38,7 @@ void parallel_chunks(index_t n, index_t min_per_thread, Body&& body, index_t ali
 template <class Body>
 void parallel_rows(index_t rows, index_t cols, Body&& body) {
     const index_t min_rows = std::max<index_t>(1, kMinElementsPerThread / std::max<index_t>(cols, 1));
-    const index_t parts = std::max<index_t>(1, std::min<index_t>(get_num_threads(), rows / min_rows));
-    if (parts == 1) {
-        body(index_t(0), rows);
-        return;
-    }
-    parallel_for(static_cast<int>(parts), [&](int part) {
-        const index_t r0 = rows * part / parts, r1 = rows * (part + 1) / parts;
-        if (r1 > r0) body(r0, r1);
-    });
+    parallel_ranges(rows, static_cast<int>(std::min<index_t>(get_num_threads(), rows / min_rows)), body);
 }
 
 // Scratch for per-block (per-row) partial sums, one per calling thread, grown when needed and

@@ -15,14 +15,10 @@ void for_each_plane(const Pool2dShape& s, Body&& body) {
     const index_t planes = s.n * s.c;
     const index_t per_plane = std::max<index_t>(1, s.h * s.w);
     const index_t min_planes = std::max<index_t>(1, (index_t(1) << 14) / per_plane);
-    const index_t parts = std::max<index_t>(1, std::min<index_t>(get_num_threads(), planes / min_planes));
-    if (parts == 1) {
-        for (index_t p = 0; p < planes; ++p) body(p);
-        return;
-    }
-    parallel_for(static_cast<int>(parts), [&](int part) {
-        for (index_t p = planes * part / parts; p < planes * (part + 1) / parts; ++p) body(p);
-    });
+    parallel_ranges(planes, static_cast<int>(std::min<index_t>(get_num_threads(), planes / min_planes)),
+                    [&](index_t p0, index_t p1) {
+                        for (index_t p = p0; p < p1; ++p) body(p);
+                    });
 }
 
 // Offset (within the plane) of the first maximum of the window at (oy, ox).

@@ -19,22 +19,10 @@ constexpr double kMinValuesPerThread = 1 << 13;
 // 64 values) on every ISA, so each part runs whole blocks.
 constexpr index_t kColumnUnit = 64;
 
-int parts_for(double work, index_t units, int n_threads) {
-    const double parts = std::min({static_cast<double>(n_threads), static_cast<double>(units), work / kMinWorkPerThread});
+// Threads for `work` over `units` indivisible pieces, at least min_per_thread of work each.
+int parts_for(double work, index_t units, int n_threads, double min_per_thread = kMinWorkPerThread) {
+    const double parts = std::min({static_cast<double>(n_threads), static_cast<double>(units), work / min_per_thread});
     return std::max(1, static_cast<int>(parts));
-}
-
-// body(lo, hi) over [0, units) in up to `parts` contiguous pieces on the thread pool.
-template <class Body>
-void split(index_t units, int parts, Body&& body) {
-    if (parts <= 1) {
-        body(index_t(0), units);
-        return;
-    }
-    parallel_for(parts, [&](int part) {
-        const index_t lo = units * part / parts, hi = units * (part + 1) / parts;
-        if (hi > lo) body(lo, hi);
-    });
 }
 
 // Rows [0, m) of C = epilogue of A B with A's rows from (begin, end, col, val), split over threads
@@ -83,11 +71,9 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
     }
     out.col_begin.resize(static_cast<std::size_t>(cols));
     out.col_end.resize(static_cast<std::size_t>(cols));
-    const int parts = std::max(1, static_cast<int>(std::min<double>(
-                                      {static_cast<double>(n_threads), static_cast<double>(std::min(rows, cols)),
-                                       static_cast<double>(values) / kMinValuesPerThread})));
+    const int parts = parts_for(static_cast<double>(values), std::min(rows, cols), n_threads, kMinValuesPerThread);
     // By rows: row r's entries from r cols on.
-    split(rows, parts, [&](index_t r0, index_t r1) {
+    parallel_ranges(rows, parts, [&](index_t r0, index_t r1) {
         for (index_t r = r0; r < r1; ++r) {
             out.row_begin[r] = r * cols;
             out.row_end[r] = r * cols + kt.compress_nonzero(row_data[r], cols, out.col.data() + r * cols, out.row_val.data() + r * cols);
@@ -95,7 +81,7 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
     });
     // By columns: column p's entries from p rows on, each thread taking a range of columns (the
     // part of every row's sorted entries that falls in it).
-    split(cols, parts, [&](index_t p0, index_t p1) {
+    parallel_ranges(cols, parts, [&](index_t p0, index_t p1) {
         index_t* next = out.col_end.data();
         std::int32_t* row = out.row.data();
         T* col_val = out.col_val.data();
@@ -123,7 +109,7 @@ void sparse_forward(const KernelTable<T>& kt, const SparseBatch<T>& x, index_t n
     double entries = 0;
     for (index_t r = 0; r < x.rows; ++r) entries += static_cast<double>(x.row_end[r] - x.row_begin[r] + 1);
     const index_t units = (n + kColumnUnit - 1) / kColumnUnit;
-    split(units, parts_for(entries * static_cast<double>(n), units, n_threads), [&](index_t u0, index_t u1) {
+    parallel_ranges(units, parts_for(entries * static_cast<double>(n), units, n_threads), [&](index_t u0, index_t u1) {
         const index_t j0 = u0 * kColumnUnit, j1 = std::min(n, u1 * kColumnUnit);
         Epilogue<T> e = ep;
         if (e.bias) e.bias += j0;

@@ -2,6 +2,7 @@
 // output dimensions only (never a reduction), so results do not depend on the thread count.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -35,5 +36,20 @@ void set_num_threads(int n);
 // Called from inside a task, or while another Python thread holds the pool, it runs the tasks
 // serially on the calling thread instead of waiting.
 void parallel_for(int n_tasks, TaskRef task);
+
+// body(lo, hi) over [0, units) in `parts` contiguous ranges, part p taking
+// [units p / parts, units (p + 1) / parts) (empty ones skipped): on the pool when parts > 1, else
+// one call on the calling thread. The ranges depend on units and parts only.
+template <class Body>
+void parallel_ranges(std::ptrdiff_t units, int parts, Body&& body) {
+    if (parts <= 1) {
+        body(std::ptrdiff_t(0), units);
+        return;
+    }
+    parallel_for(parts, [&](int part) {
+        const std::ptrdiff_t lo = units * part / parts, hi = units * (part + 1) / parts;
+        if (hi > lo) body(lo, hi);
+    });
+}
 
 }  // namespace nncore

@@ -67,19 +67,32 @@ def _fit(use_engine, build, x, y, threads=None, fits=1, **kwargs):
         nncore.set_num_threads(previous)
 
 
-def _assert_identical(a, b):
+def _assert_identical(a, b, rtol=None):
+    """Two ``_fit`` results bit for bit, or within ``rtol`` (relative to each array's largest value)."""
     (arrays_a, state_a, it_a), hist_a, _ = a
     (arrays_b, state_b, it_b), hist_b, _ = b
+
+    def same(p, q, what=""):
+        if rtol is None:
+            assert p.dtype == q.dtype and p.tobytes() == q.tobytes(), what
+        else:
+            np.testing.assert_allclose(p, q, rtol=rtol, atol=rtol * np.abs(q).max(), err_msg=what)
+
     assert it_a == it_b
-    assert hist_a == hist_b
+    if rtol is None:
+        assert hist_a == hist_b
+    else:
+        for ha, hb in zip(hist_a, hist_b):
+            for key in ha:
+                np.testing.assert_allclose(ha[key], hb[key], rtol=rtol)
     assert len(arrays_a) == len(arrays_b)
     for p, q in zip(arrays_a, arrays_b):
-        assert p.dtype == q.dtype and p.tobytes() == q.tobytes()
+        same(p, q)
     assert len(state_a) == len(state_b)
     for (steps_a, sa), (steps_b, sb) in zip(state_a, state_b):
         assert steps_a == steps_b and sa.keys() == sb.keys()
         for name in sa:
-            assert sa[name].tobytes() == sb[name].tobytes(), name
+            same(sa[name], sb[name], name)
 
 
 LOSSES = ["cross_entropy", "cross_entropy_probabilities", "mse", "mae", "binary_cross_entropy_logits"]
@@ -784,21 +797,6 @@ def _mostly_zeros(n, features, outputs, dtype, density=0.15, seed=0):
     return x, rng.integers(0, outputs, n)
 
 
-def _assert_close(a, b, rtol):
-    (arrays_a, state_a, it_a), hist_a, _ = a
-    (arrays_b, state_b, it_b), hist_b, _ = b
-    assert it_a == it_b and len(arrays_a) == len(arrays_b)
-    for p, q in zip(arrays_a, arrays_b):
-        np.testing.assert_allclose(p, q, rtol=rtol, atol=rtol * np.abs(q).max())
-    for (steps_a, sa), (steps_b, sb) in zip(state_a, state_b):
-        assert steps_a == steps_b and sa.keys() == sb.keys()
-        for name in sa:
-            np.testing.assert_allclose(sa[name], sb[name], rtol=rtol, atol=rtol * np.abs(sb[name]).max(), err_msg=name)
-    for ha, hb in zip(hist_a, hist_b):
-        for key in ha:
-            np.testing.assert_allclose(ha[key], hb[key], rtol=rtol)
-
-
 def test_sparse_input_is_chosen_by_the_share_of_nonzeros(_restore_sparse_switch):
     mostly_zeros, _ = _mostly_zeros(1000, 50, 3, np.float32, density=0.1)
     assert engine.sparse_input(mostly_zeros)
@@ -831,7 +829,7 @@ def test_sparse_input_fit_matches_the_dense_path(dtype, make_opt, activation, _r
     sparse = _fit(True, build, x, y, **kwargs)
     engine.set_sparse_input(False)
     dense = _fit(True, build, x, y, **kwargs)
-    _assert_close(sparse, dense, 1e-4 if dtype == np.float32 else 1e-10)
+    _assert_identical(sparse, dense, rtol=1e-4 if dtype == np.float32 else 1e-10)
     # The layer's gradient arrays hold the last step's, in their own layout.
     np.testing.assert_allclose(sparse[2].layers[0].weights_gradient, dense[2].layers[0].weights_gradient,
                                rtol=1e-3 if dtype == np.float32 else 1e-9, atol=1e-6)
@@ -856,7 +854,7 @@ def test_sparse_input_is_identical_for_thread_counts_chunks_and_mnist_like_data(
     for p, q in zip(_snapshot(model, opt)[0], reference[0][0]):
         assert p.tobytes() == q.tobytes()
     engine.set_sparse_input(False)
-    _assert_close(reference, _fit(True, build, x, y, threads=1, **kwargs), 1e-4)
+    _assert_identical(reference, _fit(True, build, x, y, threads=1, **kwargs), rtol=1e-4)
 
 
 def test_sparse_input_nan_stop_leaves_the_arrays_in_their_layout(_restore_sparse_switch):
@@ -898,4 +896,4 @@ def test_sparse_input_batches_beyond_2_20_values_take_the_dense_path(_restore_sp
     engine.set_sparse_input(False)
     dense = _fit(True, build, x, y, **kwargs)
     assert any(p.tobytes() != q.tobytes() for p, q in zip(sparse[0][0], dense[0][0]))
-    _assert_close(sparse, dense, 1e-4)
+    _assert_identical(sparse, dense, rtol=1e-4)
