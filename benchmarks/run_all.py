@@ -141,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     emit("# nncore benchmarks\n")
     emit(f"- command: `{command}`")
     emit(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    emit(f"- machine: {machine()}; nncore ISA `{info['isa']}` (available: {', '.join(info['available_isas'])})")
+    stream = info.get("gemm_stream_max_rows", {}).get("float32")
+    emit(f"- machine: {machine()}; nncore ISA `{info['isa']}` (available: {', '.join(info['available_isas'])}); "
+         f"GEMM streams L2-sized B unpacked for {'any number of' if stream is None else f'at most {stream}'} rows")
     emit(f"- versions: nncore {nncore.__version__}, numpy {np.__version__}, "
          f"torch {torch.__version__ if torch else NOT_INSTALLED}, "
          f"scikit-learn {sklearn.__version__ if sklearn else NOT_INSTALLED}, Python {platform.python_version()}; "

@@ -14,6 +14,7 @@
 #include <new>
 #include <unordered_map>
 #include <sstream>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -1579,6 +1580,14 @@ py::dict cpu_info() {
     tiles["float32"] = py::make_tuple(t.f32.mr, t.f32.nr);
     tiles["float64"] = py::make_tuple(t.f64.mr, t.f64.nr);
     info["gemm_tile"] = tiles;
+    py::dict stream;
+    const auto limit = [](index_t rows) {
+        return rows == std::numeric_limits<index_t>::max() ? py::object(py::none()) : py::object(py::int_(rows));
+    };
+    stream["float32"] = limit(t.f32.stream_max_rows);
+    stream["float64"] = limit(t.f64.stream_max_rows);
+    info["gemm_stream_max_rows"] = stream;
+    info["cpu_vendor"] = cpu_vendor();
     return info;
 }
 

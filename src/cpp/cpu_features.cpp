@@ -76,6 +76,19 @@ bool cpu_supports(Isa isa) {
     return false;
 }
 
+const std::string& cpu_vendor() {
+    static const std::string vendor = [] {
+        std::string v;
+#if defined(NNCORE_X86) && defined(NNCORE_HAVE_X86_KERNELS)
+        unsigned int eax, regs[3];
+        if (__get_cpuid(0, &eax, &regs[0], &regs[2], &regs[1]))  // EBX, EDX, ECX spell the name
+            v.assign(reinterpret_cast<const char*>(regs), sizeof(regs));
+#endif
+        return v;
+    }();
+    return vendor;
+}
+
 Isa best_supported_isa() {
     for (int i = kIsaCount - 1; i > 0; --i)
         if (cpu_supports(static_cast<Isa>(i))) return static_cast<Isa>(i);

@@ -23,4 +23,7 @@ const IsaChoice& isa_choice();
 
 bool parse_isa(const std::string& name, Isa* out);
 
+// CPUID's vendor string ("GenuineIntel", "AuthenticAMD", ...); empty off x86.
+const std::string& cpu_vendor();
+
 }  // namespace nncore

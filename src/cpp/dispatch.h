@@ -60,6 +60,11 @@ struct KernelTable {
     // The longest reduction for which the driver prefers gemm_direct to packing when B fits in L2
     // (measured per ISA and dtype, see the fill functions).
     index_t direct_max_k;
+    // The most rows of C for which the driver streams a B that fits in L2 through the unpacked
+    // kernels (gemm_dot, and gemm_direct for k > 4) rather than packing it; the direct kernel
+    // also takes any m while k is at most this. Unlimited unless the CPU's FMA pipes outrun its
+    // L2 at that traffic (set per CPU in dispatch.cpp).
+    index_t stream_max_rows;
     // Packing for the GEMM driver, through element strides (any, including negative), zero-padded:
     // rows [0, kc) x columns [0, nc) of B into NR-column panels (per k step the NR values of the
     // panel's columns). A's MR-row panels are the MR-column panels of A^T, so the driver packs A

@@ -161,11 +161,12 @@ Path choose_path(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
     const bool along_k = a.col_stride == 1 && b.row_stride == 1;  // X W^T with W stored (out, in)
     const bool b_rows = b.col_stride == 1;                        // dY W, dY^T X
     const bool b_fits = matrix_bytes<T>(k, n) <= kDotMaxBytesOfB;
-    const bool few_rows = m <= std::max(kDotMaxRows, k / kDotRowsPerK);
+    const bool few_rows = m <= std::min(std::max(kDotMaxRows, k / kDotRowsPerK), kt.stream_max_rows);
     if (along_k && (m <= kUnpackedMaxRows || n <= kDotMaxCols || (few_rows && b_fits))) return Path::dot;
     if (b_rows && (m <= kUnpackedMaxRows || k <= kDirectMaxK)) return Path::direct;
     const bool a_fits = a.col_stride == 1 || matrix_bytes<T>(m, k) <= kDirectMaxBytesOfStridedA;
-    if (b_rows && b_fits && a_fits && k <= kt.direct_max_k) return Path::direct;
+    const bool stream = m <= kt.stream_max_rows || k <= kt.stream_max_rows;
+    if (b_rows && b_fits && a_fits && stream && k <= kt.direct_max_k) return Path::direct;
     return Path::packed;
 }
 

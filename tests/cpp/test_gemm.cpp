@@ -6,6 +6,7 @@
 // that must still be bit-identical afterwards (ldc padding and whole rows before and after).
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -735,8 +736,18 @@ int main() {
         test_pack_b(tables.f64, vector_bytes ? vector_bytes / 8 : 1, pack_rng);
         test_gemm(tables.f32, rng);
         test_gemm(tables.f64, rng);
-        test_gemm_unpacked_paths(tables.f32, rng);
-        test_gemm_unpacked_paths(tables.f64, rng);
+        // The unpacked kernels at every row count, whatever this CPU's stream_max_rows (on Intel
+        // cores the driver packs from 17 rows on), then with the CPU's own limit where it has one.
+        auto unpacked_paths = [&](auto table) {
+            const index_t own = table.stream_max_rows;
+            table.stream_max_rows = std::numeric_limits<index_t>::max();
+            test_gemm_unpacked_paths(table, rng);
+            if (own == table.stream_max_rows) return;
+            table.stream_max_rows = own;
+            test_gemm_unpacked_paths(table, rng);
+        };
+        unpacked_paths(tables.f32);
+        unpacked_paths(tables.f64);
         test_gemm_a_in_place(tables.f32, rng);
         test_gemm_a_in_place(tables.f64, rng);
         test_gemm_nan_propagation(tables.f32, rng);

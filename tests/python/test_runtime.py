@@ -139,6 +139,10 @@ def test_cpu_info_describes_the_running_kernels():
     assert "scalar" in info["available_isas"]
     assert info["num_threads"] == nncore.get_num_threads()
     assert set(info["gemm_tile"]) == {"float32", "float64"}
+    assert set(info["gemm_stream_max_rows"]) == {"float32", "float64"}
+    for rows in info["gemm_stream_max_rows"].values():
+        assert rows is None or (isinstance(rows, int) and rows >= 1)
+    assert isinstance(info["cpu_vendor"], str)
     info["isa"] = "changed"
     assert nncore.cpu_info()["isa"] != "changed"  # a copy, not the live state
 
