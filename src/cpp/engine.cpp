@@ -61,10 +61,11 @@ std::size_t Engine<T>::workspace_bytes() const {
     for (std::size_t i = 0; i < layers_.size(); ++i)
         values += outputs_[i].capacity() + gradients_[i].capacity() + pre_activations_[i].capacity();
     for (const auto& v : outputs_alt_) values += v.capacity();
-    values += wt_.capacity() + dwt_.capacity() + xs_.row_val.capacity() + xs_.col_val.capacity();
+    values += wt_.capacity() + dwt_.capacity() + y_half_.capacity() + xs_.row_val.capacity() + xs_.col_val.capacity();
     for (const auto& v : state_t_) values += v.capacity();
     const std::size_t indices = xs_.col.capacity() + xs_.row.capacity();
-    const std::size_t offsets = xs_.row_begin.capacity() + xs_.row_end.capacity() + xs_.col_begin.capacity() + xs_.col_end.capacity();
+    const std::size_t offsets = xs_.row_begin.capacity() + xs_.row_mid.capacity() + xs_.row_end.capacity() +
+                                xs_.col_begin.capacity() + xs_.col_end.capacity();
     return values * sizeof(T) + label_batch_.capacity() * sizeof(std::int64_t) + indices * sizeof(std::int32_t) +
            offsets * sizeof(index_t) + batch_rows_.capacity() * sizeof(const T*);
 }
@@ -82,7 +83,7 @@ void Engine<T>::forward(const KernelTable<T>& kt, const T* x, index_t rows, T* l
             ep.bias = l.bias;
             ep.act = pre ? Act::identity : l.act;
             ep.alpha = l.alpha;
-            sparse_forward(kt, xs_, l.out, wt_.data(), z, ep, get_num_threads());
+            sparse_forward(kt, xs_, l.out, wt_.data(), z, y_half_.data(), ep, get_num_threads());
         } else {
             linear_forward(kt, rows, l.in, l.out, input, l.weights, l.bias, pre ? Act::identity : l.act, l.alpha, z);
         }
@@ -153,8 +154,29 @@ void Engine<T>::count_correct(const EpochArgs<T>& a, const T* p, const T* target
 }
 
 template <class T>
+ParameterUpdate<T> Engine<T>::parameter_update(const EpochArgs<T>& a, std::size_t j, T* param, T* grad, index_t n) const {
+    const EngineParamState<T>& s = j == 0 && sparse_ ? state0_ : a.states[j];
+    ParameterUpdate<T> u{param, grad, {s.momentum_buffer, nullptr, nullptr}, n, a.steps[j]};
+    if (a.update == EngineUpdate::adam) {
+        u.state[0] = s.exp_avg;
+        u.state[1] = s.exp_avg_sq;
+    } else if (a.update == EngineUpdate::rmsprop) {
+        u.state[0] = s.square_avg;
+        u.state[1] = s.momentum_buffer;
+        u.state[2] = s.grad_avg;
+    }
+    return u;
+}
+
+template <class T>
 void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows) {
     const std::size_t count = layers_.size();
+    // On the sparse path layer 0's weights take their optimizer step inside their gradient's
+    // kernel, each block of W^T's rows right after its gradient rows (still in L1), on the thread
+    // that owns those rows in every product (see sparse_split); not with clipping, which needs the
+    // whole gradient first. Each row is one piece (see OptimizerStep), so the values do not depend
+    // on the thread count.
+    const bool step_in_gradient = sparse_ && a.clip_norm <= 0.0;
     for (std::size_t k = count; k-- > 0;) {
         const EngineLayer<T>& l = layers_[k];
         T* g = gradients_[k].data();
@@ -166,7 +188,20 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
         }
         const T* input = k == 0 ? x : outputs_[k - 1].data();
         if (k == 0 && sparse_) {  // dW^T = X^T dz from the nonzeros; db as linear_backward forms it
-            sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads());
+            if (step_in_gradient) {
+                a.steps[0] += 1;
+                const ParameterUpdate<T> p = parameter_update(a, 0, wt_.data(), dwt_.data(), l.in * l.out);
+                const OptimizerStep<T> step = a.update == EngineUpdate::adam      ? OptimizerStep<T>::adam_step(a.adam, p.step)
+                                              : a.update == EngineUpdate::rmsprop ? OptimizerStep<T>::rmsprop_step(a.rmsprop)
+                                                                                  : OptimizerStep<T>::sgd_step(a.sgd);
+                const auto step_rows = [&](index_t r0, index_t r1) {
+                    for (index_t r = r0; r < r1; ++r) step.apply(kt, p, r * l.out, (r + 1) * l.out);
+                };
+                const RowsDone rows_done(step_rows);
+                sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads(), &rows_done);
+            } else {
+                sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads());
+            }
             kt.column_sums(g, rows, l.out, l.out, l.bias_gradient);
         } else {
             linear_backward(kt, rows, l.in, l.out, input, l.weights, g, k == 0 ? nullptr : gradients_[k - 1].data(),
@@ -204,24 +239,16 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
     // step cost three times as much inside the FMA-bound kernel, likely because its loads of the
     // parameters and state miss the cache there and its square roots and divisions take the
     // pipes the FMAs need.
+    std::size_t used = 0;
     for_each_parameter([&](std::size_t j, T* param, T* grad, index_t n) {
-        const EngineParamState<T>& s = j == 0 && sparse_ ? state0_ : a.states[j];
+        if (j == 0 && step_in_gradient) return;  // taken above
         a.steps[j] += 1;
-        ParameterUpdate<T> u{param, grad, {s.momentum_buffer, nullptr, nullptr}, n, a.steps[j]};
-        if (a.update == EngineUpdate::adam) {
-            u.state[0] = s.exp_avg;
-            u.state[1] = s.exp_avg_sq;
-        } else if (a.update == EngineUpdate::rmsprop) {
-            u.state[0] = s.square_avg;
-            u.state[1] = s.momentum_buffer;
-            u.state[2] = s.grad_avg;
-        }
-        updates_[j] = u;
+        updates_[used++] = parameter_update(a, j, param, grad, n);
     });
     switch (a.update) {
-        case EngineUpdate::sgd: sgd_update(kt, a.sgd, updates_.data(), updates_.size()); break;
-        case EngineUpdate::adam: adam_update(kt, a.adam, updates_.data(), updates_.size()); break;
-        case EngineUpdate::rmsprop: rmsprop_update(kt, a.rmsprop, updates_.data(), updates_.size()); break;
+        case EngineUpdate::sgd: sgd_update(kt, a.sgd, updates_.data(), used); break;
+        case EngineUpdate::adam: adam_update(kt, a.adam, updates_.data(), used); break;
+        case EngineUpdate::rmsprop: rmsprop_update(kt, a.rmsprop, updates_.data(), used); break;
         default: break;
     }
 }
@@ -254,6 +281,7 @@ void Engine<T>::enter_sparse(const EpochArgs<T>& a) {
     const auto size = static_cast<std::size_t>(l.in * l.out);
     wt_.resize(size);
     dwt_.resize(size);
+    y_half_.resize(static_cast<std::size_t>(capacity_rows_ * l.out));
     transpose_dense(l.weights, l.out, l.in, wt_.data());
     state0_ = a.states[0];
     state_user_.clear();

@@ -133,6 +133,8 @@ private:
     void count_correct(const EpochArgs<T>& a, const T* p, const T* targets, const std::int64_t* labels, index_t rows,
                        EpochTotals& totals) const;
     void backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows);
+    // Parameter j's update (weights of layer j / 2 for even j, else its bias) with its state.
+    ParameterUpdate<T> parameter_update(const EpochArgs<T>& a, std::size_t j, T* param, T* grad, index_t n) const;
     // The sparse-input path: the batch's nonzeros into xs_, read from the data set's rows.
     void gather_sparse(const KernelTable<T>& kt, const EpochArgs<T>& a, index_t start, index_t rows);
     // Layer 0's weights and their optimizer state to (in x out) layout in the engine's buffers
@@ -158,6 +160,7 @@ private:
     SparseBatch<T> xs_;
     std::vector<const T*> batch_rows_;  // the batch's rows in the data set
     Workspace<T> wt_, dwt_;
+    Workspace<T> y_half_;  // layer 0's forward: the sums over the second half of W^T's rows
     std::vector<Workspace<T>> state_t_;  // one per state array of layer 0's weights
     std::vector<T*> state_user_;         // the layer's own arrays they came from
     EngineParamState<T> state0_;         // layer 0's weights' state as the update sees it

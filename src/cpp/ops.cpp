@@ -199,24 +199,25 @@ void parallel_parameters(const ParameterUpdate<T>* params, std::size_t count, Bo
 }
 
 template <class T>
-void sgd_update(const KernelTable<T>& kt, const SgdOptions& o, const ParameterUpdate<T>* params, std::size_t count) {
-    SgdCoefficients<T> c;
-    c.lr = static_cast<T>(o.lr);
-    c.momentum = static_cast<T>(o.momentum);
-    c.weight_decay = static_cast<T>(o.weight_decay);
-    c.nesterov = o.nesterov;
-    parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) {
-        kt.sgd_update(c, p.param + b, p.grad + b, p.state[0] ? p.state[0] + b : nullptr, e - b);
-    });
+OptimizerStep<T> OptimizerStep<T>::sgd_step(const SgdOptions& o) {
+    OptimizerStep<T> s;
+    s.kind = Kind::sgd;
+    s.sgd.lr = static_cast<T>(o.lr);
+    s.sgd.momentum = static_cast<T>(o.momentum);
+    s.sgd.weight_decay = static_cast<T>(o.weight_decay);
+    s.sgd.nesterov = o.nesterov;
+    return s;
 }
 
 template <class T>
-AdamCoefficients<T> adam_coefficients(const AdamOptions& o, long long step_count) {
+OptimizerStep<T> OptimizerStep<T>::adam_step(const AdamOptions& o, long long step_count) {
     // As torch/optim/adam.py computes them, in Python floats (double).
     const double step = static_cast<double>(step_count);
     const double bias_correction1 = 1.0 - std::pow(o.beta1, step);
     const double bias_correction2 = 1.0 - std::pow(o.beta2, step);
-    AdamCoefficients<T> c;
+    OptimizerStep<T> s;
+    s.kind = Kind::adam;
+    AdamCoefficients<T>& c = s.adam;
     if (o.weight_decay != 0.0) {
         if (o.decoupled) c.param_factor = static_cast<T>(1.0 - o.lr * o.weight_decay);
         else c.weight_decay = static_cast<T>(o.weight_decay);
@@ -227,21 +228,14 @@ AdamCoefficients<T> adam_coefficients(const AdamOptions& o, long long step_count
     c.inv_bias_correction2_sqrt = static_cast<T>(1.0 / std::sqrt(bias_correction2));
     c.eps = static_cast<T>(o.eps);
     c.neg_step_size = static_cast<T>(-(o.lr / bias_correction1));
-    return c;
+    return s;
 }
 
 template <class T>
-void adam_update(const KernelTable<T>& kt, const AdamOptions& o, const ParameterUpdate<T>* params, std::size_t count) {
-    parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) {
-        const AdamCoefficients<T> c = adam_coefficients<T>(o, p.step);
-        kt.adam_update(c, p.param + b, p.grad + b, p.state[0] + b, p.state[1] + b, e - b);
-    });
-}
-
-template <class T>
-void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, const ParameterUpdate<T>* params,
-                    std::size_t count) {
-    RmspropCoefficients<T> c;
+OptimizerStep<T> OptimizerStep<T>::rmsprop_step(const RmspropOptions& o) {
+    OptimizerStep<T> s;
+    s.kind = Kind::rmsprop;
+    RmspropCoefficients<T>& c = s.rmsprop;
     c.neg_lr = static_cast<T>(-o.lr);
     c.alpha = static_cast<T>(o.alpha);
     c.one_minus_alpha = static_cast<T>(1.0 - o.alpha);
@@ -251,10 +245,38 @@ void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, const Par
     c.momentum = static_cast<T>(o.momentum);
     c.use_momentum = o.momentum > 0.0;
     c.centered = o.centered;
+    return s;
+}
+
+template <class T>
+void OptimizerStep<T>::apply(const KernelTable<T>& kt, const ParameterUpdate<T>& p, index_t b, index_t e) const {
+    const T* grad = p.grad + b;
+    const auto state = [&](int i) { return p.state[i] ? p.state[i] + b : nullptr; };
+    switch (kind) {
+        case Kind::sgd: kt.sgd_update(sgd, p.param + b, grad, state(0), e - b); break;
+        case Kind::adam: kt.adam_update(adam, p.param + b, grad, state(0), state(1), e - b); break;
+        case Kind::rmsprop: kt.rmsprop_update(rmsprop, p.param + b, grad, state(0), state(1), state(2), e - b); break;
+    }
+}
+
+template <class T>
+void sgd_update(const KernelTable<T>& kt, const SgdOptions& o, const ParameterUpdate<T>* params, std::size_t count) {
+    const OptimizerStep<T> step = OptimizerStep<T>::sgd_step(o);
+    parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) { step.apply(kt, p, b, e); });
+}
+
+template <class T>
+void adam_update(const KernelTable<T>& kt, const AdamOptions& o, const ParameterUpdate<T>* params, std::size_t count) {
     parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) {
-        kt.rmsprop_update(c, p.param + b, p.grad + b, p.state[0] + b, p.state[1] ? p.state[1] + b : nullptr,
-                          p.state[2] ? p.state[2] + b : nullptr, e - b);
+        OptimizerStep<T>::adam_step(o, p.step).apply(kt, p, b, e);
     });
+}
+
+template <class T>
+void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, const ParameterUpdate<T>* params,
+                    std::size_t count) {
+    const OptimizerStep<T> step = OptimizerStep<T>::rmsprop_step(o);
+    parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) { step.apply(kt, p, b, e); });
 }
 
 template <class T>
@@ -278,6 +300,7 @@ void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, T* param,
 }
 
 #define NNCORE_INSTANTIATE_OPS(T)                                                                \
+    template struct OptimizerStep<T>;                                                             \
     template void linear_forward<T>(const KernelTable<T>&, index_t, index_t, index_t, const T*,   \
                                     const T*, const T*, Act, T, T*);                               \
     template void linear_backward<T>(const KernelTable<T>&, index_t, index_t, index_t, const T*,  \

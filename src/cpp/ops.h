@@ -86,6 +86,24 @@ struct ParameterUpdate {
     long long step = 1;  // Adam: this parameter's count after the update (AdamOptions::step is ignored)
 };
 
+// One optimizer step's coefficients, formed once (as PyTorch forms them, in double), for updating
+// parameters piece by piece: apply updates elements [b, e) of p (and its state) on the calling
+// thread. A piece's values group into vectors from b on, and a last partial vector may round
+// differently from a whole one, so the same bits need the same piece boundaries.
+template <class T>
+struct OptimizerStep {
+    enum class Kind { sgd, adam, rmsprop };
+    Kind kind = Kind::sgd;
+    SgdCoefficients<T> sgd{};
+    AdamCoefficients<T> adam{};
+    RmspropCoefficients<T> rmsprop{};
+
+    static OptimizerStep sgd_step(const SgdOptions& o);
+    static OptimizerStep adam_step(const AdamOptions& o, long long step);  // step: the count after it
+    static OptimizerStep rmsprop_step(const RmspropOptions& o);
+    void apply(const KernelTable<T>& kt, const ParameterUpdate<T>& p, index_t b, index_t e) const;
+};
+
 // The updates above for `count` parameters at once, in one parallel region where each thread
 // updates its share of every parameter (see parallel_parameters in ops.cpp): the same values as one
 // call per parameter, without a region per parameter (of which the small ones, each below the size

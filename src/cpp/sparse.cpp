@@ -15,9 +15,9 @@ constexpr double kMinWorkPerThread = 1 << 16;
 // gather does: the rows come from all over the data set, and two threads wait on memory side by
 // side (MNIST at batch 64, 50176 values, 2 threads: epochs 0.32 -> 0.305 s, medians of 18).
 constexpr double kMinValuesPerThread = 1 << 13;
-// The forward splits columns in multiples of this many: of csr_gemm's block of 4 vectors (at most
-// 64 values) on every ISA, so each part runs whole blocks.
-constexpr index_t kColumnUnit = 64;
+// Rows of the weight gradient formed between calls of its rows_done: 8 rows of 256 values, 8 KiB,
+// stay in L1 for the optimizer step that follows.
+constexpr index_t kRowsPerBlock = 8;
 
 // Threads for `work` over `units` indivisible pieces, at least min_per_thread of work each.
 int parts_for(double work, index_t units, int n_threads, double min_per_thread = kMinWorkPerThread) {
@@ -25,29 +25,14 @@ int parts_for(double work, index_t units, int n_threads, double min_per_thread =
     return std::max(1, static_cast<int>(parts));
 }
 
-// Rows [0, m) of C = epilogue of A B with A's rows from (begin, end, col, val), split over threads
-// by whole rows with about equal numbers of entries (a row costs its entries plus one store).
-template <class T>
-void csr_rows(const KernelTable<T>& kt, index_t m, index_t n, const index_t* begin, const index_t* end, const std::int32_t* col,
-              const T* val, const T* b, T* c, const Epilogue<T>& ep, int n_threads) {
-    double work = 0;
-    for (index_t i = 0; i < m; ++i) work += static_cast<double>(end[i] - begin[i] + 1);
-    const int parts = parts_for(work * static_cast<double>(n), m, n_threads);
-    const auto run = [&](index_t i0, index_t i1) { kt.csr_gemm(i1 - i0, n, begin + i0, end + i0, col, val, b, n, c + i0 * n, n, ep); };
-    if (parts == 1) {
-        run(0, m);
-        return;
-    }
-    parallel_for(parts, [&](int part) {
-        const auto boundary = [&](int p) {  // the first row past p / parts of the work
-            if (p == parts) return m;
-            double done = 0;
-            index_t i = 0;
-            while (i < m && done < work * p / parts) done += static_cast<double>(end[i] - begin[i] + 1), ++i;
-            return i;
-        };
-        const index_t i0 = boundary(part), i1 = boundary(part + 1);
-        if (i1 > i0) run(i0, i1);
+// body(h) for both halves h = 0, 1 of W^T's rows (see sparse_split): on two threads when there is
+// work enough for two, else one after the other on the caller. More threads than two stay idle.
+template <class T, class Body>
+void for_halves(const SparseBatch<T>& x, index_t n, int n_threads, Body&& body) {
+    double entries = 0;
+    for (index_t r = 0; r < x.rows; ++r) entries += static_cast<double>(x.row_end[r] - x.row_begin[r] + 1);
+    parallel_ranges(2, parts_for(entries * static_cast<double>(n), 2, n_threads), [&](index_t h0, index_t h1) {
+        for (index_t h = h0; h < h1; ++h) body(static_cast<int>(h));
     });
 }
 
@@ -61,8 +46,10 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
     const auto values = static_cast<std::size_t>(rows * cols);
     if (out.row_begin.size() < static_cast<std::size_t>(rows)) {
         out.row_begin.resize(static_cast<std::size_t>(rows));
+        out.row_mid.resize(static_cast<std::size_t>(rows));
         out.row_end.resize(static_cast<std::size_t>(rows));
     }
+    const auto split = static_cast<std::int32_t>(sparse_split(cols));
     if (out.col.size() < values) {
         out.col.resize(values);
         out.row_val.resize(values);
@@ -77,6 +64,7 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
         for (index_t r = r0; r < r1; ++r) {
             out.row_begin[r] = r * cols;
             out.row_end[r] = r * cols + kt.compress_nonzero(row_data[r], cols, out.col.data() + r * cols, out.row_val.data() + r * cols);
+            out.row_mid[r] = std::lower_bound(out.col.data() + out.row_begin[r], out.col.data() + out.row_end[r], split) - out.col.data();
         }
     });
     // By columns: column p's entries from p rows on, each thread taking a range of columns (the
@@ -103,25 +91,39 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
 }
 
 template <class T>
-void sparse_forward(const KernelTable<T>& kt, const SparseBatch<T>& x, index_t n, const T* wt, T* y, const Epilogue<T>& ep,
-                    int n_threads) {
-    // Columns of y split over the threads: each reads its columns of W^T only.
-    double entries = 0;
-    for (index_t r = 0; r < x.rows; ++r) entries += static_cast<double>(x.row_end[r] - x.row_begin[r] + 1);
-    const index_t units = (n + kColumnUnit - 1) / kColumnUnit;
-    parallel_ranges(units, parts_for(entries * static_cast<double>(n), units, n_threads), [&](index_t u0, index_t u1) {
-        const index_t j0 = u0 * kColumnUnit, j1 = std::min(n, u1 * kColumnUnit);
-        Epilogue<T> e = ep;
-        if (e.bias) e.bias += j0;
-        kt.csr_gemm(x.rows, j1 - j0, x.row_begin.data(), x.row_end.data(), x.col.data(), x.row_val.data(), wt + j0, n, y + j0, n,
-                    e);
+void sparse_forward(const KernelTable<T>& kt, const SparseBatch<T>& x, index_t n, const T* wt, T* y, T* partial,
+                    const Epilogue<T>& ep, int n_threads) {
+    for_halves(x, n, n_threads, [&](int h) {
+        const index_t* begin = h == 0 ? x.row_begin.data() : x.row_mid.data();
+        const index_t* end = h == 0 ? x.row_mid.data() : x.row_end.data();
+        kt.csr_gemm(x.rows, n, begin, end, x.col.data(), x.row_val.data(), wt, n, h == 0 ? y : partial, n, Epilogue<T>{});
     });
+    // y = act((y + partial) + bias): fma(1, a, b) is a + b exactly.
+    const index_t values = x.rows * n;
+    parallel_ranges(x.rows, parts_for(static_cast<double>(values), x.rows, n_threads, kMinValuesPerThread),
+                    [&](index_t r0, index_t r1) {
+                        T* rows = y + r0 * n;
+                        kt.axpy(T(1), partial + r0 * n, rows, (r1 - r0) * n);
+                        if (ep.bias)
+                            for (index_t r = r0; r < r1; ++r) kt.axpy(T(1), ep.bias, y + r * n, n);
+                        if (ep.act != Act::identity) kt.act_forward(ep.act, ep.alpha, rows, rows, (r1 - r0) * n);
+                    });
 }
 
 template <class T>
-void sparse_weight_grad(const KernelTable<T>& kt, const SparseBatch<T>& x, index_t n, const T* dy, T* dwt, int n_threads) {
-    csr_rows(kt, x.cols, n, x.col_begin.data(), x.col_end.data(), x.row.data(), x.col_val.data(), dy, dwt, Epilogue<T>{},
-             n_threads);
+void sparse_weight_grad(const KernelTable<T>& kt, const SparseBatch<T>& x, index_t n, const T* dy, T* dwt, int n_threads,
+                        const RowsDone* rows_done) {
+    const index_t split = sparse_split(x.cols);
+    for_halves(x, n, n_threads, [&](int h) {
+        const index_t i0 = h == 0 ? 0 : split, i1 = h == 0 ? split : x.cols;
+        const index_t block = rows_done ? kRowsPerBlock : i1 - i0;
+        for (index_t r0 = i0; r0 < i1; r0 += block) {
+            const index_t r1 = std::min(i1, r0 + block);
+            kt.csr_gemm(r1 - r0, n, x.col_begin.data() + r0, x.col_end.data() + r0, x.row.data(), x.col_val.data(), dy, n,
+                        dwt + r0 * n, n, Epilogue<T>{});
+            if (rows_done) (*rows_done)(r0, r1);
+        }
+    });
 }
 
 template <class T>
@@ -139,9 +141,10 @@ void transpose_dense(const T* in, index_t rows, index_t cols, T* out) {
 
 #define NNCORE_INSTANTIATE_SPARSE(T)                                                                                     \
     template void sparse_batch<T>(const KernelTable<T>&, const T* const*, index_t, index_t, SparseBatch<T>&, int);      \
-    template void sparse_forward<T>(const KernelTable<T>&, const SparseBatch<T>&, index_t, const T*, T*, const Epilogue<T>&, \
-                                    int);                                                                                \
-    template void sparse_weight_grad<T>(const KernelTable<T>&, const SparseBatch<T>&, index_t, const T*, T*, int);       \
+    template void sparse_forward<T>(const KernelTable<T>&, const SparseBatch<T>&, index_t, const T*, T*, T*,             \
+                                    const Epilogue<T>&, int);                                                            \
+    template void sparse_weight_grad<T>(const KernelTable<T>&, const SparseBatch<T>&, index_t, const T*, T*, int,        \
+                                        const RowsDone*);                                                                \
     template void transpose_dense<T>(const T*, index_t, index_t, T*);
 
 NNCORE_INSTANTIATE_SPARSE(float)

@@ -9,22 +9,31 @@
 
 namespace nncore {
 
-// A non-owning reference to a callable taking the task index. Unlike std::function it never
-// allocates (a lambda capturing more than two references would be heap-allocated by
-// std::function on every parallel region, i.e. every training step). The callable must outlive
-// the call, which parallel_for guarantees by returning only when all tasks are done.
-class TaskRef {
+// A non-owning reference to a callable. Unlike std::function it never allocates (a lambda
+// capturing more than two references would be heap-allocated by std::function on every parallel
+// region, i.e. every training step). The callable must outlive the reference, which
+// parallel_for guarantees for its task by returning only when all tasks are done.
+template <class Signature>
+class FunctionRef;
+
+template <class R, class... Args>
+class FunctionRef<R(Args...)> {
 public:
-    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, TaskRef>>>
-    TaskRef(F&& f)  // NOLINT: implicit, so parallel_for(n, [&](int i) {...}) reads naturally
+    template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
+    FunctionRef(F&& f)  // NOLINT: implicit, so parallel_for(n, [&](int i) {...}) reads naturally
         : object_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
-          call_([](void* object, int i) { (*static_cast<std::remove_reference_t<F>*>(object))(i); }) {}
-    void operator()(int i) const { call_(object_, i); }
+          call_([](void* object, Args... args) -> R {
+              return (*static_cast<std::remove_reference_t<F>*>(object))(std::forward<Args>(args)...);
+          }) {}
+    R operator()(Args... args) const { return call_(object_, std::forward<Args>(args)...); }
 
 private:
     void* object_;
-    void (*call_)(void*, int);
+    R (*call_)(void*, Args...);
 };
+
+// A parallel_for task: called with the task index.
+using TaskRef = FunctionRef<void(int)>;
 
 // Number of threads kernels may use (including the caller). Defaults to the hardware's count, or
 // NNCORE_NUM_THREADS when set.

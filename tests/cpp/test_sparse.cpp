@@ -3,6 +3,8 @@
 // zero), the batch's row and column lists against a naive build, the forward and weight-gradient
 // drivers against dense double references and across thread counts, and the engine's sparse path
 // against its dense path (to rounding), on 1 and 2 threads (bit for bit).
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -161,6 +163,8 @@ void test_batch_products(const KernelTable<T>& kt, Rng& rng) {
                             const T v = row_data[r][p];
                             if (v == T(0)) continue;
                             rows_ok = rows_ok && e < batch.row_end[r] && batch.col[e] == p && nntest::same_bits(batch.row_val[e], v);
+                            // row_mid: the first entry of the second half of the columns
+                            rows_ok = rows_ok && (p < nncore::sparse_split(cols)) == (e < batch.row_mid[r]);
                             ++e;
                             const index_t c = batch.col_begin[p] + seen[p]++;
                             cols_ok = cols_ok && c < batch.col_end[p] && batch.row[c] == r && nntest::same_bits(batch.col_val[c], v);
@@ -176,8 +180,28 @@ void test_batch_products(const KernelTable<T>& kt, Rng& rng) {
                     ep.act = Act::relu;
                     std::vector<T> y(static_cast<std::size_t>(rows * n), nntest::quiet_nan<T>());
                     std::vector<T> dwt(static_cast<std::size_t>(cols * n), nntest::quiet_nan<T>());
-                    nncore::sparse_forward(kt, batch, n, wt.data(), y.data(), ep, threads);
+                    std::vector<T> partial(static_cast<std::size_t>(rows * n), nntest::quiet_nan<T>());
+                    nncore::sparse_forward(kt, batch, n, wt.data(), y.data(), partial.data(), ep, threads);
                     nncore::sparse_weight_grad(kt, batch, n, dy.data(), dwt.data(), threads);
+                    // With rows_done: the same gradient, and every row reported once, after it was
+                    // written, in blocks within one half of the rows.
+                    std::vector<T> dwt_blocks(static_cast<std::size_t>(cols * n), nntest::quiet_nan<T>());
+                    std::vector<int> reported(static_cast<std::size_t>(cols), 0);
+                    std::atomic<bool> blocks_ok{true};
+                    const auto note_rows = [&](index_t r0, index_t r1) {
+                        const index_t split = nncore::sparse_split(cols);
+                        if (!(0 <= r0 && r0 < r1 && r1 <= cols && (r1 <= split || r0 >= split))) blocks_ok = false;
+                        for (index_t r = r0; r < r1; ++r) {
+                            ++reported[static_cast<std::size_t>(r)];
+                            for (index_t j = 0; j < n; ++j)  // written (the inputs are finite)
+                                if (std::isnan(dwt_blocks[r * n + j])) blocks_ok = false;
+                        }
+                    };
+                    const nncore::RowsDone rows_done(note_rows);
+                    nncore::sparse_weight_grad(kt, batch, n, dy.data(), dwt_blocks.data(), threads, &rows_done);
+                    CHECK_MSG(blocks_ok.load() && std::all_of(reported.begin(), reported.end(), [](int c) { return c == 1; }),
+                              "rows_done blocks (threads=" << threads << ")");
+                    CHECK_MSG(nntest::same_bits(dwt_blocks, dwt), "weight gradient with rows_done differs (threads=" << threads << ")");
                     double worst_y = 0, worst_dw = 0;
                     for (index_t r = 0; r < rows; ++r)
                         for (index_t j = 0; j < n; ++j) {
