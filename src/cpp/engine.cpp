@@ -169,13 +169,15 @@ ParameterUpdate<T> Engine<T>::parameter_update(const EpochArgs<T>& a, std::size_
 }
 
 template <class T>
-void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows) {
+void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows,
+                                    bool store_gradient0) {
     const std::size_t count = layers_.size();
     // On the sparse path layer 0's weights take their optimizer step inside their gradient's
     // kernel, each block of W^T's rows right after its gradient rows (still in L1), on the thread
     // that owns those rows in every product (see sparse_split); not with clipping, which needs the
     // whole gradient first. Each row is one piece (see OptimizerStep), so the values do not depend
-    // on the thread count.
+    // on the thread count. The gradient goes to dwt_ only where the run may end with it there
+    // (store_gradient0); otherwise run_epoch forms it again if a NaN stop needs it.
     const bool step_in_gradient = sparse_ && a.clip_norm <= 0.0;
     for (std::size_t k = count; k-- > 0;) {
         const EngineLayer<T>& l = layers_[k];
@@ -194,11 +196,12 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
                 const OptimizerStep<T> step = a.update == EngineUpdate::adam      ? OptimizerStep<T>::adam_step(a.adam, p.step)
                                               : a.update == EngineUpdate::rmsprop ? OptimizerStep<T>::rmsprop_step(a.rmsprop)
                                                                                   : OptimizerStep<T>::sgd_step(a.sgd);
-                const auto step_rows = [&](index_t r0, index_t r1) {
-                    for (index_t r = r0; r < r1; ++r) step.apply(kt, p, r * l.out, (r + 1) * l.out);
+                const auto step_rows = [&](index_t r0, index_t r1, const T* block) {
+                    for (index_t r = r0; r < r1; ++r) step.apply(kt, p, r * l.out, (r + 1) * l.out, block + (r - r0) * l.out);
                 };
-                const RowsDone rows_done(step_rows);
-                sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads(), &rows_done);
+                const RowsDone<T> rows_done(step_rows);
+                sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads(), &rows_done, store_gradient0);
+                gradient0_pending_ = !store_gradient0;
             } else {
                 sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads());
             }
@@ -320,6 +323,7 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
         else t_batch_.resize(std::max(t_batch_.size(), static_cast<std::size_t>(capacity_rows_ * width)));
     }
     const bool train = a.update != EngineUpdate::none;
+    gradient0_pending_ = false;
     // The sparse-input path: layer 0 reads each batch's nonzeros and keeps its weights, gradient
     // and optimizer state in (in x out) layout for the run (see sparse.h), given back to the
     // layer's arrays on every way out. Its products sum in another order than the dense kernels'.
@@ -368,11 +372,19 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
         forward(kt, x, rows, nullptr);
         const double value = loss_and_gradient(kt, a, outputs_.back().data(), targets, labels, rows, train);
         if (train && !std::isfinite(value)) {
+            if (gradient0_pending_) {  // the previous batch's dW^T, from its inputs and dz (still in gradients_[0])
+                const index_t previous = start - a.batch_size;
+                gather_sparse(kt, a, previous, a.batch_size);
+                sparse_weight_grad(kt, xs_, layers_.front().out, gradients_.front().data(), dwt_.data(), get_num_threads());
+                gradient0_pending_ = false;
+            }
             totals.failed_batch = batch;
             totals.failed_value = value;
             return;
         }
-        if (train) backward_and_update(kt, a, x, rows);
+        // Layer 0's gradient on the sparse path is kept for the last batch of the run only (and for a
+        // single layer, whose dz the next batch's loss overwrites).
+        if (train) backward_and_update(kt, a, x, rows, batch + 1 == a.last_batch || layers_.size() == 1);
         sparse_run.backward_done = sparse_run.backward_done || train;
         totals.loss_sum += value * static_cast<double>(rows);
         if (a.count_accuracy) count_correct(a, outputs_.back().data(), targets, labels, rows, totals);

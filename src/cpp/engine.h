@@ -132,7 +132,8 @@ private:
                              const std::int64_t* labels, index_t rows, bool need_gradient);
     void count_correct(const EpochArgs<T>& a, const T* p, const T* targets, const std::int64_t* labels, index_t rows,
                        EpochTotals& totals) const;
-    void backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows);
+    // store_gradient0: on the sparse path, whether layer 0's dW^T must reach dwt_ (see engine.cpp).
+    void backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows, bool store_gradient0);
     // Parameter j's update (weights of layer j / 2 for even j, else its bias) with its state.
     ParameterUpdate<T> parameter_update(const EpochArgs<T>& a, std::size_t j, T* param, T* grad, index_t n) const;
     // The sparse-input path: the batch's nonzeros into xs_, read from the data set's rows.
@@ -161,6 +162,7 @@ private:
     std::vector<const T*> batch_rows_;  // the batch's rows in the data set
     Workspace<T> wt_, dwt_;
     Workspace<T> y_half_;  // layer 0's forward: the sums over the second half of W^T's rows
+    bool gradient0_pending_ = false;  // the last step's dW^T of layer 0 was not stored in dwt_
     std::vector<Workspace<T>> state_t_;  // one per state array of layer 0's weights
     std::vector<T*> state_user_;         // the layer's own arrays they came from
     EngineParamState<T> state0_;         // layer 0's weights' state as the update sees it

@@ -249,8 +249,7 @@ OptimizerStep<T> OptimizerStep<T>::rmsprop_step(const RmspropOptions& o) {
 }
 
 template <class T>
-void OptimizerStep<T>::apply(const KernelTable<T>& kt, const ParameterUpdate<T>& p, index_t b, index_t e) const {
-    const T* grad = p.grad + b;
+void OptimizerStep<T>::apply(const KernelTable<T>& kt, const ParameterUpdate<T>& p, index_t b, index_t e, const T* grad) const {
     const auto state = [&](int i) { return p.state[i] ? p.state[i] + b : nullptr; };
     switch (kind) {
         case Kind::sgd: kt.sgd_update(sgd, p.param + b, grad, state(0), e - b); break;
@@ -262,13 +261,13 @@ void OptimizerStep<T>::apply(const KernelTable<T>& kt, const ParameterUpdate<T>&
 template <class T>
 void sgd_update(const KernelTable<T>& kt, const SgdOptions& o, const ParameterUpdate<T>* params, std::size_t count) {
     const OptimizerStep<T> step = OptimizerStep<T>::sgd_step(o);
-    parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) { step.apply(kt, p, b, e); });
+    parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) { step.apply(kt, p, b, e, p.grad + b); });
 }
 
 template <class T>
 void adam_update(const KernelTable<T>& kt, const AdamOptions& o, const ParameterUpdate<T>* params, std::size_t count) {
     parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) {
-        OptimizerStep<T>::adam_step(o, p.step).apply(kt, p, b, e);
+        OptimizerStep<T>::adam_step(o, p.step).apply(kt, p, b, e, p.grad + b);
     });
 }
 
@@ -276,7 +275,7 @@ template <class T>
 void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, const ParameterUpdate<T>* params,
                     std::size_t count) {
     const OptimizerStep<T> step = OptimizerStep<T>::rmsprop_step(o);
-    parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) { step.apply(kt, p, b, e); });
+    parallel_parameters(params, count, [&](const ParameterUpdate<T>& p, index_t b, index_t e) { step.apply(kt, p, b, e, p.grad + b); });
 }
 
 template <class T>

@@ -88,8 +88,9 @@ struct ParameterUpdate {
 
 // One optimizer step's coefficients, formed once (as PyTorch forms them, in double), for updating
 // parameters piece by piece: apply updates elements [b, e) of p (and its state) on the calling
-// thread. A piece's values group into vectors from b on, and a last partial vector may round
-// differently from a whole one, so the same bits need the same piece boundaries.
+// thread from their gradient grad[0, e - b) (p.grad + b, or a copy elsewhere). A piece's values
+// group into vectors from b on, and a last partial vector may round differently from a whole one,
+// so the same bits need the same piece boundaries.
 template <class T>
 struct OptimizerStep {
     enum class Kind { sgd, adam, rmsprop };
@@ -101,7 +102,7 @@ struct OptimizerStep {
     static OptimizerStep sgd_step(const SgdOptions& o);
     static OptimizerStep adam_step(const AdamOptions& o, long long step);  // step: the count after it
     static OptimizerStep rmsprop_step(const RmspropOptions& o);
-    void apply(const KernelTable<T>& kt, const ParameterUpdate<T>& p, index_t b, index_t e) const;
+    void apply(const KernelTable<T>& kt, const ParameterUpdate<T>& p, index_t b, index_t e, const T* grad) const;
 };
 
 // The updates above for `count` parameters at once, in one parallel region where each thread

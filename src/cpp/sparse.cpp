@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "thread_pool.h"
+#include "workspace.h"
 
 namespace nncore {
 
@@ -18,6 +19,15 @@ constexpr double kMinValuesPerThread = 1 << 13;
 // Rows of the weight gradient formed between calls of its rows_done: 8 rows of 256 values, 8 KiB,
 // stay in L1 for the optimizer step that follows.
 constexpr index_t kRowsPerBlock = 8;
+
+// A thread's buffer for blocks of the weight gradient that are not stored, cache-line aligned,
+// grown when needed and then reused (no allocation per step).
+template <class T>
+T* block_scratch(index_t values) {
+    thread_local Workspace<T> scratch;
+    if (scratch.size() < static_cast<std::size_t>(values)) scratch.resize(static_cast<std::size_t>(values));
+    return scratch.data();
+}
 
 // Threads for `work` over `units` indivisible pieces, at least min_per_thread of work each.
 int parts_for(double work, index_t units, int n_threads, double min_per_thread = kMinWorkPerThread) {
@@ -112,16 +122,19 @@ void sparse_forward(const KernelTable<T>& kt, const SparseBatch<T>& x, index_t n
 
 template <class T>
 void sparse_weight_grad(const KernelTable<T>& kt, const SparseBatch<T>& x, index_t n, const T* dy, T* dwt, int n_threads,
-                        const RowsDone* rows_done) {
+                        const RowsDone<T>* rows_done, bool store) {
     const index_t split = sparse_split(x.cols);
+    if (!rows_done) store = true;
     for_halves(x, n, n_threads, [&](int h) {
         const index_t i0 = h == 0 ? 0 : split, i1 = h == 0 ? split : x.cols;
         const index_t block = rows_done ? kRowsPerBlock : i1 - i0;
+        T* scratch = store ? nullptr : block_scratch<T>(block * n);
         for (index_t r0 = i0; r0 < i1; r0 += block) {
             const index_t r1 = std::min(i1, r0 + block);
-            kt.csr_gemm(r1 - r0, n, x.col_begin.data() + r0, x.col_end.data() + r0, x.row.data(), x.col_val.data(), dy, n,
-                        dwt + r0 * n, n, Epilogue<T>{});
-            if (rows_done) (*rows_done)(r0, r1);
+            T* out = store ? dwt + r0 * n : scratch;
+            kt.csr_gemm(r1 - r0, n, x.col_begin.data() + r0, x.col_end.data() + r0, x.row.data(), x.col_val.data(), dy, n, out, n,
+                        Epilogue<T>{});
+            if (rows_done) (*rows_done)(r0, r1, out);
         }
     });
 }
@@ -144,7 +157,7 @@ void transpose_dense(const T* in, index_t rows, index_t cols, T* out) {
     template void sparse_forward<T>(const KernelTable<T>&, const SparseBatch<T>&, index_t, const T*, T*, T*,             \
                                     const Epilogue<T>&, int);                                                            \
     template void sparse_weight_grad<T>(const KernelTable<T>&, const SparseBatch<T>&, index_t, const T*, T*, int,        \
-                                        const RowsDone*);                                                                \
+                                        const RowsDone<T>*, bool);                                                       \
     template void transpose_dense<T>(const T*, index_t, index_t, T*);
 
 NNCORE_INSTANTIATE_SPARSE(float)

@@ -183,25 +183,32 @@ void test_batch_products(const KernelTable<T>& kt, Rng& rng) {
                     std::vector<T> partial(static_cast<std::size_t>(rows * n), nntest::quiet_nan<T>());
                     nncore::sparse_forward(kt, batch, n, wt.data(), y.data(), partial.data(), ep, threads);
                     nncore::sparse_weight_grad(kt, batch, n, dy.data(), dwt.data(), threads);
-                    // With rows_done: the same gradient, and every row reported once, after it was
-                    // written, in blocks within one half of the rows.
-                    std::vector<T> dwt_blocks(static_cast<std::size_t>(cols * n), nntest::quiet_nan<T>());
-                    std::vector<int> reported(static_cast<std::size_t>(cols), 0);
-                    std::atomic<bool> blocks_ok{true};
-                    const auto note_rows = [&](index_t r0, index_t r1) {
-                        const index_t split = nncore::sparse_split(cols);
-                        if (!(0 <= r0 && r0 < r1 && r1 <= cols && (r1 <= split || r0 >= split))) blocks_ok = false;
-                        for (index_t r = r0; r < r1; ++r) {
-                            ++reported[static_cast<std::size_t>(r)];
-                            for (index_t j = 0; j < n; ++j)  // written (the inputs are finite)
-                                if (std::isnan(dwt_blocks[r * n + j])) blocks_ok = false;
-                        }
-                    };
-                    const nncore::RowsDone rows_done(note_rows);
-                    nncore::sparse_weight_grad(kt, batch, n, dy.data(), dwt_blocks.data(), threads, &rows_done);
-                    CHECK_MSG(blocks_ok.load() && std::all_of(reported.begin(), reported.end(), [](int c) { return c == 1; }),
-                              "rows_done blocks (threads=" << threads << ")");
-                    CHECK_MSG(nntest::same_bits(dwt_blocks, dwt), "weight gradient with rows_done differs (threads=" << threads << ")");
+                    // With rows_done, stored or not: every row reported once, in blocks within one
+                    // half of the rows, holding the gradient's bits; dwt is written when stored only.
+                    for (bool store : {true, false}) {
+                        std::vector<T> dwt_blocks(static_cast<std::size_t>(cols * n), nntest::quiet_nan<T>());
+                        std::vector<T> seen_blocks(static_cast<std::size_t>(cols * n), nntest::quiet_nan<T>());
+                        std::vector<int> reported(static_cast<std::size_t>(cols), 0);
+                        std::atomic<bool> blocks_ok{true};
+                        const auto note_rows = [&](index_t r0, index_t r1, const T* block) {
+                            const index_t split = nncore::sparse_split(cols);
+                            if (!(0 <= r0 && r0 < r1 && r1 <= cols && (r1 <= split || r0 >= split))) blocks_ok = false;
+                            if (store && block != dwt_blocks.data() + r0 * n) blocks_ok = false;
+                            for (index_t r = r0; r < r1; ++r) {
+                                ++reported[static_cast<std::size_t>(r)];
+                                std::copy(block + (r - r0) * n, block + (r - r0 + 1) * n, seen_blocks.begin() + r * n);
+                            }
+                        };
+                        const nncore::RowsDone<T> rows_done(note_rows);
+                        nncore::sparse_weight_grad(kt, batch, n, dy.data(), dwt_blocks.data(), threads, &rows_done, store);
+                        CHECK_MSG(blocks_ok.load() && std::all_of(reported.begin(), reported.end(), [](int c) { return c == 1; }),
+                                  "rows_done blocks (threads=" << threads << ", store=" << store << ")");
+                        CHECK_MSG(nntest::same_bits(seen_blocks, dwt), "rows_done blocks differ from the gradient (threads="
+                                                                           << threads << ", store=" << store << ")");
+                        const bool untouched = std::all_of(dwt_blocks.begin(), dwt_blocks.end(), [](T v) { return std::isnan(v); });
+                        CHECK_MSG(store ? nntest::same_bits(dwt_blocks, dwt) : untouched,
+                                  "dwt with rows_done (threads=" << threads << ", store=" << store << ")");
+                    }
                     double worst_y = 0, worst_dw = 0;
                     for (index_t r = 0; r < rows; ++r)
                         for (index_t j = 0; j < n; ++j) {
