@@ -189,7 +189,8 @@ def _train(network: Any, loss: LossFunction, loss_prime: LossGradient, x_train: 
         runner, x_rows, y_rows, loss_name = native
         for epoch in range(int(epochs)):
             order = generator().permutation(n_samples) if shuffle else None
-            result = runner.run_epoch(x_rows, y_rows, order, batch_size, loss_name, "sgd_step", {"lr": lr})
+            result = runner.run_epoch(x_rows, y_rows, order, batch_size, loss_name, "sgd_step", {"lr": lr},
+                                      flush_denormals=engine.flush_denormals())
             if result["failed_batch"] is not None:
                 start = result["failed_batch"] * batch_size
                 count = min(batch_size, n_samples - start)

@@ -399,7 +399,7 @@ class Sequential:
                 result = data.engine.run_epoch(
                     data.x, data.y, order, batch_size, data.loss, spec[0], spec[1], state.arrays, state.steps,
                     opt.clip_norm, first, last, result["loss_sum"], result["correct"],
-                    result["counted"], data.classification, data.sparse,
+                    result["counted"], data.classification, data.sparse, engine.flush_denormals(),
                 )
                 first = last
                 if bar is not None:

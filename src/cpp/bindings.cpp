@@ -1264,12 +1264,13 @@ public:
     py::dict run_epoch(const py::object& x_obj, const py::object& y_obj, const py::object& order_obj, const py::int_& batch_size,
                        const std::string& loss, const py::object& optimizer, const py::dict& hyper, const py::list& state,
                        const py::object& steps_obj, const py::object& clip_norm, index_t first_batch, const py::object& last_batch,
-                       double loss_sum, long long correct, long long counted, bool count_accuracy, bool sparse_input) {
+                       double loss_sum, long long correct, long long counted, bool count_accuracy, bool sparse_input,
+                       bool flush_denormals) {
         return kind_ == Float::f32
                    ? run_impl<float>(*f32_, x_obj, y_obj, order_obj, batch_size, loss, optimizer, hyper, state, steps_obj, clip_norm,
-                                     first_batch, last_batch, loss_sum, correct, counted, count_accuracy, sparse_input)
+                                     first_batch, last_batch, loss_sum, correct, counted, count_accuracy, sparse_input, flush_denormals)
                    : run_impl<double>(*f64_, x_obj, y_obj, order_obj, batch_size, loss, optimizer, hyper, state, steps_obj,
-                                      clip_norm, first_batch, last_batch, loss_sum, correct, counted, count_accuracy, sparse_input);
+                                      clip_norm, first_batch, last_batch, loss_sum, correct, counted, count_accuracy, sparse_input, flush_denormals);
     }
 
 private:
@@ -1313,7 +1314,7 @@ private:
                       const py::int_& batch_size_obj, const std::string& loss_name, const py::object& optimizer, const py::dict& hyper,
                       const py::list& state, const py::object& steps_obj, const py::object& clip_norm, index_t first_batch,
                       const py::object& last_batch_obj, double loss_sum, long long correct, long long counted,
-                      bool count_accuracy, bool sparse_input) {
+                      bool count_accuracy, bool sparse_input, bool flush_denormals) {
         const char* op = "Engine.run_epoch";
         EpochArgs<T> a;
         auto x = contiguous<T>(rows_of(x_obj, op, "x"));
@@ -1457,6 +1458,7 @@ private:
             throw py::value_error("Engine.run_epoch: sparse_input=True needs optimizer sgd, adam, adamw or rmsprop, got " +
                                   (opt.empty() ? std::string("None") : opt));
         a.sparse_input = sparse_input;
+        a.flush_subnormals = flush_denormals;
 
         EpochTotals totals;
         totals.loss_sum = loss_sum, totals.correct = correct, totals.counted = counted;
@@ -1669,5 +1671,6 @@ PYBIND11_MODULE(_core, m) {
         .def("run_epoch", &PyEngine::run_epoch, arg("x"), arg("y"), arg("order"), arg("batch_size"), arg("loss"),
              arg("optimizer") = none, arg("hyper") = py::dict(), arg("state") = py::list(), arg("steps") = none,
              arg("clip_norm") = none, arg("first_batch") = 0, arg("last_batch") = none, arg("loss_sum") = 0.0,
-             arg("correct") = 0, arg("counted") = 0, arg("count_accuracy") = false, arg("sparse_input") = false);
+             arg("correct") = 0, arg("counted") = 0, arg("count_accuracy") = false, arg("sparse_input") = false,
+             arg("flush_denormals") = false);
 }

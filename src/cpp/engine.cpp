@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "fp_mode.h"
 #include "gemm.h"
 #include "thread_pool.h"
 
@@ -324,6 +325,14 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
     }
     const bool train = a.update != EngineUpdate::none;
     gradient0_pending_ = false;
+    // Subnormals flushed for the run (the caller's mode back on every way out). Momentum buffers of
+    // weights whose gradient is zero (MNIST's border pixels) decay into that range within an epoch,
+    // as do Adam's second moments and the softmax of confident outputs; on an Intel core each
+    // operation on one takes a microcode assist. Measured on a 2-core Xeon, MNIST batch 64, 2
+    // threads, s per epoch, IEEE vs flushed: sparse path SGD with momentum 0.336 vs 0.273, Adam
+    // 0.58 vs 0.30; dense path SGD 0.51 vs 0.37 (the same test accuracies). (PyTorch, whose epoch
+    // is mostly per-operation overhead, gains 2-4% from torch.set_flush_denormal(True).)
+    const FlushSubnormals flush(train && a.flush_subnormals);
     // The sparse-input path: layer 0 reads each batch's nonzeros and keeps its weights, gradient
     // and optimizer state in (in x out) layout for the run (see sparse.h), given back to the
     // layer's arrays on every way out. Its products sum in another order than the dense kernels'.

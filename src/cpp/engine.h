@@ -95,6 +95,8 @@ struct EpochArgs {
     // zeros. Only with update sgd, adam or rmsprop (the binding checks); batches of more than 2^20
     // input values take the dense path (kMaxSparseBatchValues in engine.cpp).
     bool sparse_input = false;
+    // Training runs with subnormal floats flushed to zero (fp_mode.h) on every thread of the run.
+    bool flush_subnormals = false;
 };
 
 // Running totals; run_epoch continues from the values it is given, so an epoch may be run in

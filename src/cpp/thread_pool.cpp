@@ -1,5 +1,7 @@
 #include "thread_pool.h"
 
+#include "fp_mode.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -62,6 +64,7 @@ public:
         {
             std::lock_guard<std::mutex> lock(mutex_);
             task_ = &task;
+            subnormals_ = subnormal_mode();
             pending_.store(n_tasks);
             tag = static_cast<unsigned>(generation_.fetch_add(1) + 1) & kTagMask;
             claim_.store(pack(tag, 0, static_cast<unsigned>(n_tasks)));
@@ -137,7 +140,7 @@ private:
         unsigned long long seen = 0;
         for (;;) {
             spin_until([&] { return generation_.load() != seen; });
-            unsigned tag;
+            unsigned tag, subnormals;
             const TaskRef* task;
             {
                 std::unique_lock<std::mutex> lock(mutex_);
@@ -146,8 +149,11 @@ private:
                 seen = generation_.load();
                 tag = static_cast<unsigned>(seen) & kTagMask;
                 task = task_;
+                subnormals = subnormals_;
             }
-            if (task != nullptr) drain(tag, *task, true);
+            if (task == nullptr) continue;
+            if (subnormal_mode() != subnormals) set_subnormal_mode(subnormals);  // the caller's, see thread_pool.h
+            drain(tag, *task, true);
         }
     }
 
@@ -156,6 +162,7 @@ private:
     std::mutex mutex_;
     std::condition_variable wake_, done_;
     const TaskRef* task_ = nullptr;  // the current region's task, under mutex_
+    unsigned subnormals_ = 0;        // and its caller's subnormal mode (fp_mode.h), under mutex_
     std::exception_ptr failure_;     // the first exception a task of the current region threw, under mutex_
     std::atomic<int> pending_{0};
     std::atomic<std::uint64_t> claim_{0};

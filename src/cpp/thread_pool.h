@@ -41,7 +41,9 @@ int get_num_threads();
 // n >= 1. Takes effect for the next parallel region.
 void set_num_threads(int n);
 
-// Runs task(0) ... task(n_tasks - 1), possibly concurrently, and returns when all are done.
+// Runs task(0) ... task(n_tasks - 1), possibly concurrently, and returns when all are done. Workers
+// run the tasks in the caller's subnormal mode (fp_mode.h), so a region computes as the caller's
+// thread would.
 // Called from inside a task, or while another Python thread holds the pool, it runs the tasks
 // serially on the calling thread instead of waiting.
 void parallel_for(int n_tasks, TaskRef task);

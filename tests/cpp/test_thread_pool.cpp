@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "fp_mode.h"
 #include "thread_pool.h"
 
 namespace {
@@ -99,6 +100,27 @@ int main() {
         int status = -1;
         waitpid(child, &status, 0);
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    // Workers compute in the caller's subnormal mode (fp_mode.h), flushed or not, region by region;
+    // tasks sleep so that the workers take some of them.
+    if (nncore::kFlushSubnormalBits != 0) {
+        nncore::set_num_threads(3);
+        const std::thread::id caller = std::this_thread::get_id();
+        for (bool flush : {true, false, true, false}) {
+            const nncore::FlushSubnormals scope(flush);
+            std::atomic<int> wrong{0}, on_workers{0};
+            nncore::parallel_for(12, [&](int) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                volatile float a = 1e-30f, b = 1e-10f;  // a * b = 1e-40, subnormal
+                const float product = a * b;
+                if ((product == 0.0f) != flush) wrong.fetch_add(1);
+                if (std::this_thread::get_id() != caller) on_workers.fetch_add(1);
+            });
+            CHECK(wrong.load() == 0);
+            CHECK(on_workers.load() > 0);
+        }
+        volatile float a = 1e-30f, b = 1e-10f;
+        CHECK(a * b != 0.0f);  // the scope restored the caller's mode
     }
     return nntest::finish("test_thread_pool");
 }

@@ -913,3 +913,57 @@ def test_sparse_input_batches_beyond_2_20_values_take_the_dense_path(_restore_sp
     assert any(p.tobytes() != q.tobytes() for p, q in zip(sparse[0][0], dense[0][0]))
     _assert_identical(sparse, dense, rtol=1e-4)
 
+
+# -- subnormals ---------------------------------------------------------------------------------
+@pytest.fixture
+def _restore_flush():
+    yield
+    engine.set_flush_denormals(True)
+
+
+TINY32 = np.finfo(np.float32).tiny  # the smallest normal float32
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_training_flushes_subnormals_unless_asked_not_to(sparse, _restore_flush, _restore_sparse_switch):
+    # A column of inputs 1e-17: its weights' gradients are ~1e-18, and Adam's second moments
+    # (1 - beta2) g^2 ~ 1e-39 are subnormal, unless training flushes them to zero.
+    x, y = _mostly_zeros(96, 20, 3, np.float32, density=0.5)
+    x[:, 3] = 1e-17
+    engine.set_sparse_input(sparse)
+
+    def build():
+        return Sequential([Dense(20, 8), ReLU(), Dense(8, 3)]), Adam(0.01)
+
+    kwargs = dict(epochs=1, batch_size=16, loss="cross_entropy")
+    runs = {}
+    for flush in (True, False):
+        engine.set_flush_denormals(flush)
+        assert engine.flush_denormals() is flush
+        runs[flush] = _fit(True, build, x, y, **kwargs)
+    def subnormals(run):
+        (arrays, state, _), _, _ = run
+        values = arrays + [a for _, named in state for a in named.values()]
+        return sum(int(np.count_nonzero((np.abs(a) > 0) & (np.abs(a) < TINY32))) for a in values)
+
+    assert subnormals(runs[False]) > 0 and subnormals(runs[True]) == 0
+    # Elsewhere the two runs agree (the flushed values are far below anything that matters).
+    _assert_identical(runs[True], runs[False], rtol=1e-5)
+
+
+def test_flushing_stays_inside_the_training_run(_restore_flush):
+    x, y = _mostly_zeros(64, 10, 2, np.float32)
+    model = Sequential([Dense(10, 4), ReLU(), Dense(4, 2)])
+    model.fit(x, y, optimizer=Adam(0.01), epochs=1, batch_size=8, loss="cross_entropy", verbose=0)
+    assert getattr(model, "_nncore_engine", None) is not None
+    # The calling thread and the pool's workers compute subnormals again: numpy here, and exp split
+    # over the threads (exp(-100) = 3.7e-44 in float32).
+    assert np.float32(TINY32) * np.float32(0.5) > 0
+    big = np.full(1 << 18, -100.0, dtype=np.float32)
+    assert np.all(nncore.ops.exp(big) > 0)
+
+
+@pytest.mark.parametrize("value", [1, None, "yes", 0.0])
+def test_set_flush_denormals_rejects_non_bools(value):
+    with pytest.raises(TypeError, match="set_flush_denormals: expected True or False"):
+        engine.set_flush_denormals(value)
