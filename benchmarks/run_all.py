@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         "`Sequential.fit(verbose=0)` one epoch per call, which trains MNIST's first layer from the "
         "inputs' nonzeros (19% of the pixels; `nncore.engine.sparse_input`); \"nncore dense\": the same "
         "fit with that path turned off (`nncore.engine.set_sparse_input(False)`), as for inputs with more "
-        "than 25% nonzeros; PyTorch: a loop over `randperm` index batches of tensors; scikit-learn: "
+        "than 25% nonzeros; PyTorch: a loop over `randperm` index batches of tensors; \"torch flush\": the "
+        "same with `torch.set_flush_denormal(True)` during its epochs (nncore's engine flushes subnormals "
+        "while it trains, `nncore.engine.set_flush_denormals`); scikit-learn: "
         "`MLPClassifier.partial_fit` (one epoch per call, alpha=0).\n\n"
         + markdown_table(bench_mnist.run_training(data, s["train_batch_sizes"], s["train_epochs"],
                                                   s["train_threads"]))))

@@ -86,7 +86,8 @@ def test_compare_keeps_missing_peers_missing():
 def test_training_and_inference_rows(tiny_data):
     rows = bench_mnist.run_training(tiny_data, batch_sizes=(64,), epochs=1, optimizers=("sgd", "adam"))
     _well_formed(rows, ["optimizer", "batch", "nncore s/epoch", "nncore acc", "nncore dense s/epoch", "torch s/epoch",
-                        "sklearn s/epoch", "vs torch", "vs sklearn", "dense vs torch"])
+                        "sklearn s/epoch", "vs torch", "vs sklearn", "dense vs torch", "torch flush s/epoch",
+                        "vs torch flush"])
     assert len(rows) == 2 and all(_speed(row["nncore s/epoch"]) and _speed(row["nncore dense s/epoch"]) for row in rows)
     rows = bench_mnist.run_inference(tiny_data, batch=100, min_time=0.001)
     _well_formed(rows, ["implementation", "1-sample latency (us)", "batch 100 (samples/s)"])
