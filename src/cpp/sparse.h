@@ -20,9 +20,10 @@ namespace nncore {
 // stay in its L2. With parts that differed between the products (the forward split W^T by
 // columns, the gradient by rows with equal entry counts, the step by rows again), each core fetched
 // lines the other had just written. Measured on a 2-core Xeon (2 MiB L2 each), MNIST batch 64,
-// SGD with momentum: the step over W^T and its momentum took ~130 us of a ~420 us training step,
-// and an epoch 0.39 s; with fixed halves (and the step inside the gradient kernel, engine.cpp)
-// 0.34-0.35 s. The same step in a loop alone: ~18 us with each core on its own half, ~90 us when
+// SGD with momentum, subnormals not yet flushed: the step over W^T and its momentum took ~130 us
+// of a ~420 us training step (part of it subnormal arithmetic, see engine.cpp), and an epoch
+// 0.39 s; with fixed halves (and the step inside the gradient kernel, engine.cpp) 0.34-0.35 s.
+// The same step in a loop alone, on normal values: ~18 us with each core on its own half, ~90 us when
 // the other core reads half of every row in between (splitting W^T by columns does not help: the
 // L2 prefetchers then fetch the neighbour's half of each row, ~130 us).
 // The forward's sum over the inputs thus runs in two halves added in a fixed order, for any
