@@ -1,8 +1,7 @@
 // The calling thread's handling of subnormal floats in SSE/AVX arithmetic: MXCSR's flush-to-zero
 // (subnormal results become zero) and denormals-are-zero (subnormal inputs read as zero) bits.
 // On Intel cores every operation that produces or reads a subnormal takes a microcode assist of
-// about a hundred cycles or more (AMD's Zen cores handle them at full speed). Off x86 these are
-// no-ops.
+// about a hundred cycles or more. Off x86 these are no-ops.
 #pragma once
 
 #if defined(__x86_64__) || defined(__i386__)
