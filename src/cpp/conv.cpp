@@ -11,14 +11,11 @@ namespace nncore {
 
 namespace {
 
-// A per-thread buffer grown when needed and then reused, so repeated calls do not allocate; it
-// starts on a cache line (workspace.h).
+// The convolution drivers' per-thread buffers, numbered by Slot (workspace.h).
+struct ConvBuffers;
 template <class T, int Slot>
 T* workspace(index_t count) {
-    thread_local Workspace<T> buffer;
-    const auto size = static_cast<std::size_t>(count > 0 ? count : 1);  // never a null pointer
-    if (buffer.size() < size) buffer.resize(size);
-    return buffer.data();
+    return thread_buffer<T, ConvBuffers, Slot>(static_cast<std::size_t>(std::max<index_t>(count, 0)));
 }
 
 // Forward through im2col: samples are processed in groups of g, a count fixed by the shape alone

@@ -2,41 +2,17 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 
 #include "thread_pool.h"
+#include "workspace.h"
 
 namespace nncore {
 
 namespace {
 
-// Per-thread packing buffer, 64-byte aligned, grown when needed and then reused, so the hot path
-// does not allocate in steady state.
-class PackBuffer {
-public:
-    ~PackBuffer() { std::free(data_); }
-    template <class T>
-    T* get(index_t count) {
-        const std::size_t bytes = static_cast<std::size_t>(count) * sizeof(T);
-        if (bytes > capacity_) {
-            std::free(data_);
-            capacity_ = (bytes + 63) / 64 * 64;
-            data_ = std::aligned_alloc(64, capacity_);
-            if (data_ == nullptr) {
-                capacity_ = 0;
-                throw std::bad_alloc();
-            }
-        }
-        return static_cast<T*>(data_);
-    }
-
-private:
-    void* data_ = nullptr;
-    std::size_t capacity_ = 0;
-};
-
-thread_local PackBuffer packed_a_buffer, packed_b_buffer;
+// Owners of the driver's per-thread packing buffers (workspace.h's thread_buffer).
+struct PackedA;
+struct PackedB;
 
 // Whether `rows` rows stride_bytes apart fall into enough of the L1 data cache's 64 sets (of
 // 64-byte lines; so on every x86 core this runs on) that none holds more than 3 of them. The
@@ -56,10 +32,9 @@ void gemm_serial(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
                  ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue) {
     const int mr = kt.mr, nr = kt.nr;
     const index_t kc_max = kt.kc, mc_max = kt.mc, nc_max = kt.nc;
-    T* packed_b = packed_b_buffer.get<T>(std::min<index_t>(kc_max, std::max<index_t>(k, 1)) *
-                                         ((std::min(nc_max, n) + nr - 1) / nr * nr));
-    T* packed_a = packed_a_buffer.get<T>(std::min<index_t>(kc_max, std::max<index_t>(k, 1)) *
-                                         ((std::min(mc_max, m) + mr - 1) / mr * mr));
+    const auto kc_room = static_cast<std::size_t>(std::min<index_t>(kc_max, std::max<index_t>(k, 1)));
+    T* packed_b = thread_buffer<T, PackedB>(kc_room * static_cast<std::size_t>((std::min(nc_max, n) + nr - 1) / nr * nr));
+    T* packed_a = thread_buffer<T, PackedA>(kc_room * static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr * mr));
     // A stored by rows is read in place by its full MR-row tiles, rather than copied into panels
     // whose k steps hold MR values side by side: the same products in the same order, so the same
     // bits, without the copy (a transposition in registers) and its second pass over A. When A

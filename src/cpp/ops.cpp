@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <vector>
 
 #include "gemm.h"
 #include "thread_pool.h"
+#include "workspace.h"
 
 namespace nncore {
 
@@ -41,13 +41,10 @@ void parallel_rows(index_t rows, index_t cols, Body&& body) {
     parallel_ranges(rows, static_cast<int>(std::min<index_t>(get_num_threads(), rows / min_rows)), body);
 }
 
-// Scratch for per-block (per-row) partial sums, one per calling thread, grown when needed and
-// then reused: a loss evaluated every training step must not allocate.
-double* partial_sums(index_t count) {
-    thread_local std::vector<double> scratch;
-    if (scratch.size() < static_cast<std::size_t>(count)) scratch.resize(static_cast<std::size_t>(count));
-    return scratch.data();
-}
+// Scratch for per-block (per-row) partial sums, one per calling thread (a loss evaluated every
+// training step must not allocate).
+struct PartialSums;
+double* partial_sums(index_t count) { return thread_buffer<double, PartialSums>(static_cast<std::size_t>(count)); }
 
 // Block sums (from any split of the blocks over threads) added in one fixed order.
 double ordered_sum(const double* partial, index_t count) {

@@ -20,14 +20,7 @@ constexpr double kMinValuesPerThread = 1 << 13;
 // stay in L1 for the optimizer step that follows.
 constexpr index_t kRowsPerBlock = 8;
 
-// A thread's buffer for blocks of the weight gradient that are not stored, cache-line aligned,
-// grown when needed and then reused (no allocation per step).
-template <class T>
-T* block_scratch(index_t values) {
-    thread_local Workspace<T> scratch;
-    if (scratch.size() < static_cast<std::size_t>(values)) scratch.resize(static_cast<std::size_t>(values));
-    return scratch.data();
-}
+struct GradientBlocks;  // thread_buffer owner: blocks of the weight gradient that are not stored
 
 // Threads for `work` over `units` indivisible pieces, at least min_per_thread of work each.
 int parts_for(double work, index_t units, int n_threads, double min_per_thread = kMinWorkPerThread) {
@@ -128,7 +121,7 @@ void sparse_weight_grad(const KernelTable<T>& kt, const SparseBatch<T>& x, index
     for_halves(x, n, n_threads, [&](int h) {
         const index_t i0 = h == 0 ? 0 : split, i1 = h == 0 ? split : x.cols;
         const index_t block = rows_done ? kRowsPerBlock : i1 - i0;
-        T* scratch = store ? nullptr : block_scratch<T>(block * n);
+        T* scratch = store ? nullptr : thread_buffer<T, GradientBlocks>(static_cast<std::size_t>(block * n));
         for (index_t r0 = i0; r0 < i1; r0 += block) {
             const index_t r1 = std::min(i1, r0 + block);
             T* out = store ? dwt + r0 * n : scratch;

@@ -27,4 +27,15 @@ struct CacheLineAllocator {
 template <class T>
 using Workspace = std::vector<T, CacheLineAllocator<T>>;
 
+// A buffer of at least `count` values (and never a null pointer) for the calling thread, one per
+// Owner (a tag type of the caller) and Slot: grown when needed and then reused, so that a call
+// repeated every training step does not allocate. Its contents after growing are unspecified.
+template <class T, class Owner, int Slot = 0>
+T* thread_buffer(std::size_t count) {
+    thread_local Workspace<T> buffer;
+    if (count == 0) count = 1;
+    if (buffer.size() < count) buffer.resize(count);
+    return buffer.data();
+}
+
 }  // namespace nncore
