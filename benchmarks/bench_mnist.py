@@ -158,34 +158,30 @@ def _sklearn_trainer(data: Data, optimizer: str, batch_size: int, seed: int) -> 
     return epoch, lambda: float(np.mean(model.predict(xt) == yt))
 
 
-def _nncore_dense_trainer(data: Data, optimizer: str, batch_size: int, seed: int) -> tuple[Callable, Callable]:
-    """nncore with its sparse-input path turned off (``nncore.engine.set_sparse_input(False)``): the
-    first layer as a dense product, as for inputs with more nonzeros than MNIST's 19%."""
-    epoch, accuracy = _nncore_trainer(data, optimizer, batch_size, seed)
+def _with_setting(make: Callable, turn_on: Callable[[], Any], turn_off: Callable[[], Any]) -> Callable:
+    """A trainer like ``make``'s whose epochs run with a setting turned on, and off again after."""
+    def trainer(data: Data, optimizer: str, batch_size: int, seed: int) -> tuple[Callable, Callable]:
+        epoch, accuracy = make(data, optimizer, batch_size, seed)
 
-    def dense_epoch() -> None:
-        nncore.engine.set_sparse_input(False)
-        try:
-            epoch()
-        finally:
-            nncore.engine.set_sparse_input(None)
+        def set_epoch() -> None:
+            turn_on()
+            try:
+                epoch()
+            finally:
+                turn_off()
 
-    return dense_epoch, accuracy
+        return set_epoch, accuracy
+
+    return trainer
 
 
-def _torch_flush_trainer(data: Data, optimizer: str, batch_size: int, seed: int) -> tuple[Callable, Callable]:
-    """PyTorch with subnormals flushed to zero during its epochs (``torch.set_flush_denormal(True)``),
-    as nncore's engine trains by default: the like-for-like comparison of that choice."""
-    epoch, accuracy = _torch_trainer(data, optimizer, batch_size, seed)
-
-    def flush_epoch() -> None:
-        torch.set_flush_denormal(True)
-        try:
-            epoch()
-        finally:
-            torch.set_flush_denormal(False)
-
-    return flush_epoch, accuracy
+# "nncore dense": the sparse-input path off, the first layer as a dense product, as for inputs with
+# more nonzeros than MNIST's 19%. "torch flush": PyTorch with subnormals flushed to zero during its
+# epochs, as nncore's engine trains by default (the like-for-like comparison of that choice).
+_nncore_dense_trainer = _with_setting(_nncore_trainer, lambda: nncore.engine.set_sparse_input(False),
+                                      lambda: nncore.engine.set_sparse_input(None))
+_torch_flush_trainer = _with_setting(_torch_trainer, lambda: torch.set_flush_denormal(True),
+                                     lambda: torch.set_flush_denormal(False))
 
 
 TRAINERS = {"nncore": _nncore_trainer, "nncore dense": _nncore_dense_trainer, "torch": _torch_trainer,

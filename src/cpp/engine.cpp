@@ -179,7 +179,7 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
     // whole gradient first. Each row is one piece (see OptimizerStep), so the values do not depend
     // on the thread count. The gradient goes to dwt_ only where the run may end with it there
     // (store_gradient0); otherwise run_epoch forms it again if a NaN stop needs it.
-    const bool step_in_gradient = sparse_ && a.clip_norm <= 0.0;
+    const bool step_in_gradient = layer0_step_in_gradient(a);
     for (std::size_t k = count; k-- > 0;) {
         const EngineLayer<T>& l = layers_[k];
         T* g = gradients_[k].data();
@@ -202,7 +202,6 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
                 };
                 const RowsDone<T> rows_done(step_rows);
                 sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads(), &rows_done, store_gradient0);
-                gradient0_pending_ = !store_gradient0;
             } else {
                 sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads());
             }
@@ -324,7 +323,6 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
         else t_batch_.resize(std::max(t_batch_.size(), static_cast<std::size_t>(capacity_rows_ * width)));
     }
     const bool train = a.update != EngineUpdate::none;
-    gradient0_pending_ = false;
     // Subnormals flushed for the run (the caller's mode back on every way out). Momentum buffers of
     // weights whose gradient is zero (MNIST's border pixels) decay into that range within an epoch,
     // as do Adam's second moments and the softmax of confident outputs; on an Intel core each
@@ -343,6 +341,11 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
             if (engine) engine->leave_sparse(backward_done);
         }
     } sparse_run{nullptr};
+    // Layer 0's gradient when its step runs inside the gradient kernel is kept for the last batch
+    // of the run only (and for a single layer, whose dz the next batch's loss overwrites).
+    const auto gradient0_stored = [&](index_t b) {
+        return !layer0_step_in_gradient(a) || b + 1 == a.last_batch || layers_.size() == 1;
+    };
     if (a.sparse_input && fused_update(a.update) && sparse_batch_fits(std::min(a.batch_size, a.n), in)) {
         enter_sparse(a);
         sparse_run.engine = this;
@@ -381,19 +384,17 @@ void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, Epoch
         forward(kt, x, rows, nullptr);
         const double value = loss_and_gradient(kt, a, outputs_.back().data(), targets, labels, rows, train);
         if (train && !std::isfinite(value)) {
-            if (gradient0_pending_) {  // the previous batch's dW^T, from its inputs and dz (still in gradients_[0])
+            if (batch > a.first_batch && !gradient0_stored(batch - 1)) {
+                // The previous batch's dW^T, from its inputs and dz (still in gradients_[0]).
                 const index_t previous = start - a.batch_size;
                 gather_sparse(kt, a, previous, a.batch_size);
                 sparse_weight_grad(kt, xs_, layers_.front().out, gradients_.front().data(), dwt_.data(), get_num_threads());
-                gradient0_pending_ = false;
             }
             totals.failed_batch = batch;
             totals.failed_value = value;
             return;
         }
-        // Layer 0's gradient on the sparse path is kept for the last batch of the run only (and for a
-        // single layer, whose dz the next batch's loss overwrites).
-        if (train) backward_and_update(kt, a, x, rows, batch + 1 == a.last_batch || layers_.size() == 1);
+        if (train) backward_and_update(kt, a, x, rows, gradient0_stored(batch));
         sparse_run.backward_done = sparse_run.backward_done || train;
         totals.loss_sum += value * static_cast<double>(rows);
         if (a.count_accuracy) count_correct(a, outputs_.back().data(), targets, labels, rows, totals);

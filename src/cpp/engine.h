@@ -136,6 +136,8 @@ private:
                        EpochTotals& totals) const;
     // store_gradient0: on the sparse path, whether layer 0's dW^T must reach dwt_ (see engine.cpp).
     void backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* x, index_t rows, bool store_gradient0);
+    // Whether layer 0's optimizer step runs inside its weight gradient (the sparse path, no clipping).
+    bool layer0_step_in_gradient(const EpochArgs<T>& a) const { return sparse_ && a.clip_norm <= 0.0; }
     // Parameter j's update (weights of layer j / 2 for even j, else its bias) with its state.
     ParameterUpdate<T> parameter_update(const EpochArgs<T>& a, std::size_t j, T* param, T* grad, index_t n) const;
     // The sparse-input path: the batch's nonzeros into xs_, read from the data set's rows.
@@ -164,7 +166,6 @@ private:
     std::vector<const T*> batch_rows_;  // the batch's rows in the data set
     Workspace<T> wt_, dwt_;
     Workspace<T> y_half_;  // layer 0's forward: the sums over the second half of W^T's rows
-    bool gradient0_pending_ = false;  // the last step's dW^T of layer 0 was not stored in dwt_
     std::vector<Workspace<T>> state_t_;  // one per state array of layer 0's weights
     std::vector<T*> state_user_;         // the layer's own arrays they came from
     EngineParamState<T> state0_;         // layer 0's weights' state as the update sees it

@@ -1,5 +1,6 @@
-// One persistent pool of worker threads for all kernels. Work is split by the drivers along
-// output dimensions only (never a reduction), so results do not depend on the thread count.
+// One persistent pool of worker threads for all kernels. Work is split by the drivers along output
+// dimensions, or a reduction into groups fixed by the shape alone and added in a fixed order, so
+// results do not depend on the thread count.
 #pragma once
 
 #include <cstddef>

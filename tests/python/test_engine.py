@@ -941,6 +941,7 @@ def test_training_flushes_subnormals_unless_asked_not_to(sparse, _restore_flush,
         engine.set_flush_denormals(flush)
         assert engine.flush_denormals() is flush
         runs[flush] = _fit(True, build, x, y, **kwargs)
+
     def subnormals(run):
         (arrays, state, _), _, _ = run
         values = arrays + [a for _, named in state for a in named.values()]
