@@ -37,10 +37,42 @@ void churn(int threads, int regions) {
     CHECK(wrong == 0);
 }
 
+// Regions after an idle gap longer than the pool's polling (its workers then block and must be
+// woken), and regions whose worker tasks outlast the caller's polling (the caller then blocks and
+// must be woken by the last task): every task still runs exactly once and every region returns.
+void blocking_handoffs() {
+    nncore::set_num_threads(2);
+    const std::thread::id caller = std::this_thread::get_id();
+    long long wrong = 0;
+    int on_worker = 0;
+    for (int r = 0; r < 200; ++r) {
+        if (r % 2 == 0) std::this_thread::sleep_for(std::chrono::microseconds(400));
+        std::atomic<int> runs[2] = {{0}, {0}};
+        std::atomic<bool> worker_took{false};
+        nncore::parallel_for(2, [&](int i) {
+            runs[i].fetch_add(1);
+            if (std::this_thread::get_id() != caller) {
+                worker_took.store(true);
+                if (r % 2 == 1) std::this_thread::sleep_for(std::chrono::microseconds(400));
+                return;
+            }
+            // The caller gives the (possibly sleeping) worker time to claim the other task.
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+            while (runs[1 - i].load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+        });
+        wrong += (runs[0].load() != 1) + (runs[1].load() != 1);
+        on_worker += worker_took.load();
+    }
+    nntest::Scope scope("blocking handoffs");
+    CHECK(wrong == 0);
+    CHECK(on_worker > 100);  // the worker took part (else only the caller's path ran)
+}
+
 }  // namespace
 
 int main() {
     for (int threads : {2, 3}) churn(threads, 30000);
+    blocking_handoffs();
     // A nested region (a task calling parallel_for) runs serially on that thread.
     nncore::set_num_threads(2);
     std::atomic<int> inner{0};
