@@ -96,6 +96,19 @@ void Engine<T>::forward(const KernelTable<T>& kt, const T* x, index_t rows, T* l
 template <class T>
 void Engine<T>::predict(const KernelTable<T>& kt, const T* x, index_t n, T* y) {
     std::lock_guard<std::mutex> lock(mutex_);
+    predict_locked(kt, x, n, y);
+}
+
+template <class T>
+bool Engine<T>::try_predict(const KernelTable<T>& kt, const T* x, index_t n, T* y) {
+    std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+    if (!lock) return false;
+    predict_locked(kt, x, n, y);
+    return true;
+}
+
+template <class T>
+void Engine<T>::predict_locked(const KernelTable<T>& kt, const T* x, index_t n, T* y) {
     // Rows are independent (no reduction runs across rows), so chunks give the same values as
     // one pass while bounding the workspace.
     constexpr index_t kChunk = 1024;

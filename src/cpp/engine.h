@@ -119,6 +119,14 @@ public:
 
     // y (n x output_size) = the network applied to x (n x input_size).
     void predict(const KernelTable<T>& kt, const T* x, index_t n, T* y);
+    // The same, unless another call holds the engine: then false, at once.
+    bool try_predict(const KernelTable<T>& kt, const T* x, index_t n, T* y);
+    // Multiply-adds of one row through all layers.
+    double macs_per_row() const {
+        double macs = 0;
+        for (const EngineLayer<T>& l : layers_) macs += static_cast<double>(l.in) * l.out;
+        return macs;
+    }
     // Runs batches [first_batch, last_batch) of an epoch: train (update != none) or evaluate.
     void run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& args, EpochTotals& totals);
 
@@ -126,6 +134,7 @@ public:
     std::size_t workspace_bytes() const;
 
 private:
+    void predict_locked(const KernelTable<T>& kt, const T* x, index_t n, T* y);  // mutex_ held
     void reserve(index_t rows);
     // Forward of `rows` rows of x; the last layer writes to `last_out` (its own buffer if null).
     void forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out);
