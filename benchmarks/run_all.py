@@ -142,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     emit(f"- command: `{command}`")
     emit(f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
     stream = info.get("gemm_stream_max_rows", {}).get("float32")
+    tile, short = info.get("gemm_tile", {}).get("float32"), info.get("gemm_short_tile_rows", {}).get("float32")
+    tiles = "" if tile is None else f"; float32 GEMM tile {tile[0]}x{tile[1]}" + ("" if short is None else f" and {short}x{tile[1]}")
     emit(f"- machine: {machine()}; nncore ISA `{info['isa']}` (available: {', '.join(info['available_isas'])}); "
-         f"GEMM streams L2-sized B unpacked for {'any number of' if stream is None else f'at most {stream}'} rows")
+         f"GEMM streams L2-sized B unpacked for {'any number of' if stream is None else f'at most {stream}'} rows{tiles}")
     emit(f"- versions: nncore {nncore.__version__}, numpy {np.__version__}, "
          f"torch {torch.__version__ if torch else NOT_INSTALLED}, "
          f"scikit-learn {sklearn.__version__ if sklearn else NOT_INSTALLED}, Python {platform.python_version()}; "

@@ -17,9 +17,11 @@ def cpu_info() -> dict[str, Any]:
     ``available_isas`` (what this CPU and OS support), ``compiled_isas`` (what this build
     contains), ``num_threads``, ``requested_isa`` (the ``NNCORE_ISA`` value or None),
     ``isa_note`` (why the request was not honoured, or ""), ``gemm_tile`` (register tile
-    per dtype), ``gemm_stream_max_rows`` (per dtype, the most rows of a product for which the
-    GEMM streams an L2-sized B through its unpacked kernels instead of packing it; None for no
-    limit, 16 on Intel cores) and ``cpu_vendor`` (CPUID's vendor string, "" off x86).
+    per dtype), ``gemm_short_tile_rows`` (per dtype, the rows of the second, shorter tile the
+    GEMM takes when the main one would pad a product's rows by much; None where there is none),
+    ``gemm_stream_max_rows`` (per dtype, the most rows of a product for which the GEMM streams
+    an L2-sized B through its unpacked kernels instead of packing it; None for no limit, 16 on
+    Intel cores) and ``cpu_vendor`` (CPUID's vendor string, "" off x86).
     """
     return dict(_core.cpu_info())
 

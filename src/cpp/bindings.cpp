@@ -1603,6 +1603,13 @@ py::dict cpu_info() {
     tiles["float32"] = py::make_tuple(t.f32.mr, t.f32.nr);
     tiles["float64"] = py::make_tuple(t.f64.mr, t.f64.nr);
     info["gemm_tile"] = tiles;
+    py::dict short_rows;
+    const auto rows_or_none = [](int mr_short, int mr) {
+        return mr_short == mr ? py::object(py::none()) : py::object(py::int_(mr_short));
+    };
+    short_rows["float32"] = rows_or_none(t.f32.mr_short, t.f32.mr);
+    short_rows["float64"] = rows_or_none(t.f64.mr_short, t.f64.mr);
+    info["gemm_short_tile_rows"] = short_rows;
     py::dict stream;
     const auto limit = [](index_t rows) {
         return rows == std::numeric_limits<index_t>::max() ? py::object(py::none()) : py::object(py::int_(rows));

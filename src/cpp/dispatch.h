@@ -43,6 +43,15 @@ struct KernelTable {
     void (*gemm_ukernel_rows)(index_t kc, const T* a, index_t lda, const T* packed_b, T* c, index_t ldc, int n_eff,
                               const Epilogue<T>& epilogue);
     int mr, nr;          // register tile
+    // A second tile, NR wide as well (so B's packing serves both) with fewer rows, mr_short (mc is
+    // a multiple of both): for products whose row count the main tile would pad by much (a batch
+    // of 32 or 64 rows takes 36 or 72 in 12-row tiles, 32 and 64 in 8-row ones). Per element it
+    // runs the same products in the same order, so the same bits (the driver chooses, gemm.cpp).
+    void (*gemm_ukernel_short)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc,
+                               int m_eff, int n_eff, const Epilogue<T>& epilogue);
+    void (*gemm_ukernel_rows_short)(index_t kc, const T* a, index_t lda, const T* packed_b, T* c, index_t ldc,
+                                    int n_eff, const Epilogue<T>& epilogue);
+    int mr_short;
     // Direct convolution register tiles (the GEMM's first, see conv.cpp for the choice).
     static constexpr int kMaxConvTiles = 6;
     ConvTile<T> conv_tiles[kMaxConvTiles];

@@ -25,6 +25,8 @@ void check_table(const KernelTable<T>& t) {
     // Cache blocks: the driver relies on mc and nc being whole tiles.
     CHECK_MSG(t.kc >= 16 && t.kc <= 4096, "kc=" << t.kc);
     CHECK_MSG(t.mc >= t.mr && t.mc % t.mr == 0, "mc=" << t.mc << " mr=" << t.mr);
+    CHECK_MSG(t.mr_short >= 1 && t.mr_short <= t.mr && t.mc % t.mr_short == 0, "mc=" << t.mc << " mr_short=" << t.mr_short);
+    CHECK(t.gemm_ukernel_short != nullptr && t.gemm_ukernel_rows_short != nullptr);
     CHECK_MSG(t.nc >= t.nr && t.nc % t.nr == 0, "nc=" << t.nc << " nr=" << t.nr);
     // A packed kc x mc block of A and kc x nc block of B must fit a few MB, or blocking is pointless.
     CHECK_MSG(static_cast<double>(t.kc) * t.mc * sizeof(T) <= 4.0 * 1024 * 1024, "kc*mc too large");

@@ -373,6 +373,7 @@ void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
     };
     add(kt.nr);
     add(kt.mr);
+    add(kt.mr_short);
     for (int t = 0; t < kt.conv_tile_count; ++t) {
         add(kt.conv_tiles[t].nr);
         add(kt.conv_tiles[t].mr);
@@ -727,6 +728,48 @@ void test_gemm_a_in_place(const KernelTable<T>& kt, Rng& rng) {
     }
 }
 
+// The table with one row tile only, its short one or its main one, in both places: the driver
+// then takes that tile for every packed product.
+template <class T>
+KernelTable<T> one_tile(KernelTable<T> kt, bool use_short) {
+    const int mr = use_short ? kt.mr_short : kt.mr;
+    const auto ukernel = use_short ? kt.gemm_ukernel_short : kt.gemm_ukernel;
+    const auto ukernel_rows = use_short ? kt.gemm_ukernel_rows_short : kt.gemm_ukernel_rows;
+    kt.mr = kt.mr_short = mr;
+    kt.gemm_ukernel = kt.gemm_ukernel_short = ukernel;
+    kt.gemm_ukernel_rows = kt.gemm_ukernel_rows_short = ukernel_rows;
+    return kt;
+}
+
+// The short tile runs each element's products in the same order as the main one, so the driver may
+// pick either by shape: both give the same bits, on row counts either pads, A in place or packed,
+// with several k blocks, on 1 and 2 threads.
+template <class T>
+void test_gemm_short_tile_same_bits(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("gemm short tile ") + nntest::dtype_name<T>());
+    const KernelTable<T> only_short = one_tile(kt, true), only_main = one_tile(kt, false);
+    const index_t ms[] = {kt.mr_short, kt.mr, 2 * kt.mr_short + 1, 32, 64, 61, kt.mc + kt.mr_short + 3};
+    for (index_t m : ms)
+        for (int a_rows : {0, 1})
+            for (int threads : {1, 2}) {
+                const index_t n = 2 * kt.nr + 5, k = kt.kc + 7;
+                Scope c("m=" + std::to_string(m) + (a_rows ? " A by rows" : " A by columns") + " threads=" +
+                        std::to_string(threads));
+                const std::vector<T> a = nntest::random_vector<T>(m * k, rng), b = nntest::random_vector<T>(2 * k * n, rng),
+                                     bias = nntest::random_vector<T>(n, rng);
+                const nncore::ConstMatrix<T> am = a_rows ? nncore::ConstMatrix<T>{a.data(), k, 1}
+                                                         : nncore::ConstMatrix<T>{a.data(), 1, m};
+                const nncore::ConstMatrix<T> bm{b.data(), 2 * n, 2};  // strided: the packed path
+                Epilogue<T> ep;
+                ep.bias = bias.data();
+                ep.act = Act::tanh;
+                std::vector<T> c_short(m * n), c_main(m * n);
+                nncore::gemm(only_short, m, n, k, am, bm, c_short.data(), n, ep, threads);
+                nncore::gemm(only_main, m, n, k, am, bm, c_main.data(), n, ep, threads);
+                CHECK_MSG(nntest::same_bits(c_short, c_main), "the short tile's result differs from the main tile's");
+            }
+}
+
 int main() {
     nntest::for_each_isa([](nncore::Isa isa, const nncore::Tables& tables) {
         Rng rng(20240601);
@@ -736,6 +779,11 @@ int main() {
         test_pack_b(tables.f64, vector_bytes ? vector_bytes / 8 : 1, pack_rng);
         test_gemm(tables.f32, rng);
         test_gemm(tables.f64, rng);
+        // The short row tile through the same cases, where the table has one.
+        if (tables.f32.mr_short != tables.f32.mr) test_gemm(one_tile(tables.f32, true), rng);
+        if (tables.f64.mr_short != tables.f64.mr) test_gemm(one_tile(tables.f64, true), rng);
+        test_gemm_short_tile_same_bits(tables.f32, rng);
+        test_gemm_short_tile_same_bits(tables.f64, rng);
         // The unpacked kernels at every row count, whatever this CPU's stream_max_rows (on Intel
         // cores the driver packs from 17 rows on), then with the CPU's own limit where it has one.
         auto unpacked_paths = [&](auto table) {

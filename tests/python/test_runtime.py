@@ -140,6 +140,8 @@ def test_cpu_info_describes_the_running_kernels():
     assert info["num_threads"] == nncore.get_num_threads()
     assert set(info["gemm_tile"]) == {"float32", "float64"}
     assert set(info["gemm_stream_max_rows"]) == {"float32", "float64"}
+    for dtype, rows in info["gemm_short_tile_rows"].items():
+        assert rows is None or 1 <= rows < info["gemm_tile"][dtype][0]
     for rows in info["gemm_stream_max_rows"].values():
         assert rows is None or (isinstance(rows, int) and rows >= 1)
     assert isinstance(info["cpu_vendor"], str)
