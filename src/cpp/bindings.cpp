@@ -190,9 +190,9 @@ BlockCache& block_cache() {
 // Releases the GIL for the native work of a call (in elements, or multiply-adds) when there is
 // more than kHoldGilMaxWork of it. Releasing and retaking the GIL costs ~0.1-0.3 us (Intel Xeon,
 // KVM, medians): Sequential.predict of one MNIST-MLP sample 7.7-7.8 -> 7.3-7.5 us, tanh and exp of
-// 1024 floats 0.65 -> 0.58 and 0.45 -> 0.38 us. Work
-// below the limit takes at most some tens of microseconds (elementwise) or ~2 us (products), far
-// below the 5 ms for which the interpreter itself lets one thread keep the GIL.
+// 1024 floats 0.65 -> 0.58 and 0.45 -> 0.38 us. Work below the limit takes at most some tens of
+// microseconds (elementwise) or ~2 us (products), far below the 5 ms for which the interpreter
+// itself lets one thread keep the GIL. (The pool's workers never need the GIL.)
 class ReleaseGilFor {
 public:
     static constexpr double kHoldGilMaxWork = 1 << 18;

@@ -37,10 +37,10 @@ struct RowTile {
 
 // The short tile does fewer FMAs per load and stores C more often: per row it took ~5% longer
 // (AVX-512 float32, 8 against 12 rows, Intel Xeon, 1 thread, 1024^3: 142-148 against 150-156
-// GF/s). So it takes the product when the main tile would pad the rows by more than that: float32
-// 784 -> 256 at batch 32 / 64 (X W^T, dY W; GF/s 12-row vs 8-row tiles, interleaved) 113-120 /
-// 104-110 vs 120-125 / 116-118 and 131-134 / 121-126 vs 141-142 / 136-139; 256 -> 128 at batch
-// 64 143-146 / 138-140 vs 165 / 151-158; at batch 128 and 256 the two are within noise.
+// GF/s). So it takes the product when the main tile would pad the rows by more than that. Float32,
+// X W^T / dY W, GF/s with the 12-row vs the 8-row tile (builds alternated): 784 -> 256 at batch 32
+// 124-125 / 114 vs 131-134 / 123-125, at batch 64 132-134 / 121-126 vs 141-142 / 136-139;
+// 256 -> 128 at batch 64 138 / 135 vs 155 / 145-149; at batch 128 and 256 within noise.
 constexpr double kShortTileCostPerRow = 1.05;
 
 template <class T>
