@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <pthread.h>
+#include <sched.h>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -21,6 +22,17 @@ namespace nncore {
 namespace {
 
 constexpr int kMaxThreads = 1024;  // as nncore.runtime.MAX_THREADS
+
+// CPUs this process may run on (its affinity mask, which a container's cpuset narrows), else the
+// hardware's count.
+unsigned usable_cpus() {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        const int count = CPU_COUNT(&set);
+        if (count > 0) return static_cast<unsigned>(count);
+    }
+    return std::thread::hardware_concurrency();
+}
 
 int default_thread_count() {
     // Only a plain whole number from 1 to 1024 counts; the Python layer warns about anything else.
@@ -44,7 +56,7 @@ public:
     // regions run on those there are: every task is claimed by whoever is free).
     explicit Pool(int n_workers)
         : requested_(n_workers + 1),
-          poll_through_regions_(static_cast<unsigned>(n_workers) + 1 <= std::thread::hardware_concurrency()) {
+          poll_through_regions_(static_cast<unsigned>(n_workers) + 1 <= usable_cpus()) {
         try {
             workers_.reserve(static_cast<std::size_t>(n_workers));
             for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
