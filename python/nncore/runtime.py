@@ -43,7 +43,8 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Threads the kernels use (default: the machine's cores, or ``NNCORE_NUM_THREADS``)."""
+    """Threads the kernels use (default: the CPUs this process may run on, as
+    ``os.sched_getaffinity`` counts them, or ``NNCORE_NUM_THREADS``)."""
     return int(_core.get_num_threads())
 
 

@@ -23,8 +23,8 @@ namespace {
 
 constexpr int kMaxThreads = 1024;  // as nncore.runtime.MAX_THREADS
 
-// CPUs this process may run on (its affinity mask, which a container's cpuset narrows), else the
-// hardware's count.
+// CPUs this process may run on (its affinity mask, which taskset or a container's cpuset narrows),
+// else the hardware's count (0 when unknown). Threads beyond it would only take turns on its CPUs.
 unsigned usable_cpus() {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set) == 0) {
@@ -41,8 +41,8 @@ int default_thread_count() {
         const long n = std::strtol(env, &end, 10);
         if (*env >= '0' && *env <= '9' && *end == '\0' && n >= 1 && n <= kMaxThreads) return static_cast<int>(n);
     }
-    const unsigned hw = std::thread::hardware_concurrency();
-    return hw == 0 ? 1 : static_cast<int>(hw);
+    const unsigned cpus = usable_cpus();
+    return cpus == 0 ? 1 : static_cast<int>(std::min<unsigned>(cpus, kMaxThreads));
 }
 
 class Pool {

@@ -36,7 +36,8 @@ private:
 // A parallel_for task: called with the task index.
 using TaskRef = FunctionRef<void(int)>;
 
-// Number of threads kernels may use (including the caller). Defaults to the hardware's count, or
+// Number of threads kernels may use (including the caller). Defaults to the number of CPUs the
+// process may run on (its affinity mask; the hardware's count where there is none), or
 // NNCORE_NUM_THREADS when set.
 int get_num_threads();
 // n >= 1. Takes effect for the next parallel region.

@@ -163,7 +163,26 @@ def test_invalid_num_threads_environment_variable_warns_and_is_ignored(value):
     assert process.returncode == 0, process.stderr
     assert "RuntimeWarning" in process.stderr and "NNCORE_NUM_THREADS" in process.stderr, process.stderr
     threads = int(next(line for line in process.stdout.splitlines() if line.startswith("THREADS="))[8:])
-    assert threads == (os.cpu_count() or 1)
+    assert threads == _usable_cpus()
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_default_threads_follow_the_affinity_mask():
+    # A process limited to one CPU (taskset, a container's cpuset) starts one thread, not the
+    # machine's count, which would only take turns on that CPU; NNCORE_NUM_THREADS still decides.
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); import nncore; print('THREADS=%d' % nncore.get_num_threads())"
+    process = run_python(code, {"NNCORE_NUM_THREADS": ""})
+    assert process.returncode == 0, process.stderr
+    assert "THREADS=1" in process.stdout.splitlines()
+    process = run_python(code, {"NNCORE_NUM_THREADS": "2"})
+    assert process.returncode == 0, process.stderr
+    assert "THREADS=2" in process.stdout.splitlines()
+    default = run_python("import nncore; print('THREADS=%d' % nncore.get_num_threads())", {"NNCORE_NUM_THREADS": ""})
+    assert f"THREADS={_usable_cpus()}" in default.stdout.splitlines()
 
 
 # ----------------------------------------------------------------------------------------------
