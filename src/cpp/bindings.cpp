@@ -1599,24 +1599,21 @@ py::dict cpu_info() {
     info["requested_isa"] = choice.requested.empty() ? py::object(py::none()) : py::object(py::str(choice.requested));
     info["isa_note"] = choice.note;
     const Tables& t = active_tables();
-    py::dict tiles;
-    tiles["float32"] = py::make_tuple(t.f32.mr, t.f32.nr);
-    tiles["float64"] = py::make_tuple(t.f64.mr, t.f64.nr);
-    info["gemm_tile"] = tiles;
-    py::dict short_rows;
-    const auto rows_or_none = [](int mr_short, int mr) {
-        return mr_short == mr ? py::object(py::none()) : py::object(py::int_(mr_short));
+    // {"float32": of(t.f32), "float64": of(t.f64)}
+    const auto per_dtype = [&t](auto of) {
+        py::dict d;
+        d["float32"] = of(t.f32);
+        d["float64"] = of(t.f64);
+        return d;
     };
-    short_rows["float32"] = rows_or_none(t.f32.mr_short, t.f32.mr);
-    short_rows["float64"] = rows_or_none(t.f64.mr_short, t.f64.mr);
-    info["gemm_short_tile_rows"] = short_rows;
-    py::dict stream;
-    const auto limit = [](index_t rows) {
-        return rows == std::numeric_limits<index_t>::max() ? py::object(py::none()) : py::object(py::int_(rows));
-    };
-    stream["float32"] = limit(t.f32.stream_max_rows);
-    stream["float64"] = limit(t.f64.stream_max_rows);
-    info["gemm_stream_max_rows"] = stream;
+    info["gemm_tile"] = per_dtype([](const auto& k) { return py::make_tuple(k.tile.mr, k.nr); });
+    info["gemm_short_tile_rows"] = per_dtype([](const auto& k) {
+        return k.tile_short.mr == k.tile.mr ? py::object(py::none()) : py::object(py::int_(k.tile_short.mr));
+    });
+    info["gemm_stream_max_rows"] = per_dtype([](const auto& k) {
+        return k.stream_max_rows == std::numeric_limits<index_t>::max() ? py::object(py::none())
+                                                                       : py::object(py::int_(k.stream_max_rows));
+    });
     info["cpu_vendor"] = cpu_vendor();
     return info;
 }

@@ -29,29 +29,33 @@ struct ConvTile {
                     index_t ldc, int m_eff, int n_eff, const Epilogue<T>& epilogue);
 };
 
+// A GEMM register tile of mr rows by the table's nr columns.
 template <class T>
-struct KernelTable {
-    // GEMM micro-kernel contract: C[0:m_eff, 0:n_eff] (row stride ldc) receives the epilogue of
+struct GemmTile {
+    // Micro-kernel contract: C[0:m_eff, 0:n_eff] (row stride ldc) receives the epilogue of
     // packed_a (kc x MR, MR values per k step) times packed_b (kc x NR, NR values per k step).
     // Packing zero-pads partial panels, so the kernel always multiplies full MR x NR tiles and only
     // the store is partial. kc may be 0 (then the product is zero).
-    void (*gemm_ukernel)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc,
-                         int m_eff, int n_eff, const Epilogue<T>& epilogue);
+    void (*ukernel)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc, int m_eff, int n_eff,
+                    const Epilogue<T>& epilogue);
     // The same for a full MR-row tile of A read in place: MR rows lda apart, kc contiguous values
     // each (A stored by rows, see gemm.cpp for when the driver skips packing it). Same arithmetic,
-    // so the same bits as gemm_ukernel on the packed copy.
-    void (*gemm_ukernel_rows)(index_t kc, const T* a, index_t lda, const T* packed_b, T* c, index_t ldc, int n_eff,
-                              const Epilogue<T>& epilogue);
-    int mr, nr;          // register tile
-    // A second tile, NR wide as well (so B's packing serves both) with fewer rows, mr_short (mc is
-    // a multiple of both): for products whose row count the main tile would pad by much (a batch
-    // of 32 or 64 rows takes 36 or 72 in 12-row tiles, 32 and 64 in 8-row ones). Per element it
-    // runs the same products in the same order, so the same bits (the driver chooses, gemm.cpp).
-    void (*gemm_ukernel_short)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc,
-                               int m_eff, int n_eff, const Epilogue<T>& epilogue);
-    void (*gemm_ukernel_rows_short)(index_t kc, const T* a, index_t lda, const T* packed_b, T* c, index_t ldc,
-                                    int n_eff, const Epilogue<T>& epilogue);
-    int mr_short;
+    // so the same bits as ukernel on the packed copy.
+    void (*ukernel_rows)(index_t kc, const T* a, index_t lda, const T* packed_b, T* c, index_t ldc, int n_eff,
+                         const Epilogue<T>& epilogue);
+    int mr;
+};
+
+template <class T>
+struct KernelTable {
+    GemmTile<T> tile;  // the GEMM's register tile
+    // A second tile, as wide (so B's packing serves both) with fewer rows (mc is a multiple of
+    // both): for products whose row count the main tile would pad by much (a batch of 32 or 64 rows
+    // takes 36 or 72 in 12-row tiles, 32 and 64 in 8-row ones). Per element it runs the same
+    // products in the same order, so the same bits (the driver chooses, gemm.cpp). Where a table
+    // has none, it is the main tile.
+    GemmTile<T> tile_short;
+    int nr;  // the tiles' columns
     // Direct convolution register tiles (the GEMM's first, see conv.cpp for the choice).
     static constexpr int kMaxConvTiles = 6;
     ConvTile<T> conv_tiles[kMaxConvTiles];

@@ -27,14 +27,6 @@ bool rows_spread_over_l1(index_t stride_bytes, int rows) {
     return true;
 }
 
-// The register tile a packed product's rows go through: the table's main tile or its short one.
-template <class T>
-struct RowTile {
-    int mr;
-    decltype(KernelTable<T>::gemm_ukernel) ukernel;
-    decltype(KernelTable<T>::gemm_ukernel_rows) ukernel_rows;
-};
-
 // The short tile does fewer FMAs per load and stores C more often: per row it took ~5% longer
 // (AVX-512 float32, 8 against 12 rows, Intel Xeon, 1 thread, 1024^3: 142-148 against 150-156
 // GF/s). So it takes the product when the main tile would pad the rows by more than that. Float32,
@@ -43,16 +35,15 @@ struct RowTile {
 // 256 -> 128 at batch 64 138 / 135 vs 155 / 145-149; at batch 128 and 256 within noise.
 constexpr double kShortTileCostPerRow = 1.05;
 
+// The register tile a packed product of m rows goes through: the table's main one or its short one.
 template <class T>
-RowTile<T> choose_row_tile(const KernelTable<T>& kt, index_t m) {
+const GemmTile<T>& choose_row_tile(const KernelTable<T>& kt, index_t m) {
     const auto padded = [m](int mr) { return static_cast<double>((m + mr - 1) / mr * mr); };
-    if (padded(kt.mr_short) * kShortTileCostPerRow < padded(kt.mr))
-        return {kt.mr_short, kt.gemm_ukernel_short, kt.gemm_ukernel_rows_short};
-    return {kt.mr, kt.gemm_ukernel, kt.gemm_ukernel_rows};
+    return padded(kt.tile_short.mr) * kShortTileCostPerRow < padded(kt.tile.mr) ? kt.tile_short : kt.tile;
 }
 
 template <class T>
-void gemm_serial(const KernelTable<T>& kt, const RowTile<T>& row_tile, index_t m, index_t n, index_t k,
+void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t m, index_t n, index_t k,
                  ConstMatrix<T> a, ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue) {
     const int mr = row_tile.mr, nr = kt.nr;
     const index_t kc_max = kt.kc, mc_max = kt.mc, nc_max = kt.nc;
@@ -216,7 +207,7 @@ void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix
         });
         return;
     }
-    const RowTile<T> row_tile = choose_row_tile(kt, m);
+    const GemmTile<T>& row_tile = choose_row_tile(kt, m);
     const index_t tiles_m = (m + row_tile.mr - 1) / row_tile.mr, tiles_n = (n + kt.nr - 1) / kt.nr;
     const bool split_n = tiles_n >= tiles_m;
     const index_t tiles = split_n ? tiles_n : tiles_m;

@@ -200,7 +200,7 @@ private:
     }
 
     const int requested_;
-    const bool poll_through_regions_;  // no more threads than the hardware runs at once
+    const bool poll_through_regions_;  // no more threads than the CPUs this process may run on
     std::vector<std::thread> workers_;
     std::mutex mutex_;
     std::condition_variable wake_, done_;

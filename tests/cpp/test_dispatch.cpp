@@ -20,17 +20,18 @@ template <class T>
 void check_table(const KernelTable<T>& t) {
     nntest::Scope scope(std::string("dtype=") + nntest::dtype_name<T>());
     // Register tile: positive and small enough to live in registers.
-    CHECK_MSG(t.mr >= 1 && t.mr <= 32, "mr=" << t.mr);
+    CHECK_MSG(t.tile.mr >= 1 && t.tile.mr <= 32, "mr=" << t.tile.mr);
     CHECK_MSG(t.nr >= 1 && t.nr <= 64, "nr=" << t.nr);
     // Cache blocks: the driver relies on mc and nc being whole tiles.
     CHECK_MSG(t.kc >= 16 && t.kc <= 4096, "kc=" << t.kc);
-    CHECK_MSG(t.mc >= t.mr && t.mc % t.mr == 0, "mc=" << t.mc << " mr=" << t.mr);
-    CHECK_MSG(t.mr_short >= 1 && t.mr_short <= t.mr && t.mc % t.mr_short == 0, "mc=" << t.mc << " mr_short=" << t.mr_short);
-    CHECK(t.gemm_ukernel_short != nullptr && t.gemm_ukernel_rows_short != nullptr);
+    CHECK_MSG(t.mc >= t.tile.mr && t.mc % t.tile.mr == 0, "mc=" << t.mc << " mr=" << t.tile.mr);
+    CHECK_MSG(t.tile_short.mr >= 1 && t.tile_short.mr <= t.tile.mr && t.mc % t.tile_short.mr == 0,
+              "mc=" << t.mc << " short tile mr=" << t.tile_short.mr);
+    CHECK(t.tile_short.ukernel != nullptr && t.tile_short.ukernel_rows != nullptr);
     CHECK_MSG(t.nc >= t.nr && t.nc % t.nr == 0, "nc=" << t.nc << " nr=" << t.nr);
     // A packed kc x mc block of A and kc x nc block of B must fit a few MB, or blocking is pointless.
     CHECK_MSG(static_cast<double>(t.kc) * t.mc * sizeof(T) <= 4.0 * 1024 * 1024, "kc*mc too large");
-    CHECK(t.gemm_ukernel != nullptr);
+    CHECK(t.tile.ukernel != nullptr && t.tile.ukernel_rows != nullptr);
     CHECK(t.act_forward != nullptr);
     CHECK(t.act_backward != nullptr);
     CHECK(t.exp != nullptr);
@@ -43,7 +44,7 @@ void check_table(const KernelTable<T>& t) {
     CHECK(t.squared_error_grad != nullptr);
     CHECK(t.binary_cross_entropy_sum != nullptr);
     CHECK(t.binary_cross_entropy_grad != nullptr);
-    std::printf("    %s: mr=%d nr=%d kc=%d mc=%d nc=%d\n", nntest::dtype_name<T>(), t.mr, t.nr, t.kc,
+    std::printf("    %s: mr=%d nr=%d kc=%d mc=%d nc=%d\n", nntest::dtype_name<T>(), t.tile.mr, t.nr, t.kc,
                 t.mc, t.nc);
 }
 

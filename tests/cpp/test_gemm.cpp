@@ -220,7 +220,7 @@ void check_gemm(const KernelTable<T>& kt, const GemmSpec& s, Rng& rng, const std
 template <class T>
 void test_gemm(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("gemm ") + nntest::dtype_name<T>());
-    const index_t mr = kt.mr, nr = kt.nr, kc = kt.kc, mc = kt.mc, nc = kt.nc;
+    const index_t mr = kt.tile.mr, nr = kt.nr, kc = kt.kc, mc = kt.mc, nc = kt.nc;
     std::vector<index_t> sizes = {0, 1, 2, 3, mr - 1, mr, mr + 1, nr - 1, nr, nr + 1, 7, 13, 31, 61, 127};
     std::sort(sizes.begin(), sizes.end());
     sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
@@ -290,7 +290,7 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
             check_gemm(kt, s, rng, {1, 2, 3});
             ++cases;
         }
-    std::printf("    gemm %s: %lld cases (mr=%d nr=%d kc=%d mc=%d nc=%d)\n", nntest::dtype_name<T>(), cases, kt.mr,
+    std::printf("    gemm %s: %lld cases (mr=%d nr=%d kc=%d mc=%d nc=%d)\n", nntest::dtype_name<T>(), cases, kt.tile.mr,
                 kt.nr, kt.kc, kt.mc, kt.nc);
 }
 
@@ -372,8 +372,8 @@ void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
         if (std::find(nrs.begin(), nrs.end(), width) == nrs.end()) nrs.push_back(width);
     };
     add(kt.nr);
-    add(kt.mr);
-    add(kt.mr_short);
+    add(kt.tile.mr);
+    add(kt.tile_short.mr);
     for (int t = 0; t < kt.conv_tile_count; ++t) {
         add(kt.conv_tiles[t].nr);
         add(kt.conv_tiles[t].mr);
@@ -433,7 +433,7 @@ void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
 template <class T>
 void test_gemm_nan_propagation(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("gemm NaN propagation ") + nntest::dtype_name<T>());
-    const index_t m = kt.mr + 3, n = kt.nr + 5, k = 2 * kt.kc + 3, p0 = kt.kc + 1, i0 = m - 2, j0 = n - 3;
+    const index_t m = kt.tile.mr + 3, n = kt.nr + 5, k = 2 * kt.kc + 3, p0 = kt.kc + 1, i0 = m - 2, j0 = n - 3;
     for (int in_b = 0; in_b < 2; ++in_b)
         for (Act act : kActs) {
             Scope act_scope(std::string(in_b ? "NaN in B" : "NaN in A") + " act=" + act_name(act));
@@ -704,7 +704,7 @@ void test_batch1_sgd_sweep(const KernelTable<T>& kt, bool hardware_fma, Rng& rng
 template <class T>
 void test_gemm_a_in_place(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("gemm A in place ") + nntest::dtype_name<T>());
-    const index_t mr = kt.mr, nr = kt.nr, page = 4096 / static_cast<index_t>(sizeof(T));
+    const index_t mr = kt.tile.mr, nr = kt.nr, page = 4096 / static_cast<index_t>(sizeof(T));
     const index_t shapes[][3] = {{2 * mr + 5, nr + 3, 37}, {3 * mr, 2 * nr, kt.kc + 9}, {kt.mc + mr + 1, nr, 64}};
     for (const auto& shape : shapes) {
         const index_t m = shape[0], n = shape[1], k = shape[2];
@@ -732,12 +732,7 @@ void test_gemm_a_in_place(const KernelTable<T>& kt, Rng& rng) {
 // then takes that tile for every packed product.
 template <class T>
 KernelTable<T> one_tile(KernelTable<T> kt, bool use_short) {
-    const int mr = use_short ? kt.mr_short : kt.mr;
-    const auto ukernel = use_short ? kt.gemm_ukernel_short : kt.gemm_ukernel;
-    const auto ukernel_rows = use_short ? kt.gemm_ukernel_rows_short : kt.gemm_ukernel_rows;
-    kt.mr = kt.mr_short = mr;
-    kt.gemm_ukernel = kt.gemm_ukernel_short = ukernel;
-    kt.gemm_ukernel_rows = kt.gemm_ukernel_rows_short = ukernel_rows;
+    kt.tile = kt.tile_short = use_short ? kt.tile_short : kt.tile;
     return kt;
 }
 
@@ -748,7 +743,7 @@ template <class T>
 void test_gemm_short_tile_same_bits(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("gemm short tile ") + nntest::dtype_name<T>());
     const KernelTable<T> only_short = one_tile(kt, true), only_main = one_tile(kt, false);
-    const index_t ms[] = {kt.mr_short, kt.mr, 2 * kt.mr_short + 1, 32, 64, 61, kt.mc + kt.mr_short + 3};
+    const index_t ms[] = {kt.tile_short.mr, kt.tile.mr, 2 * kt.tile_short.mr + 1, 32, 64, 61, kt.mc + kt.tile_short.mr + 3};
     for (index_t m : ms)
         for (int a_rows : {0, 1})
             for (int threads : {1, 2}) {
@@ -780,8 +775,8 @@ int main() {
         test_gemm(tables.f32, rng);
         test_gemm(tables.f64, rng);
         // The short row tile through the same cases, where the table has one.
-        if (tables.f32.mr_short != tables.f32.mr) test_gemm(one_tile(tables.f32, true), rng);
-        if (tables.f64.mr_short != tables.f64.mr) test_gemm(one_tile(tables.f64, true), rng);
+        if (tables.f32.tile_short.mr != tables.f32.tile.mr) test_gemm(one_tile(tables.f32, true), rng);
+        if (tables.f64.tile_short.mr != tables.f64.tile.mr) test_gemm(one_tile(tables.f64, true), rng);
         test_gemm_short_tile_same_bits(tables.f32, rng);
         test_gemm_short_tile_same_bits(tables.f64, rng);
         // The unpacked kernels at every row count, whatever this CPU's stream_max_rows (on Intel

@@ -28,7 +28,7 @@ void fill_tables_avx512(Tables& tables) {
     // limit on a strided A in gemm.cpp). 2 threads, 64x784x256: 168 vs 225. float64: k 64 and 128
     // win (64x256x128 46 vs 56, 256x784x128 47 vs 49), k 256 loses (256x784x256 50 vs 48, A^T 45
     // vs 38).
-    // The short tile (fourth argument: its rows, see KernelTable::mr_short): float32 8 x 32, 5-12%
+    // The short tile (fourth argument: its rows, see KernelTable::tile_short): float32 8 x 32, 5-12%
     // faster than 12 x 32 on X W^T and dY W at batch 32 and 64 (Intel Xeon, 1 thread; numbers in
     // gemm.cpp); float64 4 x 32 was within noise of 6 x 32 there, so float64 has none.
     isa_avx512::fill_table<float, 12, 2, 8>(tables.f32, 1024, 8, 2048, index_t(1) << 30,
