@@ -11,7 +11,9 @@ and 128x1024x1024 cases only (the pauses between turns make each case cost ~1.5 
 the active ISA, measured in the same run, for the same dtype and thread count). "vs best" is
 nncore's speed over the faster of numpy and torch.
 
-Importable: run(quick) -> list[dict] (one dict per case); markdown(rows) -> str.
+Importable: run(quick) -> list[dict] (one dict per case); markdown(rows) -> str; scaling(quick) ->
+list[dict] (nncore's 1- against 2-thread speed on the large squares, the two counts alternated
+without peers in between).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import nncore
 from nncore import _core
 
-from common import compare, settle_time
+from common import compare, markdown_table, settle_time
 
 try:
     import torch
@@ -127,6 +129,44 @@ def run(quick: bool = False, threads: tuple[int, ...] = (1, 2), dtypes: tuple[st
     return rows
 
 
+def scaling(quick: bool = False, threads: int = 2,
+            cases: Optional[list[tuple[int, str]]] = None) -> list[dict]:
+    """nncore's own speed-up from 1 to ``threads`` threads on the large square products, measured
+    alone: the two thread counts take turns in rounds (``common.compare``) on the same operands.
+    In run(), the 1- and 2-thread tables are timed minutes apart and each 2-thread turn follows
+    numpy's and PyTorch's, whose threads may still poll on the second core; this measures only
+    nncore's scaling, under the same machine state for both counts."""
+    saved = nncore.get_num_threads()
+    rows: list[dict] = []
+
+    def on(n: int, fn: Callable[[], object]) -> Callable[[], object]:
+        def call() -> object:
+            if nncore.get_num_threads() != n:
+                nncore.set_num_threads(n)
+            return fn()
+        return call
+
+    if cases is None:  # (m = n = k, dtype)
+        cases = [(1024, "float32")] if quick else [(1024, "float32"), (2048, "float32"), (1024, "float64")]
+    try:
+        for size, dtype in cases:
+            a, b = _operands(size, size, size, False, False, dtype)
+            out = np.empty((size, size), dtype)
+            product = lambda: nncore.ops.matmul(a, b, out=out)  # noqa: E731
+            # compare's pause before each turn (settle, never 0 here) is followed by one untimed
+            # call, which switches the thread count outside the timing.
+            seconds = compare({"1": on(1, product), str(threads): on(threads, product)}, 0.2 if quick else 2.0,
+                              min_runs=5, rounds=3 if quick else 5, settle=max(settle_time(threads), 1e-3))
+            flops = 2.0 * size ** 3
+            t1, tn = seconds["1"], seconds[str(threads)]
+            assert t1 is not None and tn is not None
+            rows.append({"m = n = k": size, "dtype": dtype, "nncore GF/s, 1 thread": flops / t1 / 1e9,
+                         f"nncore GF/s, {threads} threads": flops / tn / 1e9, "speed-up": t1 / tn})
+    finally:
+        nncore.set_num_threads(saved)
+    return rows
+
+
 def markdown(rows: list[dict]) -> str:
     def f(x: Optional[float], digits: int = 1) -> str:
         return "not installed" if x is None else f"{x:.{digits}f}"
@@ -168,6 +208,8 @@ def main() -> None:
         all_cases = _cases
         _cases = lambda quick: [c for c in all_cases(quick) if args.filter in c[0]]  # noqa: E731
     print(markdown(run(args.quick, threads, dtypes)))
+    if max(threads) > 1:
+        print(markdown_table(scaling(args.quick, max(threads))))
 
 
 if __name__ == "__main__":

@@ -107,7 +107,10 @@ def gemm_section(quick: bool) -> str:
         if error.name != "bench_gemm":
             raise
         return "gemm bench not present (benchmarks/bench_gemm.py is not in this checkout).\n"
-    return markdown_table(bench_gemm.run(quick))
+    return (markdown_table(bench_gemm.run(quick)) + "\nnncore's own thread scaling: 1 and 2 threads take turns in "
+            "rounds on the same product, with no other library timed in between (`bench_gemm.scaling`); the tables "
+            "above time the two counts minutes apart, each 2-thread turn after numpy's and PyTorch's.\n\n" +
+            markdown_table(bench_gemm.scaling(quick)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,21 @@ def test_gemm_rows(monkeypatch):
     assert [r["case"] for r in rows] == ["square 8"] and rows[0]["threads"] == 2
 
 
+def test_gemm_scaling_rows(monkeypatch):
+    import nncore
+
+    monkeypatch.setattr(common, "SETTLE_SECONDS", 0.0)
+    before = nncore.get_num_threads()
+    rows = bench_gemm.scaling(quick=True, cases=[(16, "float32"), (9, "float64")])
+    assert [(r["m = n = k"], r["dtype"]) for r in rows] == [(16, "float32"), (9, "float64")]
+    for row in rows:
+        one, two = row["nncore GF/s, 1 thread"], row["nncore GF/s, 2 threads"]
+        assert _speed(one) and _speed(two)
+        assert row["speed-up"] == pytest.approx(two / one)
+    assert nncore.get_num_threads() == before
+    assert "speed-up" in common.markdown_table(rows)
+
+
 def test_compare_keeps_missing_peers_missing():
     seconds = common.compare({"a": lambda: None, "b": None}, min_time=0.001)
     assert seconds["b"] is None and seconds["a"] >= 0
