@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+import nncore
+
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -78,8 +80,6 @@ def test_gemm_rows(monkeypatch):
 
 
 def test_gemm_scaling_rows(monkeypatch):
-    import nncore
-
     monkeypatch.setattr(common, "SETTLE_SECONDS", 0.0)
     before = nncore.get_num_threads()
     rows = bench_gemm.scaling(quick=True, cases=[(16, "float32"), (9, "float64")])

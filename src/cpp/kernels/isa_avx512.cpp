@@ -32,13 +32,13 @@ void fill_tables_avx512(Tables& tables) {
     // faster than 12 x 32 on X W^T and dY W at batch 32 and 64 (Intel Xeon, 1 thread; numbers in
     // gemm.cpp); float64 4 x 32 was within noise of 6 x 32 there, so float64 has none.
     // nc 512 (the columns of B packed at a time: a kc x nc block of 2 MiB in both dtypes), after
-    // 2048 (float32) and 4096 (float64), whose 4-16 MiB blocks came back from L3 for every block of
-    // mc rows once n is large. Intel Xeon (2 MiB L2 per core), 1 thread, old and new nc alternated
-    // in one process, medians of 5-8 rounds, GF/s: float32 2048^3 70 -> 79, 86 -> 106, 96 -> 111;
-    // 1536^3 72 -> 77, 76 -> 81; 1024^3 (n = 1024, so two blocks instead of one) 74 -> 78,
-    // 88 -> 95, 111 -> 112; 10000x256x784 (n = 256) unchanged. float64 2048^3 38-40 -> 48-50,
-    // 1024^3 and 256x256x784 unchanged. nc 256 was no better, 1024 in between. The order of the
-    // sums over k (set by kc alone) is unchanged, so are the results. AVX2 (kc 512) showed no
+    // 2048 (float32) and 4096 (float64), whose blocks of up to 8 and 16 MiB came back from L3 for
+    // every block of mc rows once n is large. Intel Xeon (2 MiB L2 per core), 1 thread, old and new
+    // nc alternated in one process, medians of 5-8 rounds, GF/s: float32 2048^3 70 -> 79, 86 -> 106,
+    // 96 -> 111; 1536^3 72 -> 77, 76 -> 81; 1024^3 (n = 1024, so two blocks instead of one)
+    // 74 -> 78, 88 -> 95, 111 -> 112; 10000x256x784 (n = 256) unchanged. float64 2048^3 38-40 ->
+    // 48-50, 1024^3 and 256x256x784 unchanged. nc 256 was no better, 1024 in between. The order of
+    // the sums over k (set by kc alone) is unchanged, so are the results. AVX2 (kc 512) showed no
     // difference between 512, 1024 and 4096, and keeps 4096.
     isa_avx512::fill_table<float, 12, 2, 8>(tables.f32, 1024, 8, 512, index_t(1) << 30,
                                          isa_avx512::ConvTiles<10, 2, 8, 2, 14, 1, 10, 1, 5, 1>{});
