@@ -136,6 +136,8 @@ def scaling(quick: bool = False, threads: int = 2,
     In run(), the 1- and 2-thread tables are timed minutes apart and each 2-thread turn follows
     numpy's and PyTorch's, whose threads may still poll on the second core; this measures only
     nncore's scaling, under the same machine state for both counts."""
+    if threads < 2:
+        raise ValueError(f"scaling: expected threads >= 2 (it compares against 1 thread), got {threads}")
     saved = nncore.get_num_threads()
     rows: list[dict] = []
 

@@ -90,6 +90,8 @@ def test_gemm_scaling_rows(monkeypatch):
         assert row["speed-up"] == pytest.approx(two / one)
     assert nncore.get_num_threads() == before
     assert "speed-up" in common.markdown_table(rows)
+    with pytest.raises(ValueError, match="threads >= 2"):
+        bench_gemm.scaling(threads=1, cases=[(4, "float32")])
 
 
 def test_compare_keeps_missing_peers_missing():
