@@ -73,3 +73,17 @@ def test_linear_at_batch_1_fuses_bias_and_activation(activation, dtype, rng):
     z = x.astype(np.float64) @ w.astype(np.float64).T + bias
     ref = {"identity": z, "relu": np.maximum(z, 0), "tanh": np.tanh(z), "sigmoid": 1 / (1 + np.exp(-z))}[activation]
     np.testing.assert_allclose(got, ref, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("m", [1, 3, 4])
+@pytest.mark.parametrize("tb", [False, True], ids=["B by rows", "B^T by rows"])
+def test_long_reductions_of_few_rows_stay_accurate(m, tb, rng):
+    # Few rows take the unpacked kernels (direct when B's rows are contiguous, dot for B^T's), which
+    # must not sum a long k in one sequence: float32 over 2^18 positive terms in one sequence was off
+    # by ~3e-5 relative; numpy's error here is ~1e-6.
+    k, n = 1 << 18, 5
+    a = rng.random((m, k), dtype=np.float32)
+    b = rng.random((n, k), dtype=np.float32) if tb else rng.random((k, n), dtype=np.float32)
+    got = ops.matmul(a, b, transpose_b=tb)
+    ref = ref_matmul(a, b, False, tb)
+    assert np.max(np.abs(got - ref) / np.abs(ref)) < 5e-6
