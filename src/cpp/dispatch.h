@@ -46,9 +46,6 @@ struct GemmTile {
     int mr;
 };
 
-// Steps of k that gemm_direct sums from zero before adding them to C (see isa_impl.inc).
-constexpr index_t kGemmDirectSumBlock = 1024;
-
 template <class T>
 struct KernelTable {
     GemmTile<T> tile;  // the GEMM's register tile
@@ -66,8 +63,7 @@ struct KernelTable {
     // Unpacked kernels, for few rows, a short k, or a B small enough to stay in L2 (the driver
     // chooses, see gemm.cpp); both write C[0:m, 0:n] with the same epilogue and never read C
     // unless beta == 1.
-    //   gemm_direct: A (m x k) through strides, B (k x n) with contiguous rows (row stride ldb);
-    //   it sums k in blocks of kGemmDirectSumBlock steps, added to C in turn.
+    //   gemm_direct: A (m x k) through strides, B (k x n) with contiguous rows (row stride ldb).
     //   gemm_dot: A (m x k) and B^T (n x k) both with contiguous rows: C[i][j] = <A_i, B^T_j>.
     void (*gemm_direct)(index_t m, index_t n, index_t k, const T* a, index_t rs_a, index_t cs_a, const T* b,
                         index_t ldb, T* c, index_t ldc, const Epilogue<T>& epilogue);

@@ -15,6 +15,9 @@ struct ConstMatrix {
     index_t col_stride;
 };
 
+// Steps of k that the direct kernel sums from zero before adding them to C (see gemm.cpp).
+constexpr index_t kDirectSumBlock = 1024;
+
 // C (m x n, row stride ldc, unit column stride) = act(beta * C + A (m x k) * B (k x n) + bias),
 // where bias (length n) may be null. With beta == 0, C is never read. Threads split m or n,
 // never k, so the result is bit-identical for any thread count.

@@ -352,7 +352,7 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
     run(102, 300, std::min<index_t>(kt.direct_max_k, 40), false, {1, 2, 3});
     // Reductions around the direct kernel's sum block (k summed in blocks added to C in turn, bias
     // and activation with the last): every epilogue, one row (the GEMV) and row blocks.
-    const index_t block = nncore::kGemmDirectSumBlock;
+    const index_t block = nncore::kDirectSumBlock;
     for (index_t m : {1, 3, 4})
         for (index_t k : {block - 1, block, block + 1, 2 * block + 3}) run(m, m == 1 ? 2 * w + 3 : w + 1, k, false, {1, 2});
     // One row (the GEMV in axpy order, columns in blocks of 4 KiB): several blocks and a tail.
