@@ -325,6 +325,14 @@ void Engine<T>::leave_sparse(bool gradient_written) {
 template <class T>
 void Engine<T>::run_epoch(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals) {
     std::lock_guard<std::mutex> lock(mutex_);
+    run_batches(kt, a, totals);
+    // The kernels' per-thread buffers that this run grew, grown on every thread: so that the next
+    // run allocates nothing even where another thread runs a task (see workspace.h).
+    share_thread_buffers();
+}
+
+template <class T>
+void Engine<T>::run_batches(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals) {
     const index_t in = input_size(), width = a.target_width;
     reserve(std::min(a.batch_size, a.n));
     if (per_sample_path(a)) {

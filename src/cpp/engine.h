@@ -135,6 +135,7 @@ public:
 
 private:
     void predict_locked(const KernelTable<T>& kt, const T* x, index_t n, T* y);  // mutex_ held
+    void run_batches(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals);  // mutex_ held
     void reserve(index_t rows);
     // Forward of `rows` rows of x; the last layer writes to `last_out` (its own buffer if null).
     void forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out);

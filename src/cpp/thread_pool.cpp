@@ -73,6 +73,25 @@ public:
     }
     int requested() const { return requested_; }
 
+    // fn() on every thread of the pool: each task waits, after fn, until all have started, so no
+    // thread can claim a second one.
+    void run_on_each(void (*fn)()) {
+        const int n = static_cast<int>(workers_.size()) + 1;
+        std::atomic<int> arrived{0};
+        const auto task = [&](int) {
+            std::exception_ptr failure;
+            try {
+                fn();
+            } catch (...) {
+                failure = std::current_exception();
+            }
+            arrived.fetch_add(1);
+            while (arrived.load() < n) std::this_thread::yield();
+            if (failure) std::rethrow_exception(failure);
+        };
+        run(n, TaskRef(task));
+    }
+
     void run(int n_tasks, const TaskRef& task) {
         // Everything a worker reads is stored before generation_, which publishes the region: a
         // worker that sees the new generation while polling takes it from there without the
@@ -244,6 +263,16 @@ void forget_pool_in_child() {
 }
 const int fork_handler_registered = pthread_atfork(nullptr, nullptr, forget_pool_in_child);
 
+// The pool of `wanted` threads (pool_mutex held): the current one, or a new one when it has another size.
+Pool& pool_of(int wanted) {
+    if (!pool || pool->requested() != wanted) {
+        delete pool;
+        pool = nullptr;
+        pool = new Pool(wanted - 1);
+    }
+    return *pool;
+}
+
 }  // namespace
 
 int get_num_threads() {
@@ -264,11 +293,7 @@ void parallel_for(int n_tasks, TaskRef task) {
         for (int i = 0; i < n_tasks; ++i) task(i);
         return;
     }
-    if (!pool || pool->requested() != wanted) {
-        delete pool;
-        pool = nullptr;
-        pool = new Pool(wanted - 1);
-    }
+    Pool& threads = pool_of(wanted);
     for (int first = 0; first < n_tasks;) {  // regions of at most kMaxTasks
         const int count = std::min(n_tasks - first, Pool::kMaxTasks);
         const auto guarded = [&task, first](int i) {
@@ -278,9 +303,19 @@ void parallel_for(int n_tasks, TaskRef task) {
             } reset;
             task(first + i);
         };
-        pool->run(count, TaskRef(guarded));
+        threads.run(count, TaskRef(guarded));
         first += count;
     }
+}
+
+bool run_on_every_thread(void (*fn)()) {
+    const int wanted = get_num_threads();
+    std::unique_lock<std::mutex> lock(*pool_mutex, std::defer_lock);
+    if (inside_task || !lock.try_lock()) return false;
+    if (wanted > 1) pool_of(wanted).run_on_each(fn);
+    else if (pool) pool->run_on_each(fn);  // its workers serve again if the count goes back up
+    else fn();
+    return true;
 }
 
 }  // namespace nncore

@@ -50,6 +50,12 @@ void set_num_threads(int n);
 // serially on the calling thread instead of waiting.
 void parallel_for(int n_tasks, TaskRef task);
 
+// Runs fn() once on each thread of the pool, the caller included (only on the caller when one
+// thread is asked for and no pool was started), and returns true; or, called from inside a task or while another thread
+// holds the pool, returns false without running it. For per-thread state that a region's tasks
+// may need whichever thread runs them (workspace.h's share_thread_buffers).
+bool run_on_every_thread(void (*fn)());
+
 // body(lo, hi) over [0, units) in `parts` contiguous ranges, part p taking
 // [units p / parts, units (p + 1) / parts) (empty ones skipped): on the pool when parts > 1, else
 // one call on the calling thread. The ranges depend on units and parts only.

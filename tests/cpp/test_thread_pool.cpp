@@ -9,6 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
+#include <new>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -17,6 +20,25 @@
 #include "harness.h"
 #include "fp_mode.h"
 #include "thread_pool.h"
+#include "workspace.h"
+
+// Allocations by the calling thread (every C++ allocation goes through operator new).
+thread_local long long thread_allocations = 0;
+void* operator new(std::size_t size) {
+    ++thread_allocations;
+    if (void* p = std::malloc(size ? size : 1)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void* operator new(std::size_t size, std::align_val_t align) {
+    ++thread_allocations;
+    const std::size_t a = static_cast<std::size_t>(align);
+    if (void* p = std::aligned_alloc(a, (size + a - 1) / a * a)) return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -68,9 +90,59 @@ void blocking_handoffs() {
     CHECK(on_worker >= 50);  // the worker took part (else only the caller's path ran)
 }
 
+// run_on_every_thread runs its function once on each of the pool's threads, and not from inside a
+// task. share_thread_buffers grows on every thread the buffers that one thread grew, so that a
+// task needing that size allocates nothing whichever thread runs it; a buffer grown after the last
+// share still allocates on the other threads (the check can tell).
+std::mutex seen_mutex;
+std::multiset<std::thread::id> seen;
+void record_thread() {
+    std::lock_guard<std::mutex> lock(seen_mutex);
+    seen.insert(std::this_thread::get_id());
+}
+struct Shared;
+struct NotShared;
+constexpr std::size_t kProbeValues = 1 << 16;
+std::atomic<int> shared_grew{0}, not_shared_grew{0};
+void probe_buffers() {
+    const long long before = thread_allocations;
+    nncore::thread_buffer<float, Shared>(kProbeValues);
+    const long long between = thread_allocations;
+    nncore::thread_buffer<float, NotShared>(kProbeValues);
+    shared_grew.fetch_add(between != before);
+    not_shared_grew.fetch_add(thread_allocations != between);
+}
+
+void every_thread_and_shared_buffers() {
+    for (int threads : {2, 3}) {
+        nntest::Scope scope("run_on_every_thread, threads=" + std::to_string(threads));
+        nncore::set_num_threads(threads);
+        seen.clear();
+        CHECK(nncore::run_on_every_thread(record_thread));
+        std::set<std::thread::id> distinct(seen.begin(), seen.end());
+        CHECK_MSG(seen.size() == static_cast<std::size_t>(threads) && distinct.size() == seen.size(),
+                  seen.size() << " calls on " << distinct.size() << " threads");
+        bool inner = true;
+        seen.clear();
+        nncore::parallel_for(2, [&](int i) {
+            if (i == 0) inner = nncore::run_on_every_thread(record_thread);
+        });
+        CHECK(!inner && seen.empty());
+    }
+    nntest::Scope scope("share_thread_buffers");
+    nncore::set_num_threads(3);
+    nncore::thread_buffer<float, Shared>(kProbeValues);  // grown on this thread only
+    nncore::share_thread_buffers();
+    nncore::thread_buffer<float, NotShared>(kProbeValues);
+    CHECK(nncore::run_on_every_thread(probe_buffers));
+    CHECK_MSG(shared_grew.load() == 0, shared_grew.load() << " threads grew the shared buffer");
+    CHECK_MSG(not_shared_grew.load() == 2, not_shared_grew.load() << " threads grew the buffer not shared, want the 2 workers");
+}
+
 }  // namespace
 
 int main() {
+    every_thread_and_shared_buffers();
     for (int threads : {2, 3}) churn(threads, 30000);
     blocking_handoffs();
     // A nested region (a task calling parallel_for) runs serially on that thread.
