@@ -96,9 +96,9 @@ struct KernelTable {
     // element is summed over its row's entries in order from zero.
     void (*csr_gemm)(index_t m, index_t n, const index_t* begin, const index_t* end, const std::int32_t* col, const T* val,
                      const T* b, index_t ldb, T* c, index_t ldc, const Epilogue<T>& epilogue);
-    // The nonzeros of x[0:n) (not +-0; NaN counts) in order: indices to col, values to val (room for
-    // n at each, all of which may be written); returns their count.
-    index_t (*compress_nonzero)(const T* x, index_t n, std::int32_t* col, T* val);
+    // The nonzeros of x[0:n) (not +-0; NaN counts) in order: indices plus `first` to col, values to
+    // val (room for n at each, all of which may be written); returns their count.
+    index_t (*compress_nonzero)(const T* x, index_t n, index_t first, std::int32_t* col, T* val);
 
     // The classic per-sample SGD step (batch 1) in one sweep over a Dense layer's weights, see
     // engine.cpp. dense_forward_sgd: y[0:rows] = act(w x + bias), w (rows x k, row stride ldw),

@@ -65,8 +65,8 @@ std::size_t Engine<T>::workspace_bytes() const {
     values += wt_.capacity() + dwt_.capacity() + y_half_.capacity() + xs_.row_val.capacity() + xs_.col_val.capacity();
     for (const auto& v : state_t_) values += v.capacity();
     const std::size_t indices = xs_.col.capacity() + xs_.row.capacity();
-    const std::size_t offsets = xs_.row_begin.capacity() + xs_.row_mid.capacity() + xs_.row_end.capacity() +
-                                xs_.col_begin.capacity() + xs_.col_end.capacity();
+    std::size_t offsets = xs_.col_begin.capacity() + xs_.col_end.capacity();
+    for (int h = 0; h < 2; ++h) offsets += xs_.row_begin[h].capacity() + xs_.row_end[h].capacity();
     return values * sizeof(T) + label_batch_.capacity() * sizeof(std::int64_t) + indices * sizeof(std::int32_t) +
            offsets * sizeof(index_t) + batch_rows_.capacity() * sizeof(const T*);
 }

@@ -31,13 +31,13 @@ namespace nncore {
 inline index_t sparse_split(index_t cols) { return cols / 2; }
 
 // A batch (rows x cols) kept as its nonzeros (every value that is not +-0, NaN included), both by
-// rows and by columns.
+// rows and by columns, each half of the columns (see sparse_split) apart.
 template <class T>
 struct SparseBatch {
     index_t rows = 0, cols = 0;
-    // Row r: entries [row_begin[r], row_end[r]) of (col, row_val), columns ascending; those of
-    // columns below sparse_split(cols) end at row_mid[r].
-    std::vector<index_t> row_begin, row_mid, row_end;
+    // Row r's nonzeros in half h of the columns: entries [row_begin[h][r], row_end[h][r]) of
+    // (col, row_val), columns ascending.
+    std::vector<index_t> row_begin[2], row_end[2];
     std::vector<std::int32_t> col;
     std::vector<T> row_val;
     // Column p: entries [col_begin[p], col_end[p]) of (row, col_val), rows ascending.
@@ -46,7 +46,8 @@ struct SparseBatch {
     std::vector<T> col_val;
 };
 
-// Builds `out` from the rows row_data[0:rows) (each `cols` values) on up to n_threads threads.
+// Builds `out` from the rows row_data[0:rows) (each `cols` values), each half of the columns on a
+// thread of its own when n_threads > 1 (and there is work enough for two).
 template <class T>
 void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t rows, index_t cols, SparseBatch<T>& out,
                   int n_threads);

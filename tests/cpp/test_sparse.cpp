@@ -46,13 +46,15 @@ void test_compress(const KernelTable<T>& kt, Rng& rng) {
                 x[n - 1] = std::numeric_limits<T>::infinity();
                 x[n / 2] = std::numeric_limits<T>::denorm_min();
             }
+            const index_t first = n % 2 ? 1000 : 0;  // x's place in a longer row, added to the indices
             std::vector<std::int32_t> want_col;
             std::vector<T> want_val;
             for (index_t j = 0; j < n; ++j)
-                if (x[j] != T(0) || std::isnan(x[j])) want_col.push_back(static_cast<std::int32_t>(j)), want_val.push_back(x[j]);
+                if (x[j] != T(0) || std::isnan(x[j]))
+                    want_col.push_back(static_cast<std::int32_t>(first + j)), want_val.push_back(x[j]);
             nntest::Guarded<T> val(n, nntest::quiet_nan<T>());
             std::vector<std::int32_t> col(static_cast<std::size_t>(n) + 64, -7);
-            const index_t count = kt.compress_nonzero(x.data(), n, col.data(), val.data());
+            const index_t count = kt.compress_nonzero(x.data(), n, first, col.data(), val.data());
             CHECK_MSG(count == static_cast<index_t>(want_col.size()), "count " << count << " want " << want_col.size());
             bool same = count == static_cast<index_t>(want_col.size());
             for (index_t e = 0; same && e < count; ++e) same = col[e] == want_col[e] && nntest::same_bits(val[e], want_val[e]);
@@ -158,18 +160,20 @@ void test_batch_products(const KernelTable<T>& kt, Rng& rng) {
                     bool rows_ok = batch.rows == rows && batch.cols == cols, cols_ok = true;
                     std::vector<index_t> seen(static_cast<std::size_t>(cols), 0);
                     for (index_t r = 0; r < rows && rows_ok; ++r) {
-                        index_t e = batch.row_begin[r];
-                        for (index_t p = 0; p < cols; ++p) {
-                            const T v = row_data[r][p];
-                            if (v == T(0)) continue;
-                            rows_ok = rows_ok && e < batch.row_end[r] && batch.col[e] == p && nntest::same_bits(batch.row_val[e], v);
-                            // row_mid: the first entry of the second half of the columns
-                            rows_ok = rows_ok && (p < nncore::sparse_split(cols)) == (e < batch.row_mid[r]);
-                            ++e;
-                            const index_t c = batch.col_begin[p] + seen[p]++;
-                            cols_ok = cols_ok && c < batch.col_end[p] && batch.row[c] == r && nntest::same_bits(batch.col_val[c], v);
+                        for (int h = 0; h < 2; ++h) {  // each half of the columns apart
+                            const index_t split = nncore::sparse_split(cols), p0 = h == 0 ? 0 : split, p1 = h == 0 ? split : cols;
+                            index_t e = batch.row_begin[h][r];
+                            for (index_t p = p0; p < p1; ++p) {
+                                const T v = row_data[r][p];
+                                if (v == T(0)) continue;
+                                rows_ok = rows_ok && e < batch.row_end[h][r] && batch.col[e] == p &&
+                                          nntest::same_bits(batch.row_val[e], v);
+                                ++e;
+                                const index_t c = batch.col_begin[p] + seen[p]++;
+                                cols_ok = cols_ok && c < batch.col_end[p] && batch.row[c] == r && nntest::same_bits(batch.col_val[c], v);
+                            }
+                            rows_ok = rows_ok && e == batch.row_end[h][r];
                         }
-                        rows_ok = rows_ok && e == batch.row_end[r];
                     }
                     for (index_t p = 0; p < cols; ++p) cols_ok = cols_ok && batch.col_begin[p] + seen[p] == batch.col_end[p];
                     CHECK_MSG(rows_ok, "row lists differ from the nonzeros (threads=" << threads << ")");
