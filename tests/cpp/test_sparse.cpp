@@ -98,7 +98,9 @@ void test_csr_gemm(const KernelTable<T>& kt, int width, bool fused, Rng& rng) {
     Scope scope(std::string("csr_gemm ") + nntest::dtype_name<T>());
     const index_t w = width;
     for (index_t m : {0, 1, 2, 5}) {
-        for (index_t n : {index_t(1), index_t(2), w - 1, w, w + 1, 4 * w - 1, 4 * w, 4 * w + 1, 5 * w + 3, index_t(13), index_t(256)}) {
+        // Block edges of 4 and of 16 vectors (csr_gemm's blocks), and 256 (MNIST's first layer).
+        for (index_t n : {index_t(1), index_t(2), w - 1, w, w + 1, 4 * w - 1, 4 * w, 4 * w + 1, 5 * w + 3, 16 * w - 1, 16 * w,
+                          16 * w + 1, 20 * w + 3, index_t(13), index_t(256)}) {
             if (n <= 0) continue;
             for (index_t k : {1, 7, 61}) {
                 for (Act act : {Act::identity, Act::relu}) {
