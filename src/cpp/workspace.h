@@ -39,9 +39,8 @@ void thread_buffer_grew();
 // buffer in a later epoch: test_engine's steady-state check failed 3-6 runs in 10 under load.)
 void share_thread_buffers() noexcept;
 
-// A buffer of at least `count` values (and never a null pointer) for the calling thread, one per
-// Owner (a tag type of the caller) and Slot: grown when needed and then reused, so that a call
-// repeated every training step does not allocate. Its contents after growing are unspecified.
+// Each thread's buffer for one Owner and Slot (see thread_buffer), and the largest size any thread
+// has asked of it.
 template <class T, class Owner, int Slot = 0>
 class ThreadBuffer {
 public:
@@ -73,6 +72,9 @@ private:
     static inline std::atomic<std::size_t> largest_{0};
 };
 
+// A buffer of at least `count` values (and never a null pointer) for the calling thread, one per
+// Owner (a tag type of the caller) and Slot: grown when needed and then reused, so that a call
+// repeated every training step does not allocate. Its contents after growing are unspecified.
 template <class T, class Owner, int Slot = 0>
 T* thread_buffer(std::size_t count) {
     return ThreadBuffer<T, Owner, Slot>::get(count);
