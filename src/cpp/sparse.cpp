@@ -23,22 +23,28 @@ constexpr index_t kRowsPerBlock = 8;
 struct GradientBlocks;  // thread_buffer owner: blocks of the weight gradient that are not stored
 
 // Threads for `work` over `units` indivisible pieces, at least min_per_thread of work each.
-int parts_for(double work, index_t units, int n_threads, double min_per_thread = kMinWorkPerThread) {
+int parts_for(double work, index_t units, int n_threads, double min_per_thread) {
     const double parts = std::min({static_cast<double>(n_threads), static_cast<double>(units), work / min_per_thread});
     return std::max(1, static_cast<int>(parts));
 }
 
-// body(h) for both halves h = 0, 1 of W^T's rows (see sparse_split): on two threads when there is
-// work enough for two, else one after the other on the caller. More threads than two stay idle.
-template <class T, class Body>
-void for_halves(const SparseBatch<T>& x, index_t n, int n_threads, Body&& body) {
-    double entries = 0;
-    for (int h = 0; h < 2; ++h)
-        for (index_t r = 0; r < x.rows; ++r) entries += static_cast<double>(x.row_end[h][r] - x.row_begin[h][r]);
-    entries += static_cast<double>(x.rows);
-    parallel_ranges(2, parts_for(entries * static_cast<double>(n), 2, n_threads), [&](index_t h0, index_t h1) {
+// body(h) for both halves h = 0, 1 of the inputs, i.e. of W^T's rows (see sparse_split): on two
+// threads when `work` is enough for two (min_per_thread each), else one after the other on the
+// caller. More threads than two stay idle.
+template <class Body>
+void for_halves(double work, double min_per_thread, int n_threads, Body&& body) {
+    parallel_ranges(2, parts_for(work, 2, n_threads, min_per_thread), [&](index_t h0, index_t h1) {
         for (index_t h = h0; h < h1; ++h) body(static_cast<int>(h));
     });
+}
+
+// Multiply-adds of a product of x's entries with n columns (each row's start counted as one entry).
+template <class T>
+double product_work(const SparseBatch<T>& x, index_t n) {
+    double entries = static_cast<double>(x.rows);
+    for (int h = 0; h < 2; ++h)
+        for (index_t r = 0; r < x.rows; ++r) entries += static_cast<double>(x.row_end[h][r] - x.row_begin[h][r]);
+    return entries * static_cast<double>(n);
 }
 
 }  // namespace
@@ -72,39 +78,37 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
     const index_t split = sparse_split(cols);
     std::int32_t* col = out.col.data();
     T* row_val = out.row_val.data();
-    parallel_ranges(2, parts_for(static_cast<double>(values), 2, n_threads, kMinValuesPerThread), [&](index_t h0, index_t h1) {
-        for (index_t h = h0; h < h1; ++h) {
-            const index_t p0 = h == 0 ? 0 : split, p1 = h == 0 ? split : cols;
-            index_t* begin = out.row_begin[h].data();
-            index_t* end = out.row_end[h].data();
-            index_t* next = out.col_end.data();  // column p's count of entries, then where its next one goes
-            std::fill(next + p0, next + p1, index_t(0));
-            for (index_t r = 0; r < rows; ++r) {
-                begin[r] = r * cols + p0;
-                end[r] = begin[r] + kt.compress_nonzero(row_data[r] + p0, p1 - p0, p0, col + begin[r], row_val + begin[r]);
-                for (index_t e = begin[r], stop = end[r]; e < stop; ++e) ++next[col[e]];
-            }
-            for (index_t p = p0, first = rows * p0; p < p1; ++p) {
-                out.col_begin[p] = first;
-                first += next[p];
-                next[p] = out.col_begin[p];
-            }
-            std::int32_t* row = out.row.data();
-            T* col_val = out.col_val.data();
-            for (index_t r = 0; r < rows; ++r)
-                for (index_t e = begin[r], stop = end[r]; e < stop; ++e) {
-                    const index_t slot = next[col[e]]++;
-                    row[slot] = static_cast<std::int32_t>(r);
-                    col_val[slot] = row_val[e];
-                }
+    for_halves(static_cast<double>(values), kMinValuesPerThread, n_threads, [&](int h) {
+        const index_t p0 = h == 0 ? 0 : split, p1 = h == 0 ? split : cols;
+        index_t* begin = out.row_begin[h].data();
+        index_t* end = out.row_end[h].data();
+        index_t* next = out.col_end.data();  // column p's count of entries, then where its next one goes
+        std::fill(next + p0, next + p1, index_t(0));
+        for (index_t r = 0; r < rows; ++r) {
+            begin[r] = r * cols + p0;
+            end[r] = begin[r] + kt.compress_nonzero(row_data[r] + p0, p1 - p0, p0, col + begin[r], row_val + begin[r]);
+            for (index_t e = begin[r], stop = end[r]; e < stop; ++e) ++next[col[e]];
         }
+        for (index_t p = p0, first = rows * p0; p < p1; ++p) {
+            out.col_begin[p] = first;
+            first += next[p];
+            next[p] = out.col_begin[p];
+        }
+        std::int32_t* row = out.row.data();
+        T* col_val = out.col_val.data();
+        for (index_t r = 0; r < rows; ++r)
+            for (index_t e = begin[r], stop = end[r]; e < stop; ++e) {
+                const index_t slot = next[col[e]]++;
+                row[slot] = static_cast<std::int32_t>(r);
+                col_val[slot] = row_val[e];
+            }
     });
 }
 
 template <class T>
 void sparse_forward(const KernelTable<T>& kt, const SparseBatch<T>& x, index_t n, const T* wt, T* y, T* partial,
                     const Epilogue<T>& ep, int n_threads) {
-    for_halves(x, n, n_threads, [&](int h) {
+    for_halves(product_work(x, n), kMinWorkPerThread, n_threads, [&](int h) {
         kt.csr_gemm(x.rows, n, x.row_begin[h].data(), x.row_end[h].data(), x.col.data(), x.row_val.data(), wt, n,
                     h == 0 ? y : partial, n, Epilogue<T>{});
     });
@@ -125,7 +129,7 @@ void sparse_weight_grad(const KernelTable<T>& kt, const SparseBatch<T>& x, index
                         const RowsDone<T>* rows_done, bool store) {
     const index_t split = sparse_split(x.cols);
     if (!rows_done) store = true;
-    for_halves(x, n, n_threads, [&](int h) {
+    for_halves(product_work(x, n), kMinWorkPerThread, n_threads, [&](int h) {
         const index_t i0 = h == 0 ? 0 : split, i1 = h == 0 ? split : x.cols;
         const index_t block = rows_done ? kRowsPerBlock : i1 - i0;
         T* scratch = store ? nullptr : thread_buffer<T, GradientBlocks>(static_cast<std::size_t>(block * n));
