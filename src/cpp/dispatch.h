@@ -154,6 +154,9 @@ struct KernelTable {
 
     // Fused in-place optimizer updates over n contiguous values (PyTorch's single-tensor formulas).
     void (*sgd_update)(const SgdCoefficients<T>& c, T* param, const T* grad, T* momentum_buffer, index_t n);
+    // `steps` sgd_updates whose gradient is all +0, bit for bit (momentum_buffer unused, and may be
+    // null, when c.momentum is 0).
+    void (*sgd_zero_steps)(const SgdCoefficients<T>& c, T* param, T* momentum_buffer, index_t n, long long steps);
     void (*adam_update)(const AdamCoefficients<T>& c, T* param, const T* grad, T* exp_avg, T* exp_avg_sq, index_t n);
     void (*rmsprop_update)(const RmspropCoefficients<T>& c, T* param, const T* grad, T* square_avg,
                            T* momentum_buffer, T* grad_avg, index_t n);

@@ -211,7 +211,10 @@ void Engine<T>::backward_and_update(const KernelTable<T>& kt, const EpochArgs<T>
                                               : a.update == EngineUpdate::rmsprop ? OptimizerStep<T>::rmsprop_step(a.rmsprop)
                                                                                   : OptimizerStep<T>::sgd_step(a.sgd);
                 const auto step_rows = [&](index_t r0, index_t r1, const T* block) {
-                    for (index_t r = r0; r < r1; ++r) step.apply(kt, p, r * l.out, (r + 1) * l.out, block + (r - r0) * l.out);
+                    for (index_t r = r0; r < r1; ++r) {
+                        if (lazy_sgd_ && xs_.col_begin[r] == xs_.col_end[r]) ++pending0_[r];  // a zero gradient
+                        else step.apply(kt, p, r * l.out, (r + 1) * l.out, block + (r - r0) * l.out);
+                    }
                 };
                 const RowsDone<T> rows_done(step_rows);
                 sparse_weight_grad(kt, xs_, l.out, g, dwt_.data(), get_num_threads(), &rows_done, store_gradient0);
@@ -288,7 +291,21 @@ void Engine<T>::gather_sparse(const KernelTable<T>& kt, const EpochArgs<T>& a, i
     batch_rows_.resize(static_cast<std::size_t>(rows));
     for (index_t r = 0; r < rows; ++r)
         batch_rows_[static_cast<std::size_t>(r)] = a.x + (a.order ? static_cast<index_t>(a.order[start + r]) : start + r) * in;
-    sparse_batch(kt, batch_rows_.data(), rows, in, xs_, get_num_threads());
+    // The rows of W^T that this batch's forward reads, up to date (see lazy_sgd_).
+    const auto rows_read = [&](index_t p0, index_t p1) {
+        for (index_t p = p0; p < p1; ++p)
+            if (pending0_[p] > 0 && xs_.col_begin[p] != xs_.col_end[p]) catch_up(kt, p);
+    };
+    const ColumnsReady columns_ready(rows_read);
+    sparse_batch(kt, batch_rows_.data(), rows, in, xs_, get_num_threads(), lazy_sgd_ ? &columns_ready : nullptr);
+}
+
+template <class T>
+void Engine<T>::catch_up(const KernelTable<T>& kt, index_t p) {
+    const index_t n = layers_.front().out;
+    T* buffer = state0_.momentum_buffer;
+    kt.sgd_zero_steps(sgd0_, wt_.data() + p * n, buffer ? buffer + p * n : nullptr, n, pending0_[p]);
+    pending0_[p] = 0;
 }
 
 template <class T>
@@ -311,11 +328,23 @@ void Engine<T>::enter_sparse(const EpochArgs<T>& a) {
         *slot = buffer.data();
     }
     sparse_ = true;
+    lazy_sgd_ = a.update == EngineUpdate::sgd && layer0_step_in_gradient(a);
+    if (lazy_sgd_) {
+        sgd0_ = OptimizerStep<T>::sgd_step(a.sgd).sgd;
+        pending0_.assign(static_cast<std::size_t>(l.in), 0);
+    }
 }
 
 template <class T>
-void Engine<T>::leave_sparse(bool gradient_written) {
+void Engine<T>::leave_sparse(const KernelTable<T>& kt, bool gradient_written) {
     const EngineLayer<T>& l = layers_.front();
+    if (lazy_sgd_) {
+        parallel_ranges(l.in, std::min(get_num_threads(), 2), [&](index_t p0, index_t p1) {
+            for (index_t p = p0; p < p1; ++p)
+                if (pending0_[p] > 0) catch_up(kt, p);
+        });
+        lazy_sgd_ = false;
+    }
     transpose_dense(wt_.data(), l.in, l.out, l.weights);
     for (std::size_t i = 0; i < state_user_.size(); ++i) transpose_dense(state_t_[i].data(), l.in, l.out, state_user_[i]);
     if (gradient_written) transpose_dense(dwt_.data(), l.in, l.out, l.weights_gradient);
@@ -357,11 +386,12 @@ void Engine<T>::run_batches(const KernelTable<T>& kt, const EpochArgs<T>& a, Epo
     // layer's arrays on every way out. Its products sum in another order than the dense kernels'.
     struct SparseRun {
         Engine* engine;
+        const KernelTable<T>& kt;
         bool backward_done = false;
         ~SparseRun() {
-            if (engine) engine->leave_sparse(backward_done);
+            if (engine) engine->leave_sparse(kt, backward_done);
         }
-    } sparse_run{nullptr};
+    } sparse_run{nullptr, kt};
     // Layer 0's gradient when its step runs inside the gradient kernel is kept for the last batch
     // of the run only (and for a single layer, whose dz the next batch's loss overwrites).
     const auto gradient0_stored = [&](index_t b) {

@@ -153,9 +153,11 @@ private:
     // The sparse-input path: the batch's nonzeros into xs_, read from the data set's rows.
     void gather_sparse(const KernelTable<T>& kt, const EpochArgs<T>& a, index_t start, index_t rows);
     // Layer 0's weights and their optimizer state to (in x out) layout in the engine's buffers
-    // (enter), and back to the layer's arrays, with the last gradient (leave).
+    // (enter), and back to the layer's arrays, with the last gradient (leave; pending steps first).
     void enter_sparse(const EpochArgs<T>& a);
-    void leave_sparse(bool gradient_written);
+    void leave_sparse(const KernelTable<T>& kt, bool gradient_written);
+    // Row p of W^T (and of its momentum buffer) after its pending zero-gradient steps (lazy_sgd_).
+    void catch_up(const KernelTable<T>& kt, index_t p);
     // The classic per-sample loop (sgd_step, batch 1): see run_per_sample in engine.cpp.
     bool per_sample_path(const EpochArgs<T>& a) const;
     void run_per_sample(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals);
@@ -176,6 +178,13 @@ private:
     std::vector<const T*> batch_rows_;  // the batch's rows in the data set
     Workspace<T> wt_, dwt_;
     Workspace<T> y_half_;  // layer 0's forward: the sums over the second half of W^T's rows
+    // SGD on the sparse path with layer 0's step in its gradient kernel: a row of W^T whose input
+    // is zero in every row of a batch has a zero gradient, and its step (the momentum's decay, and
+    // weight decay) waits in pending0_[row] until the row is next read, when kt.sgd_zero_steps
+    // applies them all with the row in registers (the same bits as a step per batch).
+    bool lazy_sgd_ = false;
+    SgdCoefficients<T> sgd0_{};
+    std::vector<long long> pending0_;
     std::vector<Workspace<T>> state_t_;  // one per state array of layer 0's weights
     std::vector<T*> state_user_;         // the layer's own arrays they came from
     EngineParamState<T> state0_;         // layer 0's weights' state as the update sees it

@@ -51,7 +51,7 @@ double product_work(const SparseBatch<T>& x, index_t n) {
 
 template <class T>
 void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t rows, index_t cols, SparseBatch<T>& out,
-                  int n_threads) {
+                  int n_threads, const ColumnsReady* columns_ready) {
     out.rows = rows;
     out.cols = cols;
     const auto values = static_cast<std::size_t>(rows * cols);
@@ -102,6 +102,7 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
                 row[slot] = static_cast<std::int32_t>(r);
                 col_val[slot] = row_val[e];
             }
+        if (columns_ready) (*columns_ready)(p0, p1);
     });
 }
 
@@ -157,7 +158,8 @@ void transpose_dense(const T* in, index_t rows, index_t cols, T* out) {
 }
 
 #define NNCORE_INSTANTIATE_SPARSE(T)                                                                                     \
-    template void sparse_batch<T>(const KernelTable<T>&, const T* const*, index_t, index_t, SparseBatch<T>&, int);      \
+    template void sparse_batch<T>(const KernelTable<T>&, const T* const*, index_t, index_t, SparseBatch<T>&, int,        \
+                                  const ColumnsReady*);                                                                  \
     template void sparse_forward<T>(const KernelTable<T>&, const SparseBatch<T>&, index_t, const T*, T*, T*,             \
                                     const Epilogue<T>&, int);                                                            \
     template void sparse_weight_grad<T>(const KernelTable<T>&, const SparseBatch<T>&, index_t, const T*, T*, int,        \

@@ -47,10 +47,13 @@ struct SparseBatch {
 };
 
 // Builds `out` from the rows row_data[0:rows) (each `cols` values), each half of the columns on a
-// thread of its own when n_threads > 1 (and there is work enough for two).
+// thread of its own when n_threads > 1 (and there is work enough for two). With columns_ready, that
+// thread then calls columns_ready(p0, p1) with its half [p0, p1) of the columns, whose lists are
+// complete (the engine brings those columns' rows of W^T up to date there, engine.cpp).
+using ColumnsReady = FunctionRef<void(index_t, index_t)>;
 template <class T>
 void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t rows, index_t cols, SparseBatch<T>& out,
-                  int n_threads);
+                  int n_threads, const ColumnsReady* columns_ready = nullptr);
 
 // y (x.rows x n, by rows) = epilogue of X W^T, with wt = W^T (x.cols x n, by rows): the sum over
 // each half of W^T's rows (one per thread), then y = act((half 0 + half 1) + bias); partial

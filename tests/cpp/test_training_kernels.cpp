@@ -379,6 +379,34 @@ void test_optimizers(const KernelTable<T>& kt, Rng& rng) {
         }
 }
 
+// sgd_zero_steps: `steps` sgd_updates from a gradient of +0, bit for bit, with signed zeros, tiny
+// and subnormal values among the parameters and buffers.
+template <class T>
+void test_sgd_zero_steps(const KernelTable<T>& kt, Rng& rng) {
+    for (Opt o : {Opt::sgd, Opt::sgd_momentum, Opt::sgd_nesterov_wd})
+        for (index_t n : kSizes)
+            for (long long steps : {0LL, 1LL, 2LL, 5LL, 37LL}) {
+                Scope scope(std::string("sgd_zero_steps ") + opt_name(o) + " n=" + std::to_string(n) + " steps=" +
+                            std::to_string(steps));
+                const nncore::OptimizerStep<T> step = nncore::OptimizerStep<T>::sgd_step(sgd_options(o));
+                Guarded<T> p = random_guarded<T>(n, rng, -2, 2), b = random_guarded<T>(n, rng, -1, 1);
+                const T specials[] = {T(0), -T(0), std::numeric_limits<T>::denorm_min(), -std::numeric_limits<T>::min(),
+                                      T(1e-30)};
+                for (index_t i = 0; i < n; i += 3) p[i] = specials[(i / 3) % 5];
+                for (index_t i = 1; i < n; i += 4) b[i] = specials[(i / 4) % 5];
+                Guarded<T> want_p = p, want_b = b;
+                const Guarded<T> zeros(n, T(0));
+                T* buffer = o == Opt::sgd ? nullptr : b.data();
+                for (long long s = 0; s < steps; ++s)
+                    kt.sgd_update(step.sgd, want_p.data(), zeros.data(), o == Opt::sgd ? nullptr : want_b.data(), n);
+                kt.sgd_zero_steps(step.sgd, p.data(), buffer, n, steps);
+                bool same = true;
+                for (index_t i = 0; same && i < n; ++i) same = nntest::same_bits(p[i], want_p[i]) && nntest::same_bits(b[i], want_b[i]);
+                CHECK(same);
+                CHECK(p.guards_intact() && b.guards_intact());
+            }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Threads: the wrappers split at block / row / 64-value boundaries; results must not change.
 template <class T>
@@ -501,6 +529,7 @@ void test_all(const KernelTable<T>& kt, Rng& rng) {
     test_softmax_cross_entropy(kt, rng);
     test_sum_of_squares_and_scale(kt, rng);
     test_optimizers(kt, rng);
+    test_sgd_zero_steps(kt, rng);
     test_parameter_lists(kt, rng);
     test_threads(kt, rng);
 }

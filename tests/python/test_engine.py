@@ -868,6 +868,42 @@ def test_sparse_input_is_identical_for_thread_counts_chunks_and_mnist_like_data(
     _assert_identical(reference, _fit(True, build, x, y, threads=1, **kwargs), rtol=1e-4)
 
 
+def _zero_columns_often(n, features, outputs, seed=0):
+    # Columns whose inputs are zero in every row of many batches (as MNIST's border pixels are):
+    # densities from 0 (never nonzero) to 0.3 across the columns.
+    rng = np.random.default_rng(seed)
+    density = np.resize([0.0, 0.002, 0.01, 0.03, 0.1, 0.3], features)
+    x = np.where(rng.random((n, features)) < density, rng.random((n, features)), 0).astype(np.float32)
+    return x, rng.integers(0, outputs, n)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("options", [dict(momentum=0.9), dict(momentum=0.8, nesterov=True, weight_decay=1e-2),
+                                     dict(weight_decay=1e-3), dict()])
+@pytest.mark.parametrize("outputs", [24, 300])  # rows of W^T of whole vectors / with a partial vector
+def test_sparse_input_sgd_defers_zero_gradient_steps_to_the_same_bits(threads, options, outputs, _restore_sparse_switch):
+    # Without clipping, a row of W^T whose input is zero in a whole batch takes that step when the
+    # row is next read (or at the end of the run); with clipping (here never scaling: the norm is far
+    # below 1e30) every row steps every batch. Both give the same bits.
+    x, y = _zero_columns_often(400, 60, 5)
+    assert ((x[:16] != 0).sum(axis=0) == 0).sum() > 10  # many columns of a batch are all zeros
+
+    def build(clip):
+        return lambda: (Sequential([Dense(60, outputs), ReLU(), Dense(outputs, 5)]), SGD(0.05, clip_norm=clip, **options))
+
+    engine.set_sparse_input(True)
+    kwargs = dict(epochs=3, batch_size=16, loss="cross_entropy", threads=threads)
+    deferred, every_batch = _fit(True, build(None), x, y, **kwargs), _fit(True, build(1e30), x, y, **kwargs)
+    _assert_identical(deferred, every_batch)
+    # The same again with the epochs run in chunks (verbose=1 reports progress between them).
+    engine.set_enabled(True)
+    nncore.seed(7)
+    model, opt = build(None)()
+    model.fit(x, y, optimizer=opt, seed=11, verbose=1, epochs=3, batch_size=16, loss="cross_entropy")
+    for p, q in zip(_snapshot(model, opt)[0], every_batch[0][0]):
+        assert p.tobytes() == q.tobytes()
+
+
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("make_opt", [lambda: SGD(0.1, momentum=0.9), lambda: Adam(1e36)])  # Adam: weights ~1e36 overflow
 def test_sparse_input_nan_stop_leaves_the_arrays_in_their_layout(shuffle, make_opt, _restore_sparse_switch):
