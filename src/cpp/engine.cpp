@@ -294,7 +294,7 @@ void Engine<T>::gather_sparse(const KernelTable<T>& kt, const EpochArgs<T>& a, i
     // The rows of W^T that this batch's forward reads, up to date (see lazy_sgd_).
     const auto rows_read = [&](index_t p0, index_t p1) {
         for (index_t p = p0; p < p1; ++p)
-            if (pending0_[p] > 0 && xs_.col_begin[p] != xs_.col_end[p]) catch_up(kt, p);
+            if (xs_.col_begin[p] != xs_.col_end[p]) catch_up(kt, p);
     };
     const ColumnsReady columns_ready(rows_read);
     sparse_batch(kt, batch_rows_.data(), rows, in, xs_, get_num_threads(), lazy_sgd_ ? &columns_ready : nullptr);
@@ -302,6 +302,7 @@ void Engine<T>::gather_sparse(const KernelTable<T>& kt, const EpochArgs<T>& a, i
 
 template <class T>
 void Engine<T>::catch_up(const KernelTable<T>& kt, index_t p) {
+    if (pending0_[p] == 0) return;
     const index_t n = layers_.front().out;
     T* buffer = state0_.momentum_buffer;
     kt.sgd_zero_steps(sgd0_, wt_.data() + p * n, buffer ? buffer + p * n : nullptr, n, pending0_[p]);
@@ -340,8 +341,7 @@ void Engine<T>::leave_sparse(const KernelTable<T>& kt, bool gradient_written) {
     const EngineLayer<T>& l = layers_.front();
     if (lazy_sgd_) {
         parallel_ranges(l.in, std::min(get_num_threads(), 2), [&](index_t p0, index_t p1) {
-            for (index_t p = p0; p < p1; ++p)
-                if (pending0_[p] > 0) catch_up(kt, p);
+            for (index_t p = p0; p < p1; ++p) catch_up(kt, p);
         });
         lazy_sgd_ = false;
     }

@@ -156,7 +156,7 @@ private:
     // (enter), and back to the layer's arrays, with the last gradient (leave; pending steps first).
     void enter_sparse(const EpochArgs<T>& a);
     void leave_sparse(const KernelTable<T>& kt, bool gradient_written);
-    // Row p of W^T (and of its momentum buffer) after its pending zero-gradient steps (lazy_sgd_).
+    // Row p of W^T (and of its momentum buffer) after its pending zero-gradient steps, if any (lazy_sgd_).
     void catch_up(const KernelTable<T>& kt, index_t p);
     // The classic per-sample loop (sgd_step, batch 1): see run_per_sample in engine.cpp.
     bool per_sample_path(const EpochArgs<T>& a) const;
