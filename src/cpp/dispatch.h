@@ -43,6 +43,14 @@ struct GemmTile {
     // so the same bits as ukernel on the packed copy.
     void (*ukernel_rows)(index_t kc, const T* a, index_t lda, const T* packed_b, T* c, index_t ldc, int n_eff,
                          const Epilogue<T>& epilogue);
+    // Both over the k steps steps[0:count) only (ascending, each < kc): the steps at which the
+    // tile's rows of A are not all zero (KernelTable::nonzero_steps), for the driver's zero-skipping
+    // products (gemm.h). With B finite the values are those of the full kernels: a step left out
+    // would only have added a zero product (a zero or NaN result may differ in sign).
+    void (*ukernel_steps)(index_t count, const std::int32_t* steps, const T* packed_a, const T* packed_b, T* c,
+                          index_t ldc, int m_eff, int n_eff, const Epilogue<T>& epilogue);
+    void (*ukernel_rows_steps)(index_t count, const std::int32_t* steps, const T* a, index_t lda, const T* packed_b,
+                               T* c, index_t ldc, int n_eff, const Epilogue<T>& epilogue);
     int mr;
 };
 
@@ -99,6 +107,9 @@ struct KernelTable {
     // The nonzeros of x[0:n) (not +-0; NaN counts) in order: indices plus `first` to col, values to
     // val (room for n at each, all of which may be written); returns their count.
     index_t (*compress_nonzero)(const T* x, index_t n, index_t first, std::int32_t* col, T* val);
+    // The steps q < k at which any of the rows a[i * lda + q], i < rows, is nonzero (not +-0;
+    // NaN counts), ascending, to steps (room for k + 16); returns their count.
+    index_t (*nonzero_steps)(const T* a, index_t lda, int rows, index_t k, std::int32_t* steps);
 
     // The classic per-sample SGD step (batch 1) in one sweep over a Dense layer's weights, see
     // engine.cpp. dense_forward_sgd: y[0:rows] = act(w x + bias), w (rows x k, row stride ldw),

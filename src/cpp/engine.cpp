@@ -3,6 +3,7 @@
 #include "engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -30,7 +31,12 @@ index_t argmax(const T* v, index_t n) {
     return best;
 }
 
+std::atomic<bool> skip_zero_inputs_flag{true};
+
 }  // namespace
+
+void set_skip_zero_inputs(bool on) { skip_zero_inputs_flag.store(on, std::memory_order_relaxed); }
+bool skip_zero_inputs() { return skip_zero_inputs_flag.load(std::memory_order_relaxed); }
 
 template <class T>
 Engine<T>::Engine(std::vector<EngineLayer<T>> layers) : layers_(std::move(layers)) {
@@ -72,7 +78,7 @@ std::size_t Engine<T>::workspace_bytes() const {
 }
 
 template <class T>
-void Engine<T>::forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out) {
+void Engine<T>::forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out, bool skip_zero_inputs) {
     const T* input = x;
     for (std::size_t i = 0; i < layers_.size(); ++i) {
         const EngineLayer<T>& l = layers_[i];
@@ -86,7 +92,8 @@ void Engine<T>::forward(const KernelTable<T>& kt, const T* x, index_t rows, T* l
             ep.alpha = l.alpha;
             sparse_forward(kt, xs_, l.out, wt_.data(), z, y_half_.data(), ep, get_num_threads());
         } else {
-            linear_forward(kt, rows, l.in, l.out, input, l.weights, l.bias, pre ? Act::identity : l.act, l.alpha, z);
+            linear_forward(kt, rows, l.in, l.out, input, l.weights, l.bias, pre ? Act::identity : l.act, l.alpha, z,
+                           i == 0 && skip_zero_inputs);
         }
         if (pre) activation_forward(kt, l.act, l.alpha, z, y, rows * l.out);
         input = y;
@@ -113,9 +120,17 @@ void Engine<T>::predict_locked(const KernelTable<T>& kt, const T* x, index_t n, 
     // one pass while bounding the workspace.
     constexpr index_t kChunk = 1024;
     reserve(std::min(n, kChunk));
+    // Inputs that are mostly zeros in the same places (MNIST's pixels) skip them in layer 0's
+    // product, which gives the same values when its weights are finite (gemm.h's skip_zero_steps:
+    // ~49% of MNIST's 784 steps per 12-row tile, batch 10000 through 784 -> 256 on 2 threads 25 ->
+    // 15 ms). Checking the weights costs ~1% of a product of kSkipMinRows rows; below that the
+    // products mostly take the unpacked kernels, which do not skip.
+    constexpr index_t kSkipMinRows = 256;
+    const EngineLayer<T>& first = layers_.front();
+    const bool skip = n >= kSkipMinRows && skip_zero_inputs() && all_finite(kt, first.weights, first.in * first.out);
     for (index_t start = 0; start < n; start += kChunk) {
         const index_t rows = std::min(kChunk, n - start);
-        forward(kt, x + start * input_size(), rows, y + start * output_size());
+        forward(kt, x + start * input_size(), rows, y + start * output_size(), skip);
     }
 }
 

@@ -109,6 +109,12 @@ struct EpochTotals {
     double failed_value = 0.0;
 };
 
+// Whether Engine::predict may leave out the zeros of its inputs in layer 0's product (same values,
+// see predict_locked): on by default; nncore.engine.set_sparse_input(False) turns it off with the
+// sparse training path.
+void set_skip_zero_inputs(bool on);
+bool skip_zero_inputs();
+
 template <class T>
 class Engine {
 public:
@@ -138,7 +144,8 @@ private:
     void run_batches(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals);  // mutex_ held
     void reserve(index_t rows);
     // Forward of `rows` rows of x; the last layer writes to `last_out` (its own buffer if null).
-    void forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out);
+    // skip_zero_inputs: layer 0's product leaves out x's zeros (linear_forward; its weights finite).
+    void forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out, bool skip_zero_inputs = false);
     // Loss of the network's outputs p (rows x output_size); the gradient goes to gradients_.back().
     double loss_and_gradient(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* p, const T* targets,
                              const std::int64_t* labels, index_t rows, bool need_gradient);

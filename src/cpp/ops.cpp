@@ -66,13 +66,13 @@ void set_lerp(C& c, double weight) {
 
 template <class T>
 void linear_forward(const KernelTable<T>& kt, index_t batch, index_t in, index_t out, const T* x,
-                    const T* w, const T* bias, Act act, T alpha, T* y) {
+                    const T* w, const T* bias, Act act, T alpha, T* y, bool skip_zero_inputs) {
     Epilogue<T> ep;
     ep.bias = bias;
     ep.act = act;
     ep.alpha = alpha;
     gemm(kt, batch, out, in, ConstMatrix<T>{x, in, 1}, ConstMatrix<T>{w, 1, in}, y, out, ep,
-         get_num_threads());
+         get_num_threads(), skip_zero_inputs);
 }
 
 template <class T>
@@ -298,7 +298,7 @@ void rmsprop_update(const KernelTable<T>& kt, const RmspropOptions& o, T* param,
 #define NNCORE_INSTANTIATE_OPS(T)                                                                \
     template struct OptimizerStep<T>;                                                             \
     template void linear_forward<T>(const KernelTable<T>&, index_t, index_t, index_t, const T*,   \
-                                    const T*, const T*, Act, T, T*);                               \
+                                    const T*, const T*, Act, T, T*, bool);                         \
     template void linear_backward<T>(const KernelTable<T>&, index_t, index_t, index_t, const T*,  \
                                      const T*, const T*, T*, T*, T*);                              \
     template void activation_forward<T>(const KernelTable<T>&, Act, T, const T*, T*, index_t);    \

@@ -10,9 +10,11 @@
 namespace nncore {
 
 // y (batch x out) = act(x (batch x in) * w^T + bias), with w stored (out x in) as in PyTorch.
+// skip_zero_inputs: the product may leave out the zeros of x (gemm.h's skip_zero_steps; w must be
+// finite).
 template <class T>
 void linear_forward(const KernelTable<T>& kt, index_t batch, index_t in, index_t out, const T* x,
-                    const T* w, const T* bias, Act act, T alpha, T* y);
+                    const T* w, const T* bias, Act act, T alpha, T* y, bool skip_zero_inputs = false);
 
 // Given dz = dL/d(pre-activation) (batch x out): dx = dz * w (skipped when dx is null),
 // dw = dz^T * x, db = column sums of dz (skipped when db is null).

@@ -770,6 +770,115 @@ void test_gemm_short_tile_same_bits(const KernelTable<T>& kt, Rng& rng) {
             }
 }
 
+// nonzero_steps against a loop over the values: the steps of [0, k) at which any of `rows` rows is
+// not +-0 (NaN, infinities and subnormals count), on edge sizes, with the room it may write past k.
+template <class T>
+void test_nonzero_steps(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("nonzero_steps ") + nntest::dtype_name<T>());
+    const T specials[] = {T(-0.0), std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::infinity(),
+                          std::numeric_limits<T>::denorm_min(), -std::numeric_limits<T>::min()};
+    long long cases = 0;
+    for (index_t k : {0, 1, 2, 15, 16, 17, 31, 33, 37, 64, 101, 784})
+        for (int rows = 1; rows <= kt.tile.mr; ++rows)
+            for (double zeros : {0.0, 0.7, 1.0}) {
+                const index_t lda = k + 3;
+                std::vector<T> a(static_cast<std::size_t>(rows * lda + 1), T(0));
+                for (index_t q = 0; q < k; ++q) {
+                    const bool column_zero = rng.uniform() < zeros;  // zero in every row at step q
+                    for (int i = 0; i < rows; ++i) {
+                        T& v = a[i * lda + q];
+                        if (column_zero || rng.uniform() < 0.8) v = rng.coin() ? T(0) : T(-0.0);
+                        else v = rng.below(8) == 0 ? specials[rng.below(5)] : static_cast<T>(rng.uniform(-1, 1));
+                    }
+                }
+                std::vector<std::int32_t> steps(static_cast<std::size_t>(k + 16), -1), want;
+                for (index_t q = 0; q < k; ++q)
+                    for (int i = 0; i < rows; ++i)
+                        if (!(a[i * lda + q] == T(0))) {  // NaN compares unequal: counted
+                            want.push_back(static_cast<std::int32_t>(q));
+                            break;
+                        }
+                const index_t count = kt.nonzero_steps(a.data(), lda, rows, k, steps.data());
+                CHECK_MSG(count == static_cast<index_t>(want.size()) && std::equal(want.begin(), want.end(), steps.begin()),
+                          "k=" + std::to_string(k) + " rows=" + std::to_string(rows) + ": wrong steps");
+                ++cases;
+            }
+    std::printf("    nonzero_steps %s: %lld cases\n", nntest::dtype_name<T>(), cases);
+}
+
+// The same bits, or both zeros, or both NaN: the differences zero-skipping may make (gemm.h). A
+// NaN's sign is not fixed by IEEE 754; on x86 a sum of two NaNs returns its first operand, and the
+// compiler orders the operands of a commutative addition as it likes in each kernel (the scalar
+// build differed here when inf - inf met an input NaN).
+template <class T>
+bool same_values(const std::vector<T>& a, const std::vector<T>& b) {
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (!nntest::same_bits(a[i], b[i]) && !(a[i] == T(0) && b[i] == T(0)) && !(std::isnan(a[i]) && std::isnan(b[i])))
+            return false;
+    return true;
+}
+
+// gemm with skip_zero_steps gives the values of the full product when B is finite: A by rows with
+// columns zero in whole tiles and zeros (+-0) scattered, NaN, infinities and subnormals among the
+// rest; A in place (k-long rows) and packed (rows 4 KiB apart), partial tiles, several k blocks and
+// m blocks, both row tiles, 1 and 2 threads. A stored by columns ignores the flag.
+template <class T>
+void test_gemm_skip_zero_steps(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("gemm skipping zero steps ") + nntest::dtype_name<T>());
+    const index_t mr = kt.tile.mr, nr = kt.nr, page = 4096 / static_cast<index_t>(sizeof(T));
+    const T specials[] = {std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::infinity(),
+                          std::numeric_limits<T>::denorm_min(), T(-0.0)};
+    long long cases = 0, skipped = 0;
+    const index_t shapes[][3] = {{1, nr, 37},         {2, nr + 3, 17},       {mr - 1, 2 * nr, 64},     {mr, nr - 1, 1},
+                                 {mr + 1, nr + 1, 101}, {37, 2 * nr + 5, 784}, {3 * mr, nr, kt.kc + 9}, {kt.mc + mr + 1, nr, 50}};
+    for (const auto& shape : shapes)
+        for (double zeros : {0.0, 0.6, 1.0})
+            for (index_t lda_kind : {0, 1})
+                for (int threads : {1, 2})
+                    for (int only_short : {0, 1}) {
+                        const index_t m = shape[0], n = shape[1], k = shape[2];
+                        const index_t lda = lda_kind ? std::max(k, page) : k;
+                        Scope c("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                                " zeros=" + std::to_string(zeros) + " lda=" + std::to_string(lda) +
+                                " threads=" + std::to_string(threads) + (only_short ? " short tile" : ""));
+                        const KernelTable<T> table = only_short ? one_tile(kt, true) : kt;
+                        std::vector<T> a(static_cast<std::size_t>(m * lda), T(0));
+                        for (index_t q = 0; q < k; ++q) {
+                            const bool column_zero = rng.uniform() < zeros;
+                            for (index_t i = 0; i < m; ++i) {
+                                T& v = a[i * lda + q];
+                                if (column_zero || rng.uniform() < 0.5) v = rng.coin() ? T(0) : T(-0.0);
+                                else if (rng.below(50) == 0) v = specials[rng.below(4)];
+                                else v = static_cast<T>(rng.uniform(-1, 1));
+                            }
+                        }
+                        const std::vector<T> b = nntest::random_vector<T>(2 * k * n, rng), bias = nntest::random_vector<T>(n, rng);
+                        const nncore::ConstMatrix<T> bm{b.data(), 2 * n, 2};  // strided: the packed path
+                        for (const T* bias_ptr : {bias.data(), static_cast<const T*>(nullptr)}) {
+                            Epilogue<T> ep;
+                            ep.bias = bias_ptr;
+                            ep.act = Act::relu;
+                            std::vector<T> full(m * n), skipping(m * n);
+                            nncore::gemm(table, m, n, k, ConstMatrix<T>{a.data(), lda, 1}, bm, full.data(), n, ep, threads);
+                            nncore::gemm(table, m, n, k, ConstMatrix<T>{a.data(), lda, 1}, bm, skipping.data(), n, ep, threads,
+                                         true);
+                            CHECK_MSG(same_values(full, skipping), "skipping zero steps changed a value");
+                            // A by columns: the flag is ignored, the same bits.
+                            std::vector<T> by_columns(k * m), c_columns(m * n), c_columns_skip(m * n);
+                            for (index_t i = 0; i < m; ++i)
+                                for (index_t q = 0; q < k; ++q) by_columns[q * m + i] = a[i * lda + q];
+                            nncore::gemm(table, m, n, k, ConstMatrix<T>{by_columns.data(), 1, m}, bm, c_columns.data(), n, ep, threads);
+                            nncore::gemm(table, m, n, k, ConstMatrix<T>{by_columns.data(), 1, m}, bm, c_columns_skip.data(), n, ep,
+                                         threads, true);
+                            CHECK_MSG(nntest::same_bits(c_columns, c_columns_skip), "A by columns: the flag changed a value");
+                            ++cases;
+                        }
+                        skipped += zeros > 0;
+                    }
+    std::printf("    gemm skipping zero steps %s: %lld cases (%lld with zero columns)\n", nntest::dtype_name<T>(), cases,
+                skipped);
+}
+
 int main() {
     nntest::for_each_isa([](nncore::Isa isa, const nncore::Tables& tables) {
         Rng rng(20240601);
@@ -804,6 +913,10 @@ int main() {
         test_linear(tables.f64, rng);
         test_batch1_sgd_sweep(tables.f32, isa != nncore::Isa::scalar, rng);
         test_batch1_sgd_sweep(tables.f64, isa != nncore::Isa::scalar, rng);
+        test_nonzero_steps(tables.f32, rng);
+        test_nonzero_steps(tables.f64, rng);
+        test_gemm_skip_zero_steps(tables.f32, rng);
+        test_gemm_skip_zero_steps(tables.f64, rng);
     });
     return nntest::finish("test_gemm");
 }

@@ -9,7 +9,7 @@ import itertools
 import nncore
 import numpy as np
 import pytest
-from nncore import GELU, Dense, Dropout, Flatten, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh, engine
+from nncore import GELU, Dense, Dropout, Flatten, LeakyReLU, ReLU, Sequential, Sigmoid, Tanh, _core, engine
 from nncore.optim import SGD, Adam, AdamW, RMSprop, StepLR
 
 
@@ -813,6 +813,53 @@ def test_sparse_input_is_chosen_by_the_share_of_nonzeros(_restore_sparse_switch)
     for bad in (1, "yes", 0.5):
         with pytest.raises(TypeError, match="set_sparse_input: expected True, False or None, got"):
             engine.set_sparse_input(bad)
+
+
+def _zeros_in_shared_columns(n, features, dtype, seed=0):
+    """Rows like MNIST's: most columns zero in nearly every row, scattered zeros elsewhere, a few
+    -0.0 among the zeros."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, features)).astype(dtype)
+    x[:, rng.random(features) < 0.6] = 0
+    x[rng.random((n, features)) < 0.5] = 0
+    x[rng.random((n, features)) < 0.05] = -0.0
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [255, 256, 1030, 2500])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_predict_skipping_zero_inputs_gives_the_dense_values(dtype, n, threads, _restore_sparse_switch):
+    x = _zeros_in_shared_columns(n, 300, dtype)
+    nncore.seed(1)
+    model = Sequential([Dense(300, 70, dtype=dtype), ReLU(), Dense(70, 5, dtype=dtype)])
+    before = nncore.get_num_threads()
+    nncore.set_num_threads(threads)
+    try:
+        engine.set_sparse_input(None)
+        assert _core.skip_zero_inputs()
+        skipping = model.predict(x)
+        engine.set_sparse_input(False)
+        assert not _core.skip_zero_inputs()
+        dense = model.predict(x)
+    finally:
+        nncore.set_num_threads(before)
+    # The same values; only a zero may change its sign (array_equal counts -0.0 == 0.0).
+    assert np.array_equal(skipping, dense)
+
+
+def test_predict_skipping_zero_inputs_keeps_nan_from_infinite_weights(_restore_sparse_switch):
+    # 0 * inf is NaN in the dense product, so with a non-finite weight predict must not skip.
+    x = _zeros_in_shared_columns(600, 300, np.float32)
+    zero_column = int(np.flatnonzero(~x.any(axis=0))[0])
+    nncore.seed(2)
+    model = Sequential([Dense(300, 20), ReLU(), Dense(20, 3)])
+    model.layers[0].weights[4, zero_column] = np.inf
+    engine.set_sparse_input(None)
+    got = model.predict(x)
+    engine.set_sparse_input(False)
+    dense = model.predict(x)
+    assert np.isnan(got).all() and np.isnan(dense).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -41,6 +41,7 @@ struct Vec<float> {
     static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
     static reg sqrt(reg a) { return _mm256_sqrt_ps(a); }
     static reg abs(reg a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+    static reg bit_or(reg a, reg b) { return _mm256_or_ps(a, b); }
     static reg copysign(reg magnitude, reg sign) {
         const reg sign_bit = _mm256_set1_ps(-0.0f);
         return _mm256_or_ps(_mm256_andnot_ps(sign_bit, magnitude), _mm256_and_ps(sign_bit, sign));
@@ -157,6 +158,7 @@ struct Vec<double> {
     static reg min(reg a, reg b) { return _mm256_min_pd(a, b); }
     static reg sqrt(reg a) { return _mm256_sqrt_pd(a); }
     static reg abs(reg a) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), a); }
+    static reg bit_or(reg a, reg b) { return _mm256_or_pd(a, b); }
     static reg copysign(reg magnitude, reg sign) {
         const reg sign_bit = _mm256_set1_pd(-0.0);
         return _mm256_or_pd(_mm256_andnot_pd(sign_bit, magnitude), _mm256_and_pd(sign_bit, sign));

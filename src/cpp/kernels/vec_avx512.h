@@ -58,6 +58,7 @@ struct Vec<float> {
     static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
     static reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
     static reg abs(reg a) { return _mm512_abs_ps(a); }
+    static reg bit_or(reg a, reg b) { return _mm512_or_ps(a, b); }
     static reg sqrt(reg a) { return _mm512_sqrt_ps(a); }
     static reg copysign(reg magnitude, reg sign) {
         // One bitwise select: sign bit from `sign`, the rest from `magnitude` (0xCA = a ? b : c).
@@ -182,6 +183,7 @@ struct Vec<double> {
     static reg max(reg a, reg b) { return _mm512_max_pd(a, b); }
     static reg min(reg a, reg b) { return _mm512_min_pd(a, b); }
     static reg abs(reg a) { return _mm512_abs_pd(a); }
+    static reg bit_or(reg a, reg b) { return _mm512_or_pd(a, b); }
     static reg sqrt(reg a) { return _mm512_sqrt_pd(a); }
     static reg copysign(reg magnitude, reg sign) {
         return _mm512_castsi512_pd(_mm512_ternarylogic_epi64(

@@ -43,6 +43,15 @@ struct Vec {
     static reg max(reg a, reg b) { return a > b ? a : b; }
     static reg min(reg a, reg b) { return a < b ? a : b; }
     static reg abs(reg a) { return std::fabs(a); }
+    static reg bit_or(reg a, reg b) {  // the bits of a or those of b
+        using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+        U x, y;
+        std::memcpy(&x, &a, sizeof x);
+        std::memcpy(&y, &b, sizeof y);
+        x |= y;
+        std::memcpy(&a, &x, sizeof x);
+        return a;
+    }
     static reg sqrt(reg a) { return std::sqrt(a); }
     static reg copysign(reg magnitude, reg sign) { return std::copysign(magnitude, sign); }
     // a with its sign bit flipped where b's is set (copysign(a, b) for a >= +0, without clearing
