@@ -26,7 +26,8 @@ times an infinite or NaN weight counts as zero rather than NaN. Batches of more 
 values take the dense kernels all the same. ``set_sparse_input(False)`` (or ``True``, to force it)
 overrides the choice; ``set_sparse_input(None)`` restores it.
 
-``predict`` of 256 rows or more leaves zeros out too, with the same values as without (see
+``predict`` and ``evaluate`` (batches of 256 rows or more) leave zeros out too, with the same
+values as without (see
 ``src/cpp/gemm.h``): each register tile of 12 rows skips the inputs at which all its rows are zero
 in the first layer's product (MNIST: ~51% of them; its batch-10000 784 -> 256 product runs ~1.6x
 faster), provided the first layer's weights are all finite (a zero times an infinite weight must

@@ -120,18 +120,22 @@ void Engine<T>::predict_locked(const KernelTable<T>& kt, const T* x, index_t n, 
     // one pass while bounding the workspace.
     constexpr index_t kChunk = 1024;
     reserve(std::min(n, kChunk));
-    // Inputs that are mostly zeros in the same places (MNIST's pixels) skip them in layer 0's
-    // product, which gives the same values when its weights are finite (gemm.h's skip_zero_steps:
-    // ~49% of MNIST's 784 steps per 12-row tile, batch 10000 through 784 -> 256 on 2 threads 25 ->
-    // 15 ms). Checking the weights costs ~1% of a product of kSkipMinRows rows; below that the
-    // products mostly take the unpacked kernels, which do not skip.
-    constexpr index_t kSkipMinRows = 256;
-    const EngineLayer<T>& first = layers_.front();
-    const bool skip = n >= kSkipMinRows && skip_zero_inputs() && all_finite(kt, first.weights, first.in * first.out);
+    const bool skip = n >= kSkipZeroInputsMinRows && may_skip_zero_inputs(kt);
     for (index_t start = 0; start < n; start += kChunk) {
         const index_t rows = std::min(kChunk, n - start);
         forward(kt, x + start * input_size(), rows, y + start * output_size(), skip);
     }
+}
+
+// Inputs that are mostly zeros in the same places (MNIST's pixels) are skipped in layer 0's product
+// by predict and evaluate, with the same values when its weights are finite (gemm.h's
+// skip_zero_steps: ~49% of MNIST's 784 steps per 12-row tile, batch 10000 through 784 -> 256 on 2
+// threads 25 -> 15 ms). Checking the weights costs ~1% of a product of kSkipZeroInputsMinRows
+// rows; below that the products mostly take the unpacked kernels, which do not skip.
+template <class T>
+bool Engine<T>::may_skip_zero_inputs(const KernelTable<T>& kt) const {
+    const EngineLayer<T>& first = layers_.front();
+    return skip_zero_inputs() && all_finite(kt, first.weights, first.in * first.out);
 }
 
 template <class T>
@@ -416,6 +420,7 @@ void Engine<T>::run_batches(const KernelTable<T>& kt, const EpochArgs<T>& a, Epo
         enter_sparse(a);
         sparse_run.engine = this;
     }
+    const bool skip = !train && std::min(a.batch_size, a.n) >= kSkipZeroInputsMinRows && may_skip_zero_inputs(kt);
     for (index_t batch = a.first_batch; batch < a.last_batch; ++batch) {
         const index_t start = batch * a.batch_size, stop = std::min(start + a.batch_size, a.n);
         const index_t rows = stop - start;
@@ -447,7 +452,7 @@ void Engine<T>::run_batches(const KernelTable<T>& kt, const EpochArgs<T>& a, Epo
                 targets = tb;
             }
         }
-        forward(kt, x, rows, nullptr);
+        forward(kt, x, rows, nullptr, skip && rows >= kSkipZeroInputsMinRows);
         const double value = loss_and_gradient(kt, a, outputs_.back().data(), targets, labels, rows, train);
         if (train && !std::isfinite(value)) {
             if (batch > a.first_batch && !gradient0_stored(batch - 1)) {

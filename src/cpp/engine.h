@@ -109,8 +109,8 @@ struct EpochTotals {
     double failed_value = 0.0;
 };
 
-// Whether Engine::predict may leave out the zeros of its inputs in layer 0's product (same values,
-// see predict_locked): on by default; nncore.engine.set_sparse_input(False) turns it off with the
+// Whether Engine::predict and evaluation runs may leave out the zeros of their inputs in layer 0's
+// product (same values, see may_skip_zero_inputs): on by default; nncore.engine.set_sparse_input(False) turns it off with the
 // sparse training path.
 void set_skip_zero_inputs(bool on);
 bool skip_zero_inputs();
@@ -141,6 +141,10 @@ public:
 
 private:
     void predict_locked(const KernelTable<T>& kt, const T* x, index_t n, T* y);  // mutex_ held
+    // Whether layer 0's product may skip zero inputs (see engine.cpp), for products of at least
+    // kSkipZeroInputsMinRows rows.
+    bool may_skip_zero_inputs(const KernelTable<T>& kt) const;
+    static constexpr index_t kSkipZeroInputsMinRows = 256;
     void run_batches(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals);  // mutex_ held
     void reserve(index_t rows);
     // Forward of `rows` rows of x; the last layer writes to `last_out` (its own buffer if null).

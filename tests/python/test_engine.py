@@ -829,23 +829,26 @@ def _zeros_in_shared_columns(n, features, dtype, seed=0):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [255, 256, 1030, 2500])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_predict_skipping_zero_inputs_gives_the_dense_values(dtype, n, threads, _restore_sparse_switch):
+def test_predict_and_evaluate_skipping_zero_inputs_give_the_dense_values(dtype, n, threads, _restore_sparse_switch):
     x = _zeros_in_shared_columns(n, 300, dtype)
+    y = np.random.default_rng(3).integers(0, 5, n)
     nncore.seed(1)
     model = Sequential([Dense(300, 70, dtype=dtype), ReLU(), Dense(70, 5, dtype=dtype)])
     before = nncore.get_num_threads()
     nncore.set_num_threads(threads)
+    results = []
     try:
-        engine.set_sparse_input(None)
-        assert _core.skip_zero_inputs()
-        skipping = model.predict(x)
-        engine.set_sparse_input(False)
-        assert not _core.skip_zero_inputs()
-        dense = model.predict(x)
+        for flag in (None, False):
+            engine.set_sparse_input(flag)
+            assert _core.skip_zero_inputs() == (flag is None)
+            results.append((model.predict(x), model.evaluate(x, y, loss="cross_entropy"),
+                            model.evaluate(x, y, batch_size=300, loss="cross_entropy")))
     finally:
         nncore.set_num_threads(before)
+    (skipping, *skipping_eval), (dense, *dense_eval) = results
     # The same values; only a zero may change its sign (array_equal counts -0.0 == 0.0).
     assert np.array_equal(skipping, dense)
+    assert skipping_eval == dense_eval
 
 
 def test_predict_skipping_zero_inputs_keeps_nan_from_infinite_weights(_restore_sparse_switch):
