@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "`MLPClassifier.partial_fit` (one epoch per call, alpha=0).\n\n"
         + markdown_table(bench_mnist.run_training(data, s["train_batch_sizes"], s["train_epochs"],
                                                   s["train_threads"]))))
-    section("4. Inference (same network, Glorot init; nncore's predict of 256 rows or more skips the zero pixels in the first layer's product, nncore.engine; the \"not skipped\" row turns that off)", lambda: markdown_table(
+    section("4. Inference (same network, Glorot init; nncore's predict of 256 rows or more skips the zero pixels in "
+            "the first layer's product, nncore.engine; the \"not skipped\" row turns that off)", lambda: markdown_table(
         bench_mnist.run_inference(data, s["train_threads"], min_time=s["inference_min_time"])))
     section("5. Classic per-sample script", lambda: (
         "nncore's training time is the median of 5 runs from the same initial weights (one run takes a few "

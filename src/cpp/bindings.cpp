@@ -1630,7 +1630,7 @@ PYBIND11_MODULE(_core, m) {
         if (n < 1) throw py::value_error("set_num_threads: expected n >= 1, got " + std::to_string(n));
         set_num_threads(n);
     }, arg("n"));
-    m.def("set_skip_zero_inputs", &set_skip_zero_inputs, arg("on"));  // engine.set_sparse_input's switch for predict
+    m.def("set_skip_zero_inputs", &set_skip_zero_inputs, arg("on"));  // set_sparse_input's, for predict/evaluate
     m.def("skip_zero_inputs", static_cast<bool (*)()>(&skip_zero_inputs));
     m.def("fma_peak", &fma_peak_py, arg("dtype") = "float32", arg("seconds") = 0.5, arg("threads") = 1);
     m.def("matmul", &matmul, arg("a"), arg("b"), arg("transpose_a") = py::bool_(false), arg("transpose_b") = py::bool_(false),

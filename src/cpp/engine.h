@@ -110,8 +110,8 @@ struct EpochTotals {
 };
 
 // Whether Engine::predict and evaluation runs may leave out the zeros of their inputs in layer 0's
-// product (same values, see may_skip_zero_inputs): on by default; nncore.engine.set_sparse_input(False) turns it off with the
-// sparse training path.
+// product (same values, see may_skip_zero_inputs): on by default;
+// nncore.engine.set_sparse_input(False) turns it off with the sparse training path.
 void set_skip_zero_inputs(bool on);
 bool skip_zero_inputs();
 

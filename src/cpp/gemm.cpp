@@ -82,8 +82,9 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
     // measured within noise of the product without lists (float32 1024 x 784 x 256, 1 thread).
     const bool skip = skip_zero_steps && a.col_stride == 1;
     const index_t step_room = static_cast<index_t>(kc_room) + 16;
-    std::int32_t* steps = skip ? thread_buffer<std::int32_t, StepLists>(static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr * step_room)) : nullptr;
-    index_t* step_counts = skip ? thread_buffer<index_t, StepLists>(static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr)) : nullptr;
+    const auto block_tiles = static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr);
+    std::int32_t* steps = skip ? thread_buffer<std::int32_t, StepLists>(block_tiles * step_room) : nullptr;
+    index_t* step_counts = skip ? thread_buffer<index_t, StepLists>(block_tiles) : nullptr;
     for (index_t jc = 0; jc < n; jc += nc_max) {
         const index_t nc = std::min(nc_max, n - jc);
         // The k loop runs at least once so that k == 0 still applies the epilogue.
