@@ -27,11 +27,11 @@ values take the dense kernels all the same. ``set_sparse_input(False)`` (or ``Tr
 overrides the choice; ``set_sparse_input(None)`` restores it.
 
 ``predict`` and ``evaluate`` (batches of 256 rows or more) leave zeros out too, with the same
-values as without (see
-``src/cpp/gemm.h``): each register tile of 12 rows skips the inputs at which all its rows are zero
-in the first layer's product (MNIST: ~51% of them; its batch-10000 784 -> 256 product runs ~1.6x
-faster), provided the first layer's weights are all finite (a zero times an infinite weight must
-give NaN); a zero or NaN result may differ in sign. ``set_sparse_input(False)`` turns this off too.
+values as without (see ``src/cpp/gemm.h``): each register tile of 12 rows skips the inputs at which
+all its rows are zero in the first layer's product (MNIST: ~51% of them; its batch-10000
+784 -> 256 product runs ~1.6x faster), provided the first layer's weights are all finite (a zero
+times an infinite weight must give NaN); a zero or NaN result may differ in sign.
+``set_sparse_input(False)`` turns this off too.
 
 Training runs flush subnormal floats to zero (x86's flush-to-zero and denormals-are-zero modes, on
 every thread of the run, restored afterwards), as TensorFlow's and XLA's CPU runtimes do: on Intel
@@ -115,7 +115,8 @@ _sparse_override: Optional[bool] = None
 def set_sparse_input(flag: Optional[bool]) -> None:
     """Train the first layer on the inputs' nonzeros always (True), never (False), or when at most
     ``SPARSE_INPUT_MAX_DENSITY`` of the inputs are nonzero (None, the default). False also stops
-    ``predict`` from skipping zero inputs in the first layer's product (see the module docstring)."""
+    ``predict`` and ``evaluate`` from skipping zero inputs in the first layer's product (see the
+    module docstring)."""
     global _sparse_override
     if flag is not None and not isinstance(flag, (bool, np.bool_)):
         raise TypeError(f"engine.set_sparse_input: expected True, False or None, got {type(flag).__name__}")

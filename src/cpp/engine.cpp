@@ -93,7 +93,7 @@ void Engine<T>::forward(const KernelTable<T>& kt, const T* x, index_t rows, T* l
             sparse_forward(kt, xs_, l.out, wt_.data(), z, y_half_.data(), ep, get_num_threads());
         } else {
             linear_forward(kt, rows, l.in, l.out, input, l.weights, l.bias, pre ? Act::identity : l.act, l.alpha, z,
-                           i == 0 && skip_zero_inputs);
+                           i == 0 && skip_zero_inputs && rows >= kSkipZeroInputsMinRows);
         }
         if (pre) activation_forward(kt, l.act, l.alpha, z, y, rows * l.out);
         input = y;
@@ -131,7 +131,8 @@ void Engine<T>::predict_locked(const KernelTable<T>& kt, const T* x, index_t n, 
 // by predict and evaluate, with the same values when its weights are finite (gemm.h's
 // skip_zero_steps: ~49% of MNIST's 784 steps per 12-row tile, batch 10000 through 784 -> 256 on 2
 // threads 25 -> 15 ms). Checking the weights costs ~1% of a product of kSkipZeroInputsMinRows
-// rows; below that the products mostly take the unpacked kernels, which do not skip.
+// rows, so the callers ask only when their products have that many (forward skips in those
+// alone); smaller products mostly take the unpacked kernels, which do not skip.
 template <class T>
 bool Engine<T>::may_skip_zero_inputs(const KernelTable<T>& kt) const {
     const EngineLayer<T>& first = layers_.front();
@@ -452,7 +453,7 @@ void Engine<T>::run_batches(const KernelTable<T>& kt, const EpochArgs<T>& a, Epo
                 targets = tb;
             }
         }
-        forward(kt, x, rows, nullptr, skip && rows >= kSkipZeroInputsMinRows);
+        forward(kt, x, rows, nullptr, skip);
         const double value = loss_and_gradient(kt, a, outputs_.back().data(), targets, labels, rows, train);
         if (train && !std::isfinite(value)) {
             if (batch > a.first_batch && !gradient0_stored(batch - 1)) {

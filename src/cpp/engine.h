@@ -148,7 +148,8 @@ private:
     void run_batches(const KernelTable<T>& kt, const EpochArgs<T>& a, EpochTotals& totals);  // mutex_ held
     void reserve(index_t rows);
     // Forward of `rows` rows of x; the last layer writes to `last_out` (its own buffer if null).
-    // skip_zero_inputs: layer 0's product leaves out x's zeros (linear_forward; its weights finite).
+    // skip_zero_inputs: layer 0's product leaves out x's zeros when rows >= kSkipZeroInputsMinRows
+    // (linear_forward; its weights finite, see may_skip_zero_inputs).
     void forward(const KernelTable<T>& kt, const T* x, index_t rows, T* last_out, bool skip_zero_inputs = false);
     // Loss of the network's outputs p (rows x output_size); the gradient goes to gradients_.back().
     double loss_and_gradient(const KernelTable<T>& kt, const EpochArgs<T>& a, const T* p, const T* targets,
