@@ -33,15 +33,17 @@ struct ConvTile {
 template <class T>
 struct GemmTile {
     // Micro-kernel contract: C[0:m_eff, 0:n_eff] (row stride ldc) receives the epilogue of
-    // packed_a (kc x MR, MR values per k step) times packed_b (kc x NR, NR values per k step).
+    // packed_a (kc x MR, MR values per k step) times b (kc x NR: NR values per k step, the steps
+    // ldb apart: a packed panel with ldb = NR, or NR columns of B stored by rows, read in place).
     // Packing zero-pads partial panels, so the kernel always multiplies full MR x NR tiles and only
-    // the store is partial. kc may be 0 (then the product is zero).
-    void (*ukernel)(index_t kc, const T* packed_a, const T* packed_b, T* c, index_t ldc, int m_eff, int n_eff,
+    // the store is partial; B in place therefore serves full panels only. kc may be 0 (then the
+    // product is zero).
+    void (*ukernel)(index_t kc, const T* packed_a, const T* b, index_t ldb, T* c, index_t ldc, int m_eff, int n_eff,
                     const Epilogue<T>& epilogue);
     // The same for a full MR-row tile of A read in place: MR rows lda apart, kc contiguous values
     // each (A stored by rows, see gemm.cpp for when the driver skips packing it). Same arithmetic,
     // so the same bits as ukernel on the packed copy.
-    void (*ukernel_rows)(index_t kc, const T* a, index_t lda, const T* packed_b, T* c, index_t ldc, int n_eff,
+    void (*ukernel_rows)(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* c, index_t ldc, int n_eff,
                          const Epilogue<T>& epilogue);
     // Both over the k steps steps[0:count) only (ascending, each < kc): the steps at which the
     // tile's rows of A are not all zero (KernelTable::nonzero_steps), for the driver's zero-skipping

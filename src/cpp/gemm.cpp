@@ -28,6 +28,27 @@ bool rows_spread_over_l1(index_t stride_bytes, int rows) {
     return true;
 }
 
+// B stored by rows is read in place by the micro-kernel (its k steps a row of B apart) instead of
+// being packed when the product has at most this many row tiles: packing copies all of B's k x n
+// values, which only m / MR row tiles share (dY W of a Dense layer at a small batch). In place the
+// kernel streams each panel's rows from where B lies, so B's block of kc rows must fit in L2 with
+// room to spare, and the rows must be less than a page apart, or the hardware's stride prefetch
+// does not follow the panel. Same arithmetic, so the same bits. Measured on the 2-core Xeon
+// (AVX-512, 2 MiB L2), the two alternated in one process, medians of 21-31 rounds, packed -> in
+// place: float32 dY W 256 -> 128 at batch 24, 32, 48: x1.25, x1.10-1.28, x1.05-1.20 (1 thread),
+// x1.28, x1.13, x1.09 (2 threads); 784 -> 256: x1.23, x1.04-1.05, x1.03-1.06 (2 threads x1.10,
+// x1.16, x1.10); at batch 64 x0.90-0.92 for 784 -> 256, hence 4 tiles. float64 (6-row tile) at
+// batch 16-24 x1.00-1.15; at 32-48 x0.90-0.98. AVX2 float32 (6 rows) at batch 8-24 x1.32-1.85.
+// Where the limits come from (float32, m = 32): rows 4 KiB apart or more x0.68-0.99
+// (32x1024x256, 32x1536x256, 32x4096x256), rows of 2.5-3.6 KiB x1.02-1.25; a block of more than
+// 1 MiB x0.57-0.97 (32x512x1024, 32x784x1024), while 48x256x1024 (1 MiB) x1.17.
+constexpr index_t kBInPlaceMaxTiles = 4;
+constexpr index_t kBInPlaceMaxRowBytes = 4096, kBInPlaceMaxBlockBytes = index_t(1) << 20;
+bool b_in_place_pays(index_t m, int mr, index_t row_bytes, index_t kc) {
+    return m <= kBInPlaceMaxTiles * mr && row_bytes > 0 && row_bytes < kBInPlaceMaxRowBytes &&
+           kc * row_bytes <= kBInPlaceMaxBlockBytes;
+}
+
 // The short tile does fewer FMAs per load and stores C more often: per row it took ~5% longer
 // (AVX-512 float32, 8 against 12 rows, Intel Xeon, 1 thread, 1024^3: 142-148 against 150-156
 // GF/s). So it takes the product when the main tile would pad the rows by more than that. Float32,
@@ -81,6 +102,11 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
     // over the tile's rows; a tile with no zero step runs the full kernel. Inputs with no zeros
     // measured within noise of the product without lists (float32 1024 x 784 x 256, 1 thread).
     const bool skip = skip_zero_steps && a.col_stride == 1;
+    // B by rows in place (b_in_place_pays), its full panels only: a partial last panel is packed
+    // (zero-padded), so the kernel never reads past a row. The zero-skipping kernels take packed B.
+    const bool b_rows_in_place = !skip && b.col_stride == 1 &&
+                                 b_in_place_pays(m, mr, b.row_stride * static_cast<index_t>(sizeof(T)),
+                                                 static_cast<index_t>(kc_room));
     const index_t step_room = static_cast<index_t>(kc_room) + 16;
     const auto block_tiles = static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr);
     std::int32_t* steps = skip ? thread_buffer<std::int32_t, StepLists>(block_tiles * step_room) : nullptr;
@@ -90,8 +116,11 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
         // The k loop runs at least once so that k == 0 still applies the epilogue.
         for (index_t pc = 0; pc == 0 || pc < k; pc += kc_max) {
             const index_t kc = std::min(kc_max, k - pc);
-            kt.pack_b(b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride, b.col_stride, kc,
-                   nc, nr, packed_b);
+            const T* b_block = b.data + pc * b.row_stride + jc * b.col_stride;
+            const index_t b_in_place = b_rows_in_place ? nc / nr * nr : 0;  // columns [0, b_in_place) of the block
+            if (b_in_place < nc)
+                kt.pack_b(b_block + b_in_place, b.row_stride, b.col_stride, kc, nc - b_in_place, nr,
+                          packed_b + b_in_place * kc);
             Epilogue<T> ep = k_block_epilogue(epilogue, pc, kc, k);
             const T* block_bias = ep.bias;
             for (index_t ic = 0; ic < m; ic += mc_max) {
@@ -108,7 +137,9 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
                 for (index_t jr = 0; jr < nc; jr += nr) {
                     ep.bias = block_bias ? block_bias + jc + jr : nullptr;
                     const int n_eff = static_cast<int>(std::min<index_t>(nr, nc - jr));
-                    const T* pb = packed_b + jr * kc;
+                    const bool b_panel_in_place = jr < b_in_place;
+                    const T* pb = b_panel_in_place ? b_block + jr : packed_b + jr * kc;
+                    const index_t ldb = b_panel_in_place ? b.row_stride : nr;
                     for (index_t ir = 0; ir < mc; ir += mr) {
                         T* tile = c + (ic + ir) * ldc + jc + jr;
                         const index_t count = skip ? step_counts[ir / mr] : kc;
@@ -121,11 +152,11 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
                                 row_tile.ukernel_steps(count, listed, packed_a + ir * kc, pb, tile, ldc,
                                                        static_cast<int>(std::min<index_t>(mr, mc - ir)), n_eff, ep);
                         } else if (ir < in_place) {
-                            row_tile.ukernel_rows(kc, a.data + (ic + ir) * a.row_stride + pc, a.row_stride, pb, tile, ldc,
+                            row_tile.ukernel_rows(kc, a.data + (ic + ir) * a.row_stride + pc, a.row_stride, pb, ldb, tile, ldc,
                                                  n_eff, ep);
                         } else {
                             const int m_eff = static_cast<int>(std::min<index_t>(mr, mc - ir));
-                            row_tile.ukernel(kc, packed_a + ir * kc, pb, tile, ldc, m_eff, n_eff, ep);
+                            row_tile.ukernel(kc, packed_a + ir * kc, pb, ldb, tile, ldc, m_eff, n_eff, ep);
                         }
                     }
                 }

@@ -733,6 +733,56 @@ void test_gemm_a_in_place(const KernelTable<T>& kt, Rng& rng) {
     }
 }
 
+// The packed driver reads B stored by rows in place, full panel by full panel, when the product has
+// few row tiles and B's rows lie less than a page apart in a block of at most 1 MiB (gemm.cpp:
+// b_in_place_pays); either way the bits must be those of its packed copy, which the same B
+// with its columns 2 apart gets. Row counts up to and past the limit (4 tiles of either tile), partial
+// last panels, row strides of B below and at a page (in place and not), several k and n blocks,
+// A in place and packed, every kind of epilogue, 1 and 2 threads. The table streams no B through
+// the unpacked kernels (stream_max_rows 0), so that both products run the packed driver.
+template <class T>
+void test_gemm_b_in_place(KernelTable<T> kt, Rng& rng) {
+    Scope scope(std::string("gemm B in place ") + nntest::dtype_name<T>());
+    kt.stream_max_rows = 0;
+    const index_t mr = kt.tile.mr, nr = kt.nr, page = 4096 / static_cast<index_t>(sizeof(T));
+    // (m, n, k): k > kc with a narrow B (several k blocks in place), n > nc (several n blocks).
+    const index_t shapes[][3] = {{5, nr + 3, 37},           {mr, 3 * nr, 64},
+                                 {2 * mr + 1, 2 * nr - 1, 129}, {4 * mr, nr + 1, 100},
+                                 {4 * mr + 1, 2 * nr, 50},   {3 * kt.tile_short.mr, nr / 2 + 1, 9},
+                                 {2 * mr, 2 * nr, kt.kc + 9},   {4 * mr, kt.nc + nr + 5, 20}};
+    long long cases = 0;
+    for (const auto& shape : shapes) {
+        const index_t m = shape[0], n = shape[1], k = shape[2];
+        for (index_t ldb : {n, n + 1, 3 * n + 2, std::max(n, page), std::max(n, page - 1)})
+            for (int variant = 0; variant < 4; ++variant) {
+                const bool a_rows = variant & 1;
+                const int threads = variant & 2 ? 2 : 1;
+                Scope c("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                        " ldb=" + std::to_string(ldb) + (a_rows ? " A by rows" : " A by columns") +
+                        " threads=" + std::to_string(threads));
+                const std::vector<T> a = nntest::random_vector<T>(m * k, rng), b = nntest::random_vector<T>(k * ldb, rng),
+                                     bias = nntest::random_vector<T>(n, rng);
+                std::vector<T> b_strided(2 * k * n);  // columns 2 apart: always packed
+                for (index_t p = 0; p < k; ++p)
+                    for (index_t j = 0; j < n; ++j) b_strided[2 * (p * n + j)] = b[p * ldb + j];
+                const nncore::ConstMatrix<T> am = a_rows ? nncore::ConstMatrix<T>{a.data(), k, 1}
+                                                         : nncore::ConstMatrix<T>{a.data(), 1, m};
+                Epilogue<T> ep;
+                ep.bias = variant == 1 ? nullptr : bias.data();
+                ep.act = kActs[rng.below(nntest::kActCount)];
+                ep.beta = variant == 2;
+                std::vector<T> c0 = nntest::random_vector<T>(m * n, rng);
+                std::vector<T> in_place = c0, packed = c0;
+                nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b.data(), ldb, 1}, in_place.data(), n, ep, threads);
+                nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b_strided.data(), 2 * n, 2}, packed.data(), n, ep,
+                             threads);
+                CHECK_MSG(nntest::same_bits(in_place, packed), "B read in place differs from its packed copy");
+                ++cases;
+            }
+    }
+    std::printf("    gemm B in place %s: %lld cases\n", nntest::dtype_name<T>(), cases);
+}
+
 // The table with one row tile only, its short one or its main one, in both places: the driver
 // then takes that tile for every packed product.
 template <class T>
@@ -907,6 +957,8 @@ int main() {
         unpacked_paths(tables.f64);
         test_gemm_a_in_place(tables.f32, rng);
         test_gemm_a_in_place(tables.f64, rng);
+        test_gemm_b_in_place(tables.f32, rng);
+        test_gemm_b_in_place(tables.f64, rng);
         test_gemm_nan_propagation(tables.f32, rng);
         test_gemm_nan_propagation(tables.f64, rng);
         test_linear(tables.f32, rng);
