@@ -42,6 +42,11 @@ bool rows_spread_over_l1(index_t stride_bytes, int rows) {
 // Where the limits come from (float32, m = 32): rows 4 KiB apart or more x0.68-0.99
 // (32x1024x256, 32x1536x256, 32x4096x256), rows of 2.5-3.6 KiB x1.02-1.25; a block of more than
 // 1 MiB x0.57-0.97 (32x512x1024, 32x784x1024), while 48x256x1024 (1 MiB) x1.17.
+// Why not more rows: numpy's arrays usually start 16 bytes past a cache line, and then every vector
+// load of B in place spans two lines. With B 64-byte aligned (and rows a multiple of 64 bytes
+// apart) in place won at more rows too, float32 1 thread: 64x784x256 x1.11, 128x784x256 x1.07,
+// 64x256x128 x1.14, 256x784x256 x1.03 (the same B 16 bytes off: x0.89-0.97), though not where a
+// panel outgrows L1 (512^3 x0.94, 1024x256x1024 x0.95); not used, as callers' B is rarely aligned.
 constexpr index_t kBInPlaceMaxTiles = 4;
 constexpr index_t kBInPlaceMaxRowBytes = 4096, kBInPlaceMaxBlockBytes = index_t(1) << 20;
 bool b_in_place_pays(index_t m, int mr, index_t row_bytes, index_t kc) {

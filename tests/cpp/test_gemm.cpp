@@ -735,8 +735,8 @@ void test_gemm_a_in_place(const KernelTable<T>& kt, Rng& rng) {
 
 // The packed driver reads B stored by rows in place, full panel by full panel, when the product has
 // few row tiles and B's rows lie less than a page apart in a block of at most 1 MiB (gemm.cpp:
-// b_in_place_pays); either way the bits must be those of its packed copy, which the same B
-// with its columns 2 apart gets. Row counts up to and past the limit (4 tiles of either tile), partial
+// b_in_place_pays); either way the bits must be those of its packed copy, which the same B with
+// its columns 2 apart gets. Row counts up to and past the limit (4 tiles of either tile), partial
 // last panels, row strides of B below and at a page (in place and not), several k and n blocks,
 // A in place and packed, every kind of epilogue, 1 and 2 threads. The table streams no B through
 // the unpacked kernels (stream_max_rows 0), so that both products run the packed driver.
