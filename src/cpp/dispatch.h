@@ -49,10 +49,10 @@ struct GemmTile {
     // tile's rows of A are not all zero (KernelTable::nonzero_steps), for the driver's zero-skipping
     // products (gemm.h). With B finite the values are those of the full kernels: a step left out
     // would only have added a zero product (a zero or NaN result may differ in sign).
-    void (*ukernel_steps)(index_t count, const std::int32_t* steps, const T* packed_a, const T* packed_b, T* c,
+    void (*ukernel_steps)(index_t count, const std::int32_t* steps, const T* packed_a, const T* b, index_t ldb, T* c,
                           index_t ldc, int m_eff, int n_eff, const Epilogue<T>& epilogue);
-    void (*ukernel_rows_steps)(index_t count, const std::int32_t* steps, const T* a, index_t lda, const T* packed_b,
-                               T* c, index_t ldc, int n_eff, const Epilogue<T>& epilogue);
+    void (*ukernel_rows_steps)(index_t count, const std::int32_t* steps, const T* a, index_t lda, const T* b,
+                               index_t ldb, T* c, index_t ldc, int n_eff, const Epilogue<T>& epilogue);
     int mr;
 };
 

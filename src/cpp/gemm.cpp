@@ -108,8 +108,8 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
     // measured within noise of the product without lists (float32 1024 x 784 x 256, 1 thread).
     const bool skip = skip_zero_steps && a.col_stride == 1;
     // B by rows in place (b_in_place_pays), its full panels only: a partial last panel is packed
-    // (zero-padded), so the kernel never reads past a row. The zero-skipping kernels take packed B.
-    const bool b_rows_in_place = !skip && b.col_stride == 1 &&
+    // (zero-padded), so the kernel never reads past a row.
+    const bool b_rows_in_place = b.col_stride == 1 &&
                                  b_in_place_pays(m, mr, b.row_stride * static_cast<index_t>(sizeof(T)),
                                                  static_cast<index_t>(kc_room));
     const index_t step_room = static_cast<index_t>(kc_room) + 16;
@@ -152,9 +152,9 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
                             const std::int32_t* listed = steps + ir / mr * step_room;
                             if (ir < in_place)
                                 row_tile.ukernel_rows_steps(count, listed, a.data + (ic + ir) * a.row_stride + pc,
-                                                            a.row_stride, pb, tile, ldc, n_eff, ep);
+                                                            a.row_stride, pb, ldb, tile, ldc, n_eff, ep);
                             else
-                                row_tile.ukernel_steps(count, listed, packed_a + ir * kc, pb, tile, ldc,
+                                row_tile.ukernel_steps(count, listed, packed_a + ir * kc, pb, ldb, tile, ldc,
                                                        static_cast<int>(std::min<index_t>(mr, mc - ir)), n_eff, ep);
                         } else if (ir < in_place) {
                             row_tile.ukernel_rows(kc, a.data + (ic + ir) * a.row_stride + pc, a.row_stride, pb, ldb, tile, ldc,

@@ -871,7 +871,8 @@ bool same_values(const std::vector<T>& a, const std::vector<T>& b) {
 // gemm with skip_zero_steps gives the values of the full product when B is finite: A by rows with
 // columns zero in whole tiles and zeros (+-0) scattered, NaN, infinities and subnormals among the
 // rest; A in place (k-long rows) and packed (rows 4 KiB apart), partial tiles, several k blocks and
-// m blocks, both row tiles, 1 and 2 threads. A stored by columns ignores the flag.
+// m blocks, both row tiles, B packed and B by rows (read in place by the few-row products), 1 and
+// 2 threads. A stored by columns ignores the flag.
 template <class T>
 void test_gemm_skip_zero_steps(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("gemm skipping zero steps ") + nntest::dtype_name<T>());
@@ -885,13 +886,17 @@ void test_gemm_skip_zero_steps(const KernelTable<T>& kt, Rng& rng) {
         for (double zeros : {0.0, 0.6, 1.0})
             for (index_t lda_kind : {0, 1})
                 for (int threads : {1, 2})
-                    for (int only_short : {0, 1}) {
+                    for (int variant = 0; variant < 3; ++variant) {
+                        // 1: the short tile only; 2: B by rows, read in place where the driver may.
+                        const bool only_short = variant == 1, b_rows = variant == 2;
                         const index_t m = shape[0], n = shape[1], k = shape[2];
                         const index_t lda = lda_kind ? std::max(k, page) : k;
                         Scope c("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
                                 " zeros=" + std::to_string(zeros) + " lda=" + std::to_string(lda) +
-                                " threads=" + std::to_string(threads) + (only_short ? " short tile" : ""));
-                        const KernelTable<T> table = only_short ? one_tile(kt, true) : kt;
+                                " threads=" + std::to_string(threads) + (only_short ? " short tile" : "") +
+                                (b_rows ? " B by rows" : ""));
+                        KernelTable<T> table = only_short ? one_tile(kt, true) : kt;
+                        if (b_rows) table.stream_max_rows = 0;  // the packed driver, not the direct kernel
                         std::vector<T> a(static_cast<std::size_t>(m * lda), T(0));
                         for (index_t q = 0; q < k; ++q) {
                             const bool column_zero = rng.uniform() < zeros;
@@ -903,7 +908,8 @@ void test_gemm_skip_zero_steps(const KernelTable<T>& kt, Rng& rng) {
                             }
                         }
                         const std::vector<T> b = nntest::random_vector<T>(2 * k * n, rng), bias = nntest::random_vector<T>(n, rng);
-                        const nncore::ConstMatrix<T> bm{b.data(), 2 * n, 2};  // strided: the packed path
+                        const nncore::ConstMatrix<T> bm = b_rows ? nncore::ConstMatrix<T>{b.data(), n, 1}
+                                                                 : nncore::ConstMatrix<T>{b.data(), 2 * n, 2};
                         for (const T* bias_ptr : {bias.data(), static_cast<const T*>(nullptr)}) {
                             Epilogue<T> ep;
                             ep.bias = bias_ptr;
