@@ -1,6 +1,7 @@
 #include "sparse.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include "thread_pool.h"
 #include "workspace.h"
@@ -19,6 +20,25 @@ constexpr double kMinValuesPerThread = 1 << 13;
 // Rows of the weight gradient formed between calls of its rows_done: 8 rows of 256 values, 8 KiB,
 // stay in L1 for the optimizer step that follows.
 constexpr index_t kRowsPerBlock = 8;
+// Packing reads the batch's rows from all over the data set (the engine shuffles) one after another,
+// each starting cold for the hardware prefetchers: it asks for the lines of the row this many
+// places ahead (prefetch_lines) before it packs one, so that their wait on memory overlaps its
+// work. MNIST batch 64 (60000 rows, 188 MB, shuffled), packing in a loop with the prefetch on and
+// off batch by batch, medians of ~2800: 2 threads 39.0 -> 32.5 us, 1 thread 53.0 -> 40.9 us; 1, 4
+// and 8 rows ahead were within 2% of 2. (The engine's dense gather gains nothing from it: memcpy
+// keeps enough lines in flight itself, and the same prefetch took its copies from 13.6 to 15.6 us.)
+constexpr index_t kRowsAhead = 2;
+
+// A hint that x[0:n) will be read soon: a request for each of its cache lines (into L1). Never
+// faults, whatever the address.
+template <class T>
+void prefetch_lines(const T* x, index_t n) {
+    if (n <= 0) return;
+    constexpr std::uintptr_t kLine = 64;
+    const auto end = reinterpret_cast<std::uintptr_t>(x + n);
+    for (auto line = reinterpret_cast<std::uintptr_t>(x) & ~(kLine - 1); line < end; line += kLine)
+        __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 3);
+}
 
 struct GradientBlocks;  // thread_buffer owner: blocks of the weight gradient that are not stored
 
@@ -85,6 +105,7 @@ void sparse_batch(const KernelTable<T>& kt, const T* const* row_data, index_t ro
         index_t* next = out.col_end.data();  // column p's count of entries, then where its next one goes
         std::fill(next + p0, next + p1, index_t(0));
         for (index_t r = 0; r < rows; ++r) {
+            if (r + kRowsAhead < rows) prefetch_lines(row_data[r + kRowsAhead] + p0, p1 - p0);
             begin[r] = r * cols + p0;
             end[r] = begin[r] + kt.compress_nonzero(row_data[r] + p0, p1 - p0, p0, col + begin[r], row_val + begin[r]);
             for (index_t e = begin[r], stop = end[r]; e < stop; ++e) ++next[col[e]];
