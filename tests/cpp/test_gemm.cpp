@@ -278,9 +278,11 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
         }
 
     // 4. Thread counts: big enough that the driver really splits (over m for the first, n for
-    //    the second), and each result must be bit-identical across 1, 2 and 3 threads.
+    //    the second), and each result must be bit-identical across 1, 2 and 3 threads. With a
+    //    short tile, the last two take it on 2 threads only (choose_row_tile: the rows of the
+    //    slowest part; float32 AVX-512: 11 twelve-row tiles split 6 / 5, 16 eight-row ones 8 / 8).
     const index_t threaded[][3] = {{500, 40, 40}, {40, 500, 40}, {200, 70, 2 * kc + 3},
-                                   {2 * mc + 1, 4 * nr + 3, 2 * kc + 1}};
+                                   {2 * mc + 1, 4 * nr + 3, 2 * kc + 1}, {128, 8 * nr, 64}, {224, 4 * nr, 256}};
     for (const auto& shape : threaded)
         for (int variant = 0; variant < 2; ++variant) {
             GemmSpec s = random_spec(shape[0], shape[1], shape[2], rng);
