@@ -62,6 +62,10 @@ bool b_in_place_pays(index_t m, int mr, index_t row_bytes, index_t kc) {
 // 256 -> 128 at batch 64 138 / 135 vs 155 / 145-149; at batch 128 and 256 within noise.
 constexpr double kShortTileCostPerRow = 1.05;
 
+// Whether the packed driver splits a product of tiles_m x tiles_n tiles between threads by its
+// columns (rather than its rows): the side with more tiles, which divides more evenly.
+constexpr bool split_columns(index_t tiles_m, index_t tiles_n) { return tiles_n >= tiles_m; }
+
 // The register tile a packed product of m rows (n columns in tiles_n panels) goes through, split
 // between up to max_parts threads as gemm below splits it: the table's main one or its short one,
 // whichever leaves the product's slowest part the fewest rows to run, counting its padded last
@@ -76,7 +80,7 @@ template <class T>
 const GemmTile<T>& choose_row_tile(const KernelTable<T>& kt, index_t m, index_t tiles_n, index_t max_parts) {
     const auto slowest_part_rows = [&](int mr) {
         const index_t tiles_m = (m + mr - 1) / mr;
-        const index_t parts = tiles_n >= tiles_m ? 1 : std::max<index_t>(1, std::min(max_parts, tiles_m));
+        const index_t parts = split_columns(tiles_m, tiles_n) ? 1 : std::max<index_t>(1, std::min(max_parts, tiles_m));
         return static_cast<double>((tiles_m + parts - 1) / parts * mr);
     };
     return slowest_part_rows(kt.tile_short.mr) * kShortTileCostPerRow < slowest_part_rows(kt.tile.mr) ? kt.tile_short : kt.tile;
@@ -304,7 +308,7 @@ void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix
     const index_t tiles_n = (n + kt.nr - 1) / kt.nr;
     const GemmTile<T>& row_tile = choose_row_tile(kt, m, tiles_n, max_parts);
     const index_t tiles_m = (m + row_tile.mr - 1) / row_tile.mr;
-    const bool split_n = tiles_n >= tiles_m;  // as choose_row_tile assumes
+    const bool split_n = split_columns(tiles_m, tiles_n);
     const index_t tiles = split_n ? tiles_n : tiles_m;
     const index_t parts = std::min(max_parts, tiles);
     if (parts <= 1) {
