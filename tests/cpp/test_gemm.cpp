@@ -580,20 +580,32 @@ void test_linear(const KernelTable<T>& kt, Rng& rng) {
                                      variant % 4 != 0, rng);
             }
     // Threaded: the results must be bit-identical to the single-threaded ones (same inputs: the
-    // generator is re-seeded for each run).
-    for (Act act : {Act::relu, Act::tanh}) {
-        std::vector<LinearResult<T>> results;
-        for (int threads : {1, 2}) {
-            Scope thread_scope("threads=" + std::to_string(threads));
-            nncore::set_num_threads(threads);
-            Rng same(1234);
-            results.push_back(run_and_check_linear(kt, 256, 64, 128, true, act, true, true, same));
+    // generator is re-seeded for each run), on shapes whose products take different paths and
+    // splits (rows or columns, packed, direct or dot; below the size that splits at all), with and
+    // without dx and db.
+    struct Shape {
+        index_t batch, in, out;
+    };
+    int variant_threaded = 0;
+    for (const Shape& shape : {Shape{256, 64, 128}, Shape{64, 256, 128}, Shape{2, 784, 256}, Shape{1, 784, 256},
+                               Shape{257, 64, 128}, Shape{32, 128, 16}})
+        for (Act act : {Act::relu, Act::tanh}) {
+            ++variant_threaded;
+            const bool want_dx = variant_threaded % 4 != 3, want_db = variant_threaded % 4 != 2;
+            std::vector<LinearResult<T>> results;
+            for (int threads : {1, 2, 3}) {
+                Scope thread_scope("threads=" + std::to_string(threads));
+                nncore::set_num_threads(threads);
+                Rng same(1234);
+                results.push_back(run_and_check_linear(kt, shape.batch, shape.in, shape.out, true, act, want_dx, want_db, same));
+            }
+            for (std::size_t i = 1; i < results.size(); ++i) {
+                CHECK(nntest::same_bits(results[0].y, results[i].y));
+                CHECK(nntest::same_bits(results[0].dx, results[i].dx));
+                CHECK(nntest::same_bits(results[0].dw, results[i].dw));
+                CHECK(nntest::same_bits(results[0].db, results[i].db));
+            }
         }
-        CHECK(nntest::same_bits(results[0].y, results[1].y));
-        CHECK(nntest::same_bits(results[0].dx, results[1].dx));
-        CHECK(nntest::same_bits(results[0].dw, results[1].dw));
-        CHECK(nntest::same_bits(results[0].db, results[1].db));
-    }
     nncore::set_num_threads(1);
 }
 
