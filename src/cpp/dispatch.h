@@ -80,6 +80,9 @@ struct KernelTable {
     void (*gemm_dot)(index_t m, index_t n, index_t k, const T* a, index_t lda, const T* bt, index_t ldbt, T* c,
                      index_t ldc, const Epilogue<T>& epilogue);
     int kc, mc, nc;      // cache blocks (multiples of the tile)
+    // kc for products of few rows (gemm.h: gemm_kc), whose row tiles then reuse a B micro-panel
+    // from L1 (the same as kc where not measured).
+    int kc_small;
     // The longest reduction for which the driver prefers gemm_direct to packing when B fits in L2
     // (measured per ISA and dtype, see the fill functions).
     index_t direct_max_k;

@@ -100,12 +100,13 @@ Epilogue<T> k_block_epilogue(const Epilogue<T>& ep, index_t p0, index_t kb, inde
     return block;
 }
 
+// kc_max: the k block, gemm_kc's for the whole product (so the same for any split between threads).
 template <class T>
 void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t m, index_t n, index_t k,
                  ConstMatrix<T> a, ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue,
-                 bool skip_zero_steps) {
+                 bool skip_zero_steps, index_t kc_max) {
     const int mr = row_tile.mr, nr = kt.nr;
-    const index_t kc_max = kt.kc, mc_max = kt.mc, nc_max = kt.nc;
+    const index_t mc_max = kt.mc, nc_max = kt.nc;
     const auto kc_room = static_cast<std::size_t>(std::min<index_t>(kc_max, std::max<index_t>(k, 1)));
     T* packed_b = thread_buffer<T, PackedB>(kc_room * static_cast<std::size_t>((std::min(nc_max, n) + nr - 1) / nr * nr));
     T* packed_a = thread_buffer<T, PackedA>(kc_room * static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr * mr));
@@ -272,7 +273,32 @@ void gemm_unpacked(Path path, const KernelTable<T>& kt, index_t i0, index_t i1, 
     }
 }
 
+// The packed path's k block: kt.kc_small for products of at most kShortKcMaxRows rows (a Dense
+// layer's X W^T at a small batch), k then split into blocks of equal length, else kt.kc. A short
+// block's B micro-panel (kc x NR) stays in L1 for the few row tiles that reuse it. Measured on the
+// 2-core Xeon, 1 thread, the two alternated in a C++ loop, 11 rounds, medians, float64 kc 512 ->
+// 128 (blocks of 112 for k = 784): X W^T 17x256x784 x1.25, 32x256x784 x1.11-1.14, 48x256x784
+// x1.11-1.14, 64x256x784 x1.03-1.07, 64x1024x1024 x1.04-1.06, 64x512x2048 x1.06-1.07, dY W
+// 32x784x1024 x1.15-1.19; on 2 threads x0.96-1.10. Blocks of 256 with a last one of 16 for
+// k = 784 did worse (float32 on 2 threads, 32 rows: x0.96-0.97): a short last block costs a pass
+// over C for a few steps. float32
+// (1024 -> 256, or 196 for k = 784) gained at k >= 1024 (64x1024x1024 x1.05-1.09, 32x784x1024
+// x1.32-1.44, where B is then read in place) but not at k = 784, the first layer of the MNIST
+// MLP (x0.96-1.05 on 1 thread, x0.90-1.04 on 2), so its kc_small is its kc. From 128 rows on
+// neither gained (128x256x784 x0.99-1.00, 256x256x784 x0.96-1.00), and large products lost
+// (10000x256x784 x0.84, 2048^3 x0.92 with kc 256 wherever C took under 1 MiB: C's pass per block
+// from L3 or memory). The sums over k then run in more blocks (each block's sum added to C, as for
+// any k > kc): other bits than with one block, the same for every thread count and layout.
+constexpr index_t kShortKcMaxRows = 64;
+
 }  // namespace
+
+template <class T>
+index_t gemm_kc(const KernelTable<T>& kt, index_t m, index_t k) {
+    if (m > kShortKcMaxRows || kt.kc_small >= kt.kc) return kt.kc;
+    const index_t blocks = std::max<index_t>(1, (k + kt.kc_small - 1) / kt.kc_small);
+    return std::max<index_t>(1, (k + blocks - 1) / blocks);
+}
 
 template <class T>
 void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a,
@@ -307,12 +333,13 @@ void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix
     }
     const index_t tiles_n = (n + kt.nr - 1) / kt.nr;
     const GemmTile<T>& row_tile = choose_row_tile(kt, m, tiles_n, max_parts);
+    const index_t kc = gemm_kc(kt, m, k);
     const index_t tiles_m = (m + row_tile.mr - 1) / row_tile.mr;
     const bool split_n = split_columns(tiles_m, tiles_n);
     const index_t tiles = split_n ? tiles_n : tiles_m;
     const index_t parts = std::min(max_parts, tiles);
     if (parts <= 1) {
-        gemm_serial(kt, row_tile, m, n, k, a, b, c, ldc, epilogue, skip_zero_steps);
+        gemm_serial(kt, row_tile, m, n, k, a, b, c, ldc, epilogue, skip_zero_steps, kc);
         return;
     }
     parallel_for(static_cast<int>(parts), [&](int part) {
@@ -323,15 +350,17 @@ void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix
             Epilogue<T> ep = epilogue;
             if (ep.bias) ep.bias += j0;
             ConstMatrix<T> b_part{b.data + j0 * b.col_stride, b.row_stride, b.col_stride};
-            gemm_serial(kt, row_tile, m, j1 - j0, k, a, b_part, c + j0, ldc, ep, skip_zero_steps);
+            gemm_serial(kt, row_tile, m, j1 - j0, k, a, b_part, c + j0, ldc, ep, skip_zero_steps, kc);
         } else {
             const index_t i0 = t0 * row_tile.mr, i1 = std::min(m, t1 * row_tile.mr);
             ConstMatrix<T> a_part{a.data + i0 * a.row_stride, a.row_stride, a.col_stride};
-            gemm_serial(kt, row_tile, i1 - i0, n, k, a_part, b, c + i0 * ldc, ldc, epilogue, skip_zero_steps);
+            gemm_serial(kt, row_tile, i1 - i0, n, k, a_part, b, c + i0 * ldc, ldc, epilogue, skip_zero_steps, kc);
         }
     });
 }
 
+template index_t gemm_kc<float>(const KernelTable<float>&, index_t, index_t);
+template index_t gemm_kc<double>(const KernelTable<double>&, index_t, index_t);
 template void gemm<float>(const KernelTable<float>&, index_t, index_t, index_t, ConstMatrix<float>,
                           ConstMatrix<float>, float*, index_t, const Epilogue<float>&, int, bool);
 template void gemm<double>(const KernelTable<double>&, index_t, index_t, index_t,

@@ -220,7 +220,7 @@ void check_gemm(const KernelTable<T>& kt, const GemmSpec& s, Rng& rng, const std
 template <class T>
 void test_gemm(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("gemm ") + nntest::dtype_name<T>());
-    const index_t mr = kt.tile.mr, nr = kt.nr, kc = kt.kc, mc = kt.mc, nc = kt.nc;
+    const index_t mr = kt.tile.mr, nr = kt.nr, kc = kt.kc, ks = kt.kc_small, mc = kt.mc, nc = kt.nc;
     std::vector<index_t> sizes = {0, 1, 2, 3, mr - 1, mr, mr + 1, nr - 1, nr, nr + 1, 7, 13, 31, 61, 127};
     std::sort(sizes.begin(), sizes.end());
     sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
@@ -264,9 +264,12 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
 
     // 3. Shapes beyond the cache blocks: tall-skinny, short-fat, k > kc (several k blocks, so
     //    the epilogue must apply bias and activation on the last block only), m > mc, n > nc.
+    //    Up to 64 rows the k blocks are kc_small long at most, and of equal length (gemm_kc): k
+    //    around it there, and around kc from 65 rows on.
     const index_t big[][3] = {{1000, 3, 5},          {3, 1000, 7},         {17, 19, 2 * kc + 3},
                               {mc + mr + 1, 2 * nr + 1, 9}, {4, nc + nr + 3, 5}, {mc + 5, nc + 7, 3},
-                              {mc + 13, 37, kc + 5}};
+                              {mc + 13, 37, kc + 5}, {mr + 2, nr + 3, ks - 1}, {mr + 2, nr + 3, ks + 1},
+                              {2 * mr - 1, nr + 1, 2 * ks + 1}, {64, nr + 5, 3 * ks + 16}, {65, nr + 3, kc + 1}};
     for (const auto& shape : big)
         for (int variant = 0; variant < 4; ++variant) {
             GemmSpec s = random_spec(shape[0], shape[1], shape[2], rng);
@@ -281,8 +284,9 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
     //    the second), and each result must be bit-identical across 1, 2 and 3 threads. With a
     //    short tile, the last two take it on 2 threads only (choose_row_tile: the rows of the
     //    slowest part; float32 AVX-512: 11 twelve-row tiles split 6 / 5, 16 eight-row ones 8 / 8).
-    const index_t threaded[][3] = {{500, 40, 40}, {40, 500, 40}, {200, 70, 2 * kc + 3},
-                                   {2 * mc + 1, 4 * nr + 3, 2 * kc + 1}, {128, 8 * nr, 64}, {224, 4 * nr, 256}};
+    const index_t threaded[][3] = {{500, 40, 40},     {40, 500, 40},           {200, 70, 2 * kc + 3},
+                                   {2 * mc + 1, 4 * nr + 3, 2 * kc + 1}, {128, 8 * nr, 64}, {224, 4 * nr, 256},
+                                   {64, 4 * nr + 3, 3 * ks + 16}};
     for (const auto& shape : threaded)
         for (int variant = 0; variant < 2; ++variant) {
             GemmSpec s = random_spec(shape[0], shape[1], shape[2], rng);
@@ -292,8 +296,8 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
             check_gemm(kt, s, rng, {1, 2, 3});
             ++cases;
         }
-    std::printf("    gemm %s: %lld cases (mr=%d nr=%d kc=%d mc=%d nc=%d)\n", nntest::dtype_name<T>(), cases, kt.tile.mr,
-                kt.nr, kt.kc, kt.mc, kt.nc);
+    std::printf("    gemm %s: %lld cases (mr=%d nr=%d kc=%d (%d for a small C) mc=%d nc=%d)\n", nntest::dtype_name<T>(), cases,
+                kt.tile.mr, kt.nr, kt.kc, kt.kc_small, kt.mc, kt.nc);
 }
 
 // The unpacked small-problem paths of the driver (gemm.cpp: choose_path). The dot kernel runs when
@@ -433,6 +437,26 @@ void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
     std::printf("    pack_b %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
+// The packed path's k block (gemm_kc): up to 64 rows k in the fewest blocks of at most kc_small,
+// of equal length but for a last one at most a step per block shorter; from 65 rows on kc.
+template <class T>
+void test_gemm_kc(const KernelTable<T>& kt) {
+    Scope scope(std::string("gemm_kc ") + nntest::dtype_name<T>());
+    const index_t ks = kt.kc_small;
+    for (index_t m : {index_t(1), index_t(17), index_t(64), index_t(65), index_t(1000)})
+        for (index_t k : {index_t(0), index_t(1), ks - 1, ks, ks + 1, 3 * ks + 16, 7 * ks + 5, index_t(kt.kc) + 1}) {
+            Scope shape("m=" + std::to_string(m) + " k=" + std::to_string(k));
+            const index_t kc = nncore::gemm_kc(kt, m, k);
+            if (m > 64 || ks >= kt.kc) {
+                CHECK_MSG(kc == kt.kc, "kc=" << kc);
+                continue;
+            }
+            const index_t blocks = std::max<index_t>(1, (k + ks - 1) / ks);
+            CHECK_MSG(kc >= 1 && kc <= ks, "kc=" << kc);
+            CHECK_MSG(k == 0 || ((k + kc - 1) / kc == blocks && blocks * kc - k < blocks), "kc=" << kc << ", " << blocks << " blocks");
+        }
+}
+
 // A NaN in A or B reaches exactly the outputs that depend on it, whatever the activation (a
 // diverging network must show it, not hide it): NaN at A(i0, p0) makes row i0 of C NaN and
 // B(p0, j0) column j0. p0 lies in the middle k block, so the NaN also has to survive the
@@ -440,7 +464,8 @@ void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
 template <class T>
 void test_gemm_nan_propagation(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("gemm NaN propagation ") + nntest::dtype_name<T>());
-    const index_t m = kt.tile.mr + 3, n = kt.nr + 5, k = 2 * kt.kc + 3, p0 = kt.kc + 1, i0 = m - 2, j0 = n - 3;
+    const index_t m = kt.tile.mr + 3, n = kt.nr + 5, k = 2 * kt.kc_small + 3, p0 = nncore::gemm_kc(kt, m, k) + 1;
+    const index_t i0 = m - 2, j0 = n - 3;
     for (int in_b = 0; in_b < 2; ++in_b)
         for (Act act : kActs) {
             Scope act_scope(std::string(in_b ? "NaN in B" : "NaN in A") + " act=" + act_name(act));
@@ -956,6 +981,8 @@ int main() {
         Rng pack_rng(20261201);
         test_pack_b(tables.f32, vector_bytes ? vector_bytes / 4 : 1, pack_rng);
         test_pack_b(tables.f64, vector_bytes ? vector_bytes / 8 : 1, pack_rng);
+        test_gemm_kc(tables.f32);
+        test_gemm_kc(tables.f64);
         test_gemm(tables.f32, rng);
         test_gemm(tables.f64, rng);
         // The short row tile through the same cases, where the table has one.

@@ -17,7 +17,7 @@ void fill_tables_avx2(Tables& tables) {
     // No short tile (the fourth argument, its rows, is the main tile's): 4 x 16 was measured
     // (Intel Xeon, 1 thread, float32 Dense 784 -> 256 and 256 -> 128 at batch 32 and 64) within
     // noise of 6 x 16, which pads those batches to 36 and 66 rows.
-    isa_avx2::fill_table<float, 6, 2, 6>(tables.f32, 512, 32, 4096, 64, isa_avx2::ConvTiles<5, 2, 4, 2, 12, 1>{});
-    isa_avx2::fill_table<double, 6, 2, 6>(tables.f64, 512, 16, 4096, 4, isa_avx2::ConvTiles<5, 2, 4, 2, 12, 1>{});
+    isa_avx2::fill_table<float, 6, 2, 6>(tables.f32, 512, 512, 32, 4096, 64, isa_avx2::ConvTiles<5, 2, 4, 2, 12, 1>{});
+    isa_avx2::fill_table<double, 6, 2, 6>(tables.f64, 512, 512, 16, 4096, 4, isa_avx2::ConvTiles<5, 2, 4, 2, 12, 1>{});
 }
 }  // namespace nncore

@@ -6,7 +6,7 @@
 namespace nncore {
 void fill_tables_scalar(Tables& tables) {
     tables.isa = Isa::scalar;
-    isa_scalar::fill_table<float, 4, 4, 4>(tables.f32, 256, 16, 4096, 4, isa_scalar::ConvTiles<5, 2, 3, 3, 7, 1>{});
-    isa_scalar::fill_table<double, 4, 4, 4>(tables.f64, 128, 16, 4096, 4, isa_scalar::ConvTiles<5, 2, 3, 3, 7, 1>{});
+    isa_scalar::fill_table<float, 4, 4, 4>(tables.f32, 256, 256, 16, 4096, 4, isa_scalar::ConvTiles<5, 2, 3, 3, 7, 1>{});
+    isa_scalar::fill_table<double, 4, 4, 4>(tables.f64, 128, 128, 16, 4096, 4, isa_scalar::ConvTiles<5, 2, 3, 3, 7, 1>{});
 }
 }  // namespace nncore
