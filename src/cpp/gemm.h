@@ -18,6 +18,14 @@ struct ConstMatrix {
 // Steps of k that the direct kernel sums from zero before adding them to C (see gemm.cpp).
 constexpr index_t kDirectSumBlock = 1024;
 
+// The k block of the packed path for a product of m rows and a reduction of k: up to
+// kShortKcMaxRows rows kt.kc_small, k split into the fewest blocks of equal length up to that (the
+// last one at most a step per block shorter); else kt.kc (see gemm.cpp). The sums over k run in
+// blocks of this length.
+constexpr index_t kShortKcMaxRows = 64;
+template <class T>
+index_t gemm_kc(const KernelTable<T>& kt, index_t m, index_t k);
+
 // C (m x n, row stride ldc, unit column stride) = act(beta * C + A (m x k) * B (k x n) + bias),
 // where bias (length n) may be null. With beta == 0, C is never read. Threads split m or n,
 // never k, so the result is bit-identical for any thread count.
@@ -29,12 +37,6 @@ constexpr index_t kDirectSumBlock = 1024;
 // entry of B, which 0 * B would have spread, is not). Other paths and layouts ignore it. Measured
 // (2-core Xeon, float32, MNIST's 10000 test images through 784 -> 256 + bias + ReLU in chunks of
 // 1024 rows, medians of 9 alternated runs): 1 thread 50.4 -> 30.5 ms, 2 threads 25.4 -> 15.4 ms.
-// The k block of the packed path for a product of m rows and a reduction of k: up to 64 rows
-// kt.kc_small, k split into the fewest blocks of equal length up to that (the last one at most a
-// step per block shorter); else kt.kc (see gemm.cpp). The sums over k run in blocks of this length.
-template <class T>
-index_t gemm_kc(const KernelTable<T>& kt, index_t m, index_t k);
-
 template <class T>
 void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a,
           ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue, int n_threads,

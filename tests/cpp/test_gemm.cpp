@@ -221,6 +221,7 @@ template <class T>
 void test_gemm(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("gemm ") + nntest::dtype_name<T>());
     const index_t mr = kt.tile.mr, nr = kt.nr, kc = kt.kc, ks = kt.kc_small, mc = kt.mc, nc = kt.nc;
+    const index_t short_rows = nncore::kShortKcMaxRows;
     std::vector<index_t> sizes = {0, 1, 2, 3, mr - 1, mr, mr + 1, nr - 1, nr, nr + 1, 7, 13, 31, 61, 127};
     std::sort(sizes.begin(), sizes.end());
     sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
@@ -264,12 +265,12 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
 
     // 3. Shapes beyond the cache blocks: tall-skinny, short-fat, k > kc (several k blocks, so
     //    the epilogue must apply bias and activation on the last block only), m > mc, n > nc.
-    //    Up to 64 rows the k blocks are kc_small long at most, and of equal length (gemm_kc): k
-    //    around it there, and around kc from 65 rows on.
+    //    Up to kShortKcMaxRows (64) rows the k blocks are kc_small long at most, and of equal
+    //    length (gemm_kc): k around it there, and around kc from one row more on.
     const index_t big[][3] = {{1000, 3, 5},          {3, 1000, 7},         {17, 19, 2 * kc + 3},
                               {mc + mr + 1, 2 * nr + 1, 9}, {4, nc + nr + 3, 5}, {mc + 5, nc + 7, 3},
                               {mc + 13, 37, kc + 5}, {mr + 2, nr + 3, ks - 1}, {mr + 2, nr + 3, ks + 1},
-                              {2 * mr - 1, nr + 1, 2 * ks + 1}, {64, nr + 5, 3 * ks + 16}, {65, nr + 3, kc + 1}};
+                              {2 * mr - 1, nr + 1, 2 * ks + 1}, {short_rows, nr + 5, 3 * ks + 16}, {short_rows + 1, nr + 3, kc + 1}};
     for (const auto& shape : big)
         for (int variant = 0; variant < 4; ++variant) {
             GemmSpec s = random_spec(shape[0], shape[1], shape[2], rng);
@@ -286,7 +287,7 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
     //    slowest part; float32 AVX-512: 11 twelve-row tiles split 6 / 5, 16 eight-row ones 8 / 8).
     const index_t threaded[][3] = {{500, 40, 40},     {40, 500, 40},           {200, 70, 2 * kc + 3},
                                    {2 * mc + 1, 4 * nr + 3, 2 * kc + 1}, {128, 8 * nr, 64}, {224, 4 * nr, 256},
-                                   {64, 4 * nr + 3, 3 * ks + 16}};
+                                   {short_rows, 4 * nr + 3, 3 * ks + 16}};
     for (const auto& shape : threaded)
         for (int variant = 0; variant < 2; ++variant) {
             GemmSpec s = random_spec(shape[0], shape[1], shape[2], rng);
@@ -296,8 +297,8 @@ void test_gemm(const KernelTable<T>& kt, Rng& rng) {
             check_gemm(kt, s, rng, {1, 2, 3});
             ++cases;
         }
-    std::printf("    gemm %s: %lld cases (mr=%d nr=%d kc=%d (%d for a small C) mc=%d nc=%d)\n", nntest::dtype_name<T>(), cases,
-                kt.tile.mr, kt.nr, kt.kc, kt.kc_small, kt.mc, kt.nc);
+    std::printf("    gemm %s: %lld cases (mr=%d nr=%d kc=%d (%d up to %d rows) mc=%d nc=%d)\n", nntest::dtype_name<T>(), cases,
+                kt.tile.mr, kt.nr, kt.kc, kt.kc_small, static_cast<int>(nncore::kShortKcMaxRows), kt.mc, kt.nc);
 }
 
 // The unpacked small-problem paths of the driver (gemm.cpp: choose_path). The dot kernel runs when
@@ -437,17 +438,17 @@ void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
     std::printf("    pack_b %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
-// The packed path's k block (gemm_kc): up to 64 rows k in the fewest blocks of at most kc_small,
-// of equal length but for a last one at most a step per block shorter; from 65 rows on kc.
+// The packed path's k block (gemm_kc): up to kShortKcMaxRows rows k in the fewest blocks of at most
+// kc_small, of equal length but for a last one at most a step per block shorter; beyond, kc.
 template <class T>
 void test_gemm_kc(const KernelTable<T>& kt) {
     Scope scope(std::string("gemm_kc ") + nntest::dtype_name<T>());
-    const index_t ks = kt.kc_small;
-    for (index_t m : {index_t(1), index_t(17), index_t(64), index_t(65), index_t(1000)})
+    const index_t ks = kt.kc_small, short_rows = nncore::kShortKcMaxRows;
+    for (index_t m : {index_t(1), index_t(17), short_rows, short_rows + 1, index_t(1000)})
         for (index_t k : {index_t(0), index_t(1), ks - 1, ks, ks + 1, 3 * ks + 16, 7 * ks + 5, index_t(kt.kc) + 1}) {
             Scope shape("m=" + std::to_string(m) + " k=" + std::to_string(k));
             const index_t kc = nncore::gemm_kc(kt, m, k);
-            if (m > 64 || ks >= kt.kc) {
+            if (m > short_rows || ks >= kt.kc) {
                 CHECK_MSG(kc == kt.kc, "kc=" << kc);
                 continue;
             }
