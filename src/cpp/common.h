@@ -81,6 +81,9 @@ struct Epilogue {
     const T* bias = nullptr;
     Act act = Act::identity;
     T alpha = T(0);  // negative slope of leaky_relu
+    // The packed GEMM micro-kernels only (gemm.cpp sets it): the tile is the transpose of C's,
+    // so its element (i, j) goes to c[j * ldc + i] and bias[i] is added to its row i.
+    bool transposed = false;
 };
 
 }  // namespace nncore

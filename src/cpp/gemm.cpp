@@ -100,6 +100,13 @@ Epilogue<T> k_block_epilogue(const Epilogue<T>& ep, index_t p0, index_t kb, inde
     return block;
 }
 
+// Where element (i, j) of the product goes: C[i][j], or C[j][i] when the driver computes C^T (see
+// gemm_packed).
+template <class T>
+T* element_of(T* c, index_t ldc, index_t i, index_t j, bool transposed) {
+    return transposed ? c + j * ldc + i : c + i * ldc + j;
+}
+
 // kc_max: the k block, gemm_kc's for the whole product (so the same for any split between threads).
 template <class T>
 void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t m, index_t n, index_t k,
@@ -119,6 +126,7 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
     // (GF/s, packed -> in place, medians): AVX-512 256x256x784 96 -> 100, 256x128x256 96 -> 103,
     // 1024x256x784 91 -> 95; AVX2 72 -> 84, 79 -> 103, 74 -> 85; 256^3 and 128x256x784 unchanged.
     // Only a last partial tile is still packed (zero-padded).
+    const bool transposed = epilogue.transposed;  // C^T is stored (element_of)
     const bool a_in_place = a.col_stride == 1 && rows_spread_over_l1(a.row_stride * static_cast<index_t>(sizeof(T)), mr);
     // Zero-skipping (gemm.h): each row tile of a block lists the k steps at which its rows of A are
     // not all zero, once per block of k (every column panel of B then reuses the list), in one pass
@@ -158,13 +166,14 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
                                                                 static_cast<int>(std::min<index_t>(mr, mc - ir)), kc,
                                                                 steps + ir / mr * step_room);
                 for (index_t jr = 0; jr < nc; jr += nr) {
-                    ep.bias = block_bias ? block_bias + jc + jr : nullptr;
+                    if (!transposed) ep.bias = block_bias ? block_bias + jc + jr : nullptr;
                     const int n_eff = static_cast<int>(std::min<index_t>(nr, nc - jr));
                     const bool b_panel_in_place = jr < b_in_place;
                     const T* pb = b_panel_in_place ? b_block + jr : packed_b + jr * kc;
                     const index_t ldb = b_panel_in_place ? b.row_stride : nr;
                     for (index_t ir = 0; ir < mc; ir += mr) {
-                        T* tile = c + (ic + ir) * ldc + jc + jr;
+                        if (transposed) ep.bias = block_bias ? block_bias + ic + ir : nullptr;
+                        T* tile = element_of(c, ldc, ic + ir, jc + jr, transposed);
                         const index_t count = skip ? step_counts[ir / mr] : kc;
                         if (count < kc) {
                             const std::int32_t* listed = steps + ir / mr * step_room;
@@ -290,6 +299,62 @@ void gemm_unpacked(Path path, const KernelTable<T>& kt, index_t i0, index_t i1, 
 // from L3 or memory). The sums over k then run in more blocks (each block's sum added to C, as for
 // any k > kc): other bits than with one block, the same for every thread count and layout.
 
+// The packed path for products split into up to max_parts parts, with the k block kc.
+template <class T>
+void gemm_packed(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a, ConstMatrix<T> b, T* c,
+                 index_t ldc, const Epilogue<T>& epilogue, index_t max_parts, bool skip_zero_steps, index_t kc) {
+    const index_t tiles_n = (n + kt.nr - 1) / kt.nr;
+    const GemmTile<T>& row_tile = choose_row_tile(kt, m, tiles_n, max_parts);
+    const index_t tiles_m = (m + row_tile.mr - 1) / row_tile.mr;
+    const bool split_n = split_columns(tiles_m, tiles_n);
+    const index_t tiles = split_n ? tiles_n : tiles_m;
+    const index_t parts = std::min(max_parts, tiles);
+    if (parts <= 1) {
+        gemm_serial(kt, row_tile, m, n, k, a, b, c, ldc, epilogue, skip_zero_steps, kc);
+        return;
+    }
+    parallel_for(static_cast<int>(parts), [&](int part) {
+        // Whole tiles per part, spread as evenly as possible.
+        const index_t t0 = tiles * part / parts, t1 = tiles * (part + 1) / parts;
+        if (split_n) {
+            const index_t j0 = t0 * kt.nr, j1 = std::min(n, t1 * kt.nr);
+            Epilogue<T> ep = epilogue;
+            if (ep.bias && !ep.transposed) ep.bias += j0;
+            ConstMatrix<T> b_part{b.data + j0 * b.col_stride, b.row_stride, b.col_stride};
+            gemm_serial(kt, row_tile, m, j1 - j0, k, a, b_part, element_of(c, ldc, 0, j0, ep.transposed), ldc, ep,
+                        skip_zero_steps, kc);
+        } else {
+            const index_t i0 = t0 * row_tile.mr, i1 = std::min(m, t1 * row_tile.mr);
+            Epilogue<T> ep = epilogue;
+            if (ep.bias && ep.transposed) ep.bias += i0;
+            ConstMatrix<T> a_part{a.data + i0 * a.row_stride, a.row_stride, a.col_stride};
+            gemm_serial(kt, row_tile, i1 - i0, n, k, a_part, b, element_of(c, ldc, i0, 0, ep.transposed), ldc, ep,
+                        skip_zero_steps, kc);
+        }
+    });
+}
+
+// X W^T at a small batch (m rows, n >= 4 m outputs) is computed as its transpose W X^T, each tile
+// stored transposed (Epilogue::transposed): packing then copies X, n / m times fewer values, where
+// the direct form copies all of W (transposed, kc x NR panels), and W, stored by rows, is read in
+// place as the A operand. Each element is the same sum over k in the same order (the k blocks of
+// the original m, gemm_kc; each step multiplies the same two values), so the bits are those of
+// the direct form, for any thread count. X's rows become the columns of NR-wide panels, so m must
+// fill them to within 1/16 (32 or 64 rows for float32 AVX-512, not 40 or 48: 48x256x784 x0.86, and
+// 40 x0.81-0.98, the padded panel costing more than the copy saved). Measured on the 2-core Xeon,
+// the two forms alternated in one process, 15 rounds, medians of the paired ratios, float32
+// AVX-512, 1 thread: 32x256x784 x1.28, 64x256x784 x1.11, 32x128x256 x1.11, 64x256x256 x0.99,
+// 96x512x784 x1.16, 128x1024x1024 x1.10, 256x1024x1024 x1.07, 32x1024x1024 x1.24; 2 threads
+// x1.00-1.22 (32x256x784 x1.21); float64 1 thread x1.07-1.44, 2 threads x0.98-1.37; AVX2 float32 x1.02-1.35.
+constexpr index_t kTransposedMinRatio = 4, kTransposedMaxPadding = 16;
+template <class T>
+bool transposed_pays(const KernelTable<T>& kt, index_t m, index_t n, ConstMatrix<T> a, ConstMatrix<T> b,
+                     const Epilogue<T>& ep, bool skip_zero_steps) {
+    const index_t padding = (m + kt.nr - 1) / kt.nr * kt.nr - m;  // X's rows are the transpose's columns
+    return a.col_stride == 1 && b.row_stride == 1 && b.col_stride != 1 && !skip_zero_steps && !ep.transposed &&
+           n >= kTransposedMinRatio * m && padding * kTransposedMaxPadding <= m;
+}
+
 }  // namespace
 
 template <class T>
@@ -330,32 +395,14 @@ void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix
         });
         return;
     }
-    const index_t tiles_n = (n + kt.nr - 1) / kt.nr;
-    const GemmTile<T>& row_tile = choose_row_tile(kt, m, tiles_n, max_parts);
-    const index_t kc = gemm_kc(kt, m, k);
-    const index_t tiles_m = (m + row_tile.mr - 1) / row_tile.mr;
-    const bool split_n = split_columns(tiles_m, tiles_n);
-    const index_t tiles = split_n ? tiles_n : tiles_m;
-    const index_t parts = std::min(max_parts, tiles);
-    if (parts <= 1) {
-        gemm_serial(kt, row_tile, m, n, k, a, b, c, ldc, epilogue, skip_zero_steps, kc);
+    if (transposed_pays(kt, m, n, a, b, epilogue, skip_zero_steps)) {
+        Epilogue<T> ep = epilogue;
+        ep.transposed = true;
+        gemm_packed(kt, n, m, k, ConstMatrix<T>{b.data, b.col_stride, b.row_stride},
+                    ConstMatrix<T>{a.data, a.col_stride, a.row_stride}, c, ldc, ep, max_parts, false, gemm_kc(kt, m, k));
         return;
     }
-    parallel_for(static_cast<int>(parts), [&](int part) {
-        // Whole tiles per part, spread as evenly as possible.
-        const index_t t0 = tiles * part / parts, t1 = tiles * (part + 1) / parts;
-        if (split_n) {
-            const index_t j0 = t0 * kt.nr, j1 = std::min(n, t1 * kt.nr);
-            Epilogue<T> ep = epilogue;
-            if (ep.bias) ep.bias += j0;
-            ConstMatrix<T> b_part{b.data + j0 * b.col_stride, b.row_stride, b.col_stride};
-            gemm_serial(kt, row_tile, m, j1 - j0, k, a, b_part, c + j0, ldc, ep, skip_zero_steps, kc);
-        } else {
-            const index_t i0 = t0 * row_tile.mr, i1 = std::min(m, t1 * row_tile.mr);
-            ConstMatrix<T> a_part{a.data + i0 * a.row_stride, a.row_stride, a.col_stride};
-            gemm_serial(kt, row_tile, i1 - i0, n, k, a_part, b, c + i0 * ldc, ldc, epilogue, skip_zero_steps, kc);
-        }
-    });
+    gemm_packed(kt, m, n, k, a, b, c, ldc, epilogue, max_parts, skip_zero_steps, gemm_kc(kt, m, k));
 }
 
 template index_t gemm_kc<float>(const KernelTable<float>&, index_t, index_t);

@@ -860,6 +860,100 @@ void test_gemm_short_tile_same_bits(const KernelTable<T>& kt, Rng& rng) {
             }
 }
 
+// The micro-kernel's transposed store (Epilogue::transposed) against its plain one: every
+// partial tile size, beta, bias and activation, A packed and in place.
+template <class T>
+void test_transposed_store(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope("transposed store");
+    for (const nncore::GemmTile<T>* tile : {&kt.tile, &kt.tile_short}) {
+        const int mr = tile->mr, nr = static_cast<int>(kt.nr);
+        const index_t k = 7, ld = nr + 3;  // C's rows ld apart, C^T's too
+        const std::vector<T> a = nntest::random_vector<T>(k * mr, rng), b = nntest::random_vector<T>(k * nr, rng),
+                             c0 = nntest::random_vector<T>(ld * ld, rng);
+        const std::vector<T> same_bias(static_cast<std::size_t>(ld), nntest::random_vector<T>(1, rng)[0]);
+        for (int m_eff = 1; m_eff <= mr; ++m_eff)
+            for (int n_eff = 1; n_eff <= nr; ++n_eff)
+                for (int variant = 0; variant < 4; ++variant) {
+                    Scope c("mr=" + std::to_string(mr) + " m_eff=" + std::to_string(m_eff) + " n_eff=" + std::to_string(n_eff) +
+                            " variant=" + std::to_string(variant));
+                    Epilogue<T> ep;
+                    ep.beta = variant & 1;
+                    ep.act = kActs[(m_eff + n_eff + variant) % nntest::kActCount];
+                    ep.alpha = T(kLeakyAlpha);
+                    std::vector<T> plain = c0, flipped(c0.size());
+                    for (index_t i = 0; i < ld; ++i)
+                        for (index_t j = 0; j < ld; ++j) flipped[j * ld + i] = c0[i * ld + j];
+                    // One value in every place: the plain tile adds bias[j] to its column j, the
+                    // transposed one bias[i] to its row i (check_gemm checks which value goes where).
+                    ep.bias = variant & 2 ? same_bias.data() : nullptr;
+                    tile->ukernel(k, a.data(), b.data(), nr, plain.data(), ld, m_eff, n_eff, ep);
+                    ep.transposed = true;
+                    tile->ukernel(k, a.data(), b.data(), nr, flipped.data(), ld, m_eff, n_eff, ep);
+                    std::vector<T> back(c0.size());
+                    for (index_t i = 0; i < ld; ++i)
+                        for (index_t j = 0; j < ld; ++j) back[i * ld + j] = flipped[j * ld + i];
+                    CHECK_MSG(nntest::same_bits(plain, back), "the transposed store differs from the plain one");
+                }
+    }
+}
+
+// X W^T at a small batch runs as W X^T, each tile stored transposed (gemm.cpp: transposed_pays,
+// for n >= 4 m and m at most 1/16 short of whole column panels): checked against the reference on
+// every epilogue, several k blocks (beta then applies to the transposed tiles), n' = m > nc and
+// m' = n > mc, on 1-3 threads; and bit for bit against the same product with B strided, which the
+// rule leaves to the direct form (the same sums in the same order).
+template <class T>
+void test_gemm_transposed(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("gemm transposed ") + nntest::dtype_name<T>());
+    const index_t nr = kt.nr, kc = kt.kc;
+    test_transposed_store(kt, rng);
+    // More than 64 rows (and more than k / 4, or B beyond L2) take the packed path whatever the
+    // CPU (choose_path); 96 is whole panels for every nr, 95 one short.
+    const index_t m_big = (kt.nc / nr + 1) * nr;  // n' = m > nc
+    const index_t shapes[][3] = {{96, 389, 200}, {95, 384, 33}, {128, 4 * 128 + 1, kc + 5}, {96, 4 * 96, 17},
+                                 {m_big, 4 * m_big + 3, 9}};
+    long long cases = 0;
+    for (const auto& shape : shapes) {
+        if (shape[0] == m_big && kt.nc > 1024) continue;  // (AVX2 and the baseline: nc 4096, too slow here)
+        const index_t m = shape[0], n = shape[1], k = shape[2];
+        for (int variant = 0; variant < 4; ++variant) {
+            GemmSpec s;
+            s.m = m;
+            s.n = n;
+            s.k = k;
+            s.b.trans = true;  // B = W^T with W stored by rows
+            s.a.pad = variant % 2;
+            s.b.pad = variant / 2;
+            s.pad_c = variant;
+            s.beta = variant & 1;
+            s.bias = variant != 2;
+            s.act = kActs[(variant + cases) % nntest::kActCount];
+            check_gemm(kt, s, rng, {1, 2, 3});
+            ++cases;
+
+            Scope same("same bits as B strided, " + describe(s));
+            const std::vector<T> a = nntest::random_vector<T>(m * k, rng), w = nntest::random_vector<T>(n * k, rng),
+                                 bias = nntest::random_vector<T>(n, rng), c0 = nntest::random_vector<T>(m * n, rng);
+            std::vector<T> w2(static_cast<std::size_t>(4 * n * k));
+            for (index_t o = 0; o < n; ++o)
+                for (index_t p = 0; p < k; ++p) w2[static_cast<std::size_t>(2 * o * 2 * k + 2 * p)] = w[o * k + p];
+            Epilogue<T> ep;
+            ep.beta = s.beta;
+            ep.bias = s.bias ? bias.data() : nullptr;
+            ep.act = s.act;
+            ep.alpha = T(kLeakyAlpha);
+            std::vector<T> c_t = c0, c_d = c0;
+            nncore::gemm(kt, m, n, k, nncore::ConstMatrix<T>{a.data(), k, 1}, nncore::ConstMatrix<T>{w.data(), 1, k},
+                         c_t.data(), n, ep, 2);
+            nncore::gemm(kt, m, n, k, nncore::ConstMatrix<T>{a.data(), k, 1}, nncore::ConstMatrix<T>{w2.data(), 2, 4 * k},
+                         c_d.data(), n, ep, 1);
+            CHECK_MSG(nntest::same_bits(c_t, c_d), "W X^T stored transposed differs from X W^T");
+        }
+    }
+    nncore::set_num_threads(1);
+    std::printf("    gemm transposed %s: %lld cases\n", nntest::dtype_name<T>(), cases);
+}
+
 // nonzero_steps against a loop over the values: the steps of [0, k) at which any of `rows` rows is
 // not +-0 (NaN, infinities and subnormals count), on edge sizes, with the room it may write past k.
 template <class T>
@@ -991,6 +1085,8 @@ int main() {
         if (tables.f64.tile_short.mr != tables.f64.tile.mr) test_gemm(one_tile(tables.f64, true), rng);
         test_gemm_short_tile_same_bits(tables.f32, rng);
         test_gemm_short_tile_same_bits(tables.f64, rng);
+        test_gemm_transposed(tables.f32, rng);
+        test_gemm_transposed(tables.f64, rng);
         // The unpacked kernels at every row count, whatever this CPU's stream_max_rows (on Intel
         // cores the driver packs from 17 rows on), then with the CPU's own limit where it has one.
         auto unpacked_paths = [&](auto table) {

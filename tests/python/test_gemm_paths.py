@@ -1,6 +1,7 @@
 """The GEMM driver's small-problem paths (unpacked dot and direct kernels) through the bindings:
 the MLP's Dense shapes at batch 1..8 in all three forms, few outputs, short reductions, layouts
-with leading dimension > row, and bit-identical results for 1 and 2 threads."""
+with leading dimension > row, X W^T at a small batch computed as W X^T (packed, stored
+transposed), and bit-identical results for 1 and 2 threads."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ LAYERS = [(784, 256), (256, 128), (128, 10), (5, 3)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 8, 33])
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 8, 32, 33, 64])
 @pytest.mark.parametrize(("fan_in", "fan_out"), LAYERS, ids=str)
 def test_dense_forms_match_reference(batch, fan_in, fan_out, dtype, rng):
     x = random_array(rng, (batch, fan_in), dtype)
     w = random_array(rng, (fan_out, fan_in), dtype)
     dy = random_array(rng, (batch, fan_out), dtype)
-    # forward X W^T (dot kernel), backward dY W and dY^T X (direct kernel at small batch)
+    # forward X W^T (dot kernel; at batch 32 and 64 with 4x as many outputs the packed path computes
+    # W X^T and stores it transposed), backward dY W and dY^T X (direct kernel at small batch)
     for a, b, ta, tb in ((x, w, False, True), (dy, w, False, False), (dy, x, True, False)):
         got = ops.matmul(a, b, transpose_a=ta, transpose_b=tb)
         assert_gemm_close(got, ref_matmul(a, b, ta, tb), dtype)
@@ -47,6 +49,8 @@ def test_small_paths_read_padded_and_reversed_views(dtype, rng):
     (3000, 100, 3, False, False),   # direct, short k, split over rows
     (3, 5000, 100, False, False),   # direct, GEMV, split over columns
     (256, 784, 1, True, False),     # dY^T X at batch 1
+    (32, 256, 784, False, True),    # packed, computed as W X^T and stored transposed
+    (64, 1024, 300, False, True),   # the same, split over W's rows
 ], ids=str)
 def test_small_paths_identical_for_1_and_2_threads(m, n, k, ta, tb, dtype, rng):
     a = random_array(rng, (k, m) if ta else (m, k), dtype)
