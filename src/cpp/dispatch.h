@@ -37,7 +37,8 @@ struct GemmTile {
     // ldb apart: a packed panel with ldb = NR, or NR columns of B stored by rows, read in place).
     // Packing zero-pads partial panels, so the kernel always multiplies full MR x NR tiles and only
     // the store is partial; B in place therefore serves full panels only. kc may be 0 (then the
-    // product is zero).
+    // product is zero). With epilogue.transposed the tile goes to C^T instead: element (i, j) to
+    // c[j * ldc + i], bias per row i.
     void (*ukernel)(index_t kc, const T* packed_a, const T* b, index_t ldb, T* c, index_t ldc, int m_eff, int n_eff,
                     const Epilogue<T>& epilogue);
     // The same for a full MR-row tile of A read in place: MR rows lda apart, kc contiguous values
