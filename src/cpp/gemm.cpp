@@ -282,23 +282,6 @@ void gemm_unpacked(Path path, const KernelTable<T>& kt, index_t i0, index_t i1, 
     }
 }
 
-// The packed path's k block (gemm_kc): kt.kc_small for products of at most kShortKcMaxRows rows (a Dense
-// layer's X W^T at a small batch), k then split into blocks of equal length, else kt.kc. A short
-// block's B micro-panel (kc x NR) stays in L1 for the few row tiles that reuse it. Measured on the
-// 2-core Xeon, 1 thread, the two alternated in a C++ loop, 11 rounds, medians, float64 kc 512 ->
-// 128 (blocks of 112 for k = 784): X W^T 17x256x784 x1.25, 32x256x784 x1.11-1.14, 48x256x784
-// x1.11-1.14, 64x256x784 x1.03-1.07, 64x1024x1024 x1.04-1.06, 64x512x2048 x1.06-1.07, dY W
-// 32x784x1024 x1.15-1.19; on 2 threads x0.96-1.10. Blocks of 256 with a last one of 16 for
-// k = 784 did worse (float32 on 2 threads, 32 rows: x0.96-0.97): a short last block costs a pass
-// over C for a few steps. float32 (1024 -> 256, or 196 for k = 784) gained at k >= 1024
-// (64x1024x1024 x1.05-1.09, 32x784x1024 x1.32-1.44, where B is then read in place) but not at
-// k = 784, the first layer of the MNIST MLP (x0.96-1.05 on 1 thread, x0.90-1.04 on 2), so its
-// kc_small is its kc. From 128 rows on
-// neither gained (128x256x784 x0.99-1.00, 256x256x784 x0.96-1.00), and large products lost
-// (10000x256x784 x0.84, 2048^3 x0.92 with kc 256 wherever C took under 1 MiB: C's pass per block
-// from L3 or memory). The sums over k then run in more blocks (each block's sum added to C, as for
-// any k > kc): other bits than with one block, the same for every thread count and layout.
-
 // The packed path for products split into up to max_parts parts, with the k block kc.
 template <class T>
 void gemm_packed(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a, ConstMatrix<T> b, T* c,
@@ -349,14 +332,29 @@ void gemm_packed(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
 constexpr index_t kTransposedMinRatio = 4, kTransposedMaxPadding = 16;
 template <class T>
 bool transposed_pays(const KernelTable<T>& kt, index_t m, index_t n, ConstMatrix<T> a, ConstMatrix<T> b,
-                     const Epilogue<T>& ep, bool skip_zero_steps) {
+                     bool skip_zero_steps) {
     const index_t padding = (m + kt.nr - 1) / kt.nr * kt.nr - m;  // X's rows are the transpose's columns
-    return a.col_stride == 1 && b.row_stride == 1 && b.col_stride != 1 && !skip_zero_steps && !ep.transposed &&
+    return a.col_stride == 1 && b.row_stride == 1 && b.col_stride != 1 && !skip_zero_steps &&
            n >= kTransposedMinRatio * m && padding * kTransposedMaxPadding <= m;
 }
 
 }  // namespace
 
+// The packed path's k block (gemm_kc): kt.kc_small for products of at most kShortKcMaxRows rows (a Dense
+// layer's X W^T at a small batch), k then split into blocks of equal length, else kt.kc. A short
+// block's B micro-panel (kc x NR) stays in L1 for the few row tiles that reuse it. Measured on the
+// 2-core Xeon, 1 thread, the two alternated in a C++ loop, 11 rounds, medians, float64 kc 512 ->
+// 128 (blocks of 112 for k = 784): X W^T 17x256x784 x1.25, 32x256x784 x1.11-1.14, 48x256x784
+// x1.11-1.14, 64x256x784 x1.03-1.07, 64x1024x1024 x1.04-1.06, 64x512x2048 x1.06-1.07, dY W
+// 32x784x1024 x1.15-1.19; on 2 threads x0.96-1.10. Blocks of 256 with a last one of 16 for
+// k = 784 did worse (float32 on 2 threads, 32 rows: x0.96-0.97): a short last block costs a pass
+// over C for a few steps. float32 (1024 -> 256, or 196 for k = 784) gained at k >= 1024
+// (64x1024x1024 x1.05-1.09, 32x784x1024 x1.32-1.44, where B is then read in place) but not at
+// k = 784, the first layer of the MNIST MLP (x0.96-1.05 on 1 thread, x0.90-1.04 on 2), so its
+// kc_small is its kc. From 128 rows on neither gained (128x256x784 x0.99-1.00, 256x256x784
+// x0.96-1.00), and large products lost (10000x256x784 x0.84, 2048^3 x0.92 with kc 256 wherever C
+// took under 1 MiB: C's pass per block from L3 or memory). The sums over k then run in more blocks (each block's sum added to C, as for
+// any k > kc): other bits than with one block, the same for every thread count and layout.
 template <class T>
 index_t gemm_kc(const KernelTable<T>& kt, index_t m, index_t k) {
     if (m > kShortKcMaxRows || kt.kc_small >= kt.kc) return kt.kc;
@@ -395,7 +393,7 @@ void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix
         });
         return;
     }
-    if (transposed_pays(kt, m, n, a, b, epilogue, skip_zero_steps)) {
+    if (transposed_pays(kt, m, n, a, b, skip_zero_steps)) {
         Epilogue<T> ep = epilogue;
         ep.transposed = true;
         gemm_packed(kt, n, m, k, ConstMatrix<T>{b.data, b.col_stride, b.row_stride},

@@ -28,7 +28,8 @@ index_t gemm_kc(const KernelTable<T>& kt, index_t m, index_t k);
 
 // C (m x n, row stride ldc, unit column stride) = act(beta * C + A (m x k) * B (k x n) + bias),
 // where bias (length n) may be null. With beta == 0, C is never read. Threads split m or n,
-// never k, so the result is bit-identical for any thread count.
+// never k, so the result is bit-identical for any thread count. epilogue.transposed must be false
+// (the driver sets it itself, gemm.cpp).
 // skip_zero_steps lets the packed path leave out, per register tile of MR rows, the k steps at
 // which those rows of A (stored by rows) are all zero: for inputs that are mostly zeros in shared
 // places (MNIST's pixels: a 12-row tile of its images is nonzero at ~49% of the 784 steps). The

@@ -861,7 +861,7 @@ void test_gemm_short_tile_same_bits(const KernelTable<T>& kt, Rng& rng) {
 }
 
 // The micro-kernel's transposed store (Epilogue::transposed) against its plain one: every
-// partial tile size, beta, bias and activation, A packed and in place.
+// partial tile size, beta, bias and activation, A packed and (full tiles) read in place.
 template <class T>
 void test_transposed_store(const KernelTable<T>& kt, Rng& rng) {
     Scope scope("transposed store");
@@ -893,6 +893,15 @@ void test_transposed_store(const KernelTable<T>& kt, Rng& rng) {
                     for (index_t i = 0; i < ld; ++i)
                         for (index_t j = 0; j < ld; ++j) back[i * ld + j] = flipped[j * ld + i];
                     CHECK_MSG(nntest::same_bits(plain, back), "the transposed store differs from the plain one");
+                    if (m_eff < mr) continue;
+                    // A's mr rows by rows (k values each) instead of packed: the same products.
+                    std::vector<T> a_rows(static_cast<std::size_t>(mr * k)), flipped_rows = flipped;
+                    for (int i = 0; i < mr; ++i)
+                        for (index_t q = 0; q < k; ++q) a_rows[i * k + q] = a[q * mr + i];
+                    for (index_t i = 0; i < ld; ++i)
+                        for (index_t j = 0; j < ld; ++j) flipped_rows[j * ld + i] = c0[i * ld + j];
+                    tile->ukernel_rows(k, a_rows.data(), k, b.data(), nr, flipped_rows.data(), ld, n_eff, ep);
+                    CHECK_MSG(nntest::same_bits(flipped_rows, flipped), "A in place: the transposed store differs");
                 }
     }
 }
