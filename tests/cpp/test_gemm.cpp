@@ -53,6 +53,26 @@ void check_close(const char* what, const T* got, const std::vector<long double>&
                              << ")");
 }
 
+// The long double reference of act(x w^T + bias) for x (rows x in), w (out x in) and bias (out, or
+// null), and the sums of absolute terms that bound its rounding (for check_close).
+template <class T>
+void dense_reference(const T* x, const T* w, const T* bias, Act act, long double alpha, index_t rows, index_t in,
+                     index_t out, std::vector<long double>& ref, std::vector<long double>& mag) {
+    ref.assign(static_cast<std::size_t>(rows * out), 0);
+    mag.assign(static_cast<std::size_t>(rows * out), 0);
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t o = 0; o < out; ++o) {
+            long double acc = bias ? bias[o] : 0, abs_sum = std::fabs(acc);
+            for (index_t i = 0; i < in; ++i) {
+                const long double t = static_cast<long double>(x[r * in + i]) * w[o * in + i];
+                acc += t;
+                abs_sum += std::fabs(t);
+            }
+            ref[r * out + o] = act_ref(act, alpha, acc);
+            mag[r * out + o] = abs_sum;
+        }
+}
+
 // ---------------------------------------------------------------------------------------------
 // How a logical matrix is laid out in memory.
 struct Layout {
@@ -369,6 +389,73 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
     std::printf("    gemm unpacked paths %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
+// gemm_dot reads a B larger than L1 in one of three ways (isa_impl.inc: DotRead), by B's address
+// and row length: plain (rows on vector boundaries), shifted (rows all at one nonzero offset from
+// a vector boundary) or prefetching (rows at different offsets). All must give the bits of the
+// plain read: the same product with B copied to a 64-byte boundary with rows of whole lines, at
+// every offset within a line, with rows of a multiple of the vector (shifted) or not (prefetch),
+// k around the vector widths and short of one vector after the shift, n % 8 from 0 to 7 (single
+// rows take columns 8 at a time there), 1-5 rows (blocks of 4 or 2, then fewer), every epilogue;
+// plus B in L1 (plain whatever its address). The copy's result is checked against the long double
+// reference. One element's products all underflow to -0, whose sign every read must keep.
+template <class T>
+void test_gemm_dot_reads(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("gemm dot reads ") + nntest::dtype_name<T>());
+    const index_t line = 64 / static_cast<index_t>(sizeof(T));
+    long long cases = 0;
+    const index_t ks[] = {1, 2, 3, line / 2 - 1, line / 2, line / 2 + 1, line - 1, line, line + 1, 37, 2 * line + 3, 131, 784};
+    for (index_t k : ks)
+        for (index_t m = 1; m <= 5; ++m)
+            for (bool in_l1 : {false, true}) {
+                // B of more than 64 KiB (kDotStreamMinBytes) is streamed; 2 KiB stays in L1.
+                const index_t bytes = in_l1 ? 2048 : (64 << 10) + 1;
+                const index_t n = std::max<index_t>(1, bytes / (k * static_cast<index_t>(sizeof(T))) + 1) / 8 * 8 +
+                                  static_cast<index_t>(rng.below(8)) + (in_l1 ? 1 : 8);
+                Scope c("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
+                std::vector<T> a = nntest::random_vector<T>(m * k, rng), b = nntest::random_vector<T>(n * k, rng);
+                const std::vector<T> bias = nntest::random_vector<T>(n, rng);
+                // C[0][0] sums products that all round to -0 (so it is -0 unless a read adds +0 to
+                // a lane), and A has some zeros.
+                const T tiny = std::sqrt(std::numeric_limits<T>::denorm_min()) / 2;
+                for (index_t p = 0; p < k; ++p) {
+                    a[p] = -tiny;
+                    b[p] = tiny;
+                }
+                for (index_t i = k; i < m * k; i += 5) a[i] = T(0);
+                Epilogue<T> ep;
+                ep.bias = rng.coin() ? bias.data() : nullptr;
+                ep.act = kActs[rng.below(nntest::kActCount)];
+                ep.alpha = T(kLeakyAlpha);
+                // The plain read's copy: 64-byte aligned, rows a whole number of lines apart.
+                const index_t ld_lines = (k + line - 1) / line * line;
+                std::vector<T> plain_store(n * ld_lines + line);
+                T* plain_b = plain_store.data() + (line - reinterpret_cast<std::uintptr_t>(plain_store.data()) % 64 / sizeof(T)) % line;
+                for (index_t j = 0; j < n; ++j) std::copy(b.begin() + j * k, b.begin() + (j + 1) * k, plain_b + j * ld_lines);
+                std::vector<T> want(m * n);
+                kt.gemm_dot(m, n, k, a.data(), k, plain_b, ld_lines, want.data(), n, ep);
+                if (k == 131 || k == 37) {  // the copy itself against the reference, once per shape
+                    std::vector<long double> ref, mag;
+                    dense_reference(a.data(), b.data(), ep.bias, ep.act, static_cast<long double>(ep.alpha), m, k, n, ref, mag);
+                    ref[0] = want[0];  // each product underflows (by design, see above): not a sum to check
+                    check_close("C", want.data(), ref, mag, 2 * k * static_cast<long double>(std::numeric_limits<T>::epsilon()));
+                }
+                // B at every offset within a line, rows k apart (a multiple of the vector or not)
+                // and a whole number of vectors plus one value apart.
+                for (index_t ld : {k, ld_lines + 1})
+                    for (index_t offset = 0; offset < line; ++offset) {
+                        std::vector<T> store(n * ld + 2 * line);
+                        T* base = store.data() + (line - reinterpret_cast<std::uintptr_t>(store.data()) % 64 / sizeof(T)) % line + offset;
+                        for (index_t j = 0; j < n; ++j) std::copy(b.begin() + j * k, b.begin() + (j + 1) * k, base + j * ld);
+                        std::vector<T> got(m * n);
+                        kt.gemm_dot(m, n, k, a.data(), k, base, ld, got.data(), n, ep);
+                        CHECK_MSG(nntest::same_bits(got, want), "B at offset " << offset << ", ld=" << ld
+                                                                << ": other bits than from the aligned copy");
+                        ++cases;
+                    }
+            }
+    std::printf("    gemm dot reads %s: %lld cases\n", nntest::dtype_name<T>(), cases);
+}
+
 // pack_b (which also packs A, as A^T) straight against a naive loop, bit for bit: random bit
 // patterns from B, zeros in the columns of a partial panel, nothing written around `out`. The
 // transposing path (rs == 1: each column of B contiguous along k) works in w x w blocks for the
@@ -521,18 +608,9 @@ LinearResult<T> run_and_check_linear(const KernelTable<T>& kt, index_t batch, in
     const long double eps = std::numeric_limits<T>::epsilon();
     auto rel_for = [&](index_t terms) { return eps * (2 * std::sqrt(static_cast<long double>(terms + 2)) + 4); };
     {
-        std::vector<long double> ref(batch * out), mag(batch * out);
-        for (index_t r = 0; r < batch; ++r)
-            for (index_t o = 0; o < out; ++o) {
-                long double acc = use_bias ? bias[o] : 0, abs_sum = std::fabs(acc);
-                for (index_t i = 0; i < in; ++i) {
-                    const long double t = static_cast<long double>(x[r * in + i]) * w[o * in + i];
-                    acc += t;
-                    abs_sum += std::fabs(t);
-                }
-                ref[r * out + o] = act_ref(act, alpha, acc);
-                mag[r * out + o] = abs_sum;
-            }
+        std::vector<long double> ref, mag;
+        dense_reference(x.data(), w.data(), use_bias ? bias.data() : nullptr, act, static_cast<long double>(alpha), batch,
+                        in, out, ref, mag);
         check_close("y", y.data(), ref, mag, rel_for(in));
         CHECK(y.guards_intact());
     }
@@ -1108,6 +1186,8 @@ int main() {
         };
         unpacked_paths(tables.f32);
         unpacked_paths(tables.f64);
+        test_gemm_dot_reads(tables.f32, rng);
+        test_gemm_dot_reads(tables.f64, rng);
         test_gemm_a_in_place(tables.f32, rng);
         test_gemm_a_in_place(tables.f64, rng);
         test_gemm_b_in_place(tables.f32, rng);

@@ -1,7 +1,7 @@
 """The GEMM driver's small-problem paths (unpacked dot and direct kernels) through the bindings:
 the MLP's Dense shapes at batch 1..8 in all three forms, few outputs, short reductions, layouts
 with leading dimension > row, X W^T at a small batch computed as W X^T (packed, stored
-transposed), and bit-identical results for 1 and 2 threads."""
+transposed), bit-identical results for 1 and 2 threads, and for W at any address."""
 
 from __future__ import annotations
 
@@ -40,6 +40,29 @@ def test_small_paths_read_padded_and_reversed_views(dtype, rng):
         b = wbase[:20, :37]
         got = ops.matmul(a, b)  # direct: B rows contiguous, ld > row
         assert_gemm_close(got, ref_matmul(a, b, False, False), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("batch", "fan_in", "fan_out"), [(1, 784, 256), (3, 256, 128), (1, 300, 256), (16, 784, 256)],
+                         ids=str)
+def test_dot_path_same_bits_at_any_address_of_w(batch, fan_in, fan_out, dtype, rng):
+    # The dot kernel reads a W beyond L1 by its address: rows all off a vector boundary by one
+    # amount (784 and 256 values) go through a shifted loop, rows at different offsets (300) with
+    # prefetching; either must give the bits of W on a 64-byte boundary.
+    x = random_array(rng, (batch, fan_in), dtype)
+    w = random_array(rng, (fan_out, fan_in), dtype)
+    itemsize = np.dtype(dtype).itemsize
+    store = np.empty(w.size + 64 // itemsize, dtype)
+    first = (-store.ctypes.data % 64) // itemsize
+    aligned = store[first:first + w.size].reshape(w.shape)
+    aligned[...] = w
+    want = ops.matmul(x, aligned, transpose_b=True)
+    assert_gemm_close(want, ref_matmul(x, w, False, True), dtype)
+    for offset in range(1, 64 // itemsize):
+        shifted = store[offset:offset + w.size].reshape(w.shape)
+        shifted[...] = w
+        got = ops.matmul(x, shifted, transpose_b=True)
+        assert got.tobytes() == want.tobytes(), f"W at {shifted.ctypes.data % 64} bytes past a line"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
