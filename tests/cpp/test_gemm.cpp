@@ -389,6 +389,27 @@ void test_gemm_unpacked_paths(const KernelTable<T>& kt, Rng& rng) {
     std::printf("    gemm unpacked paths %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
+// An epilogue with `bias` or none and a random activation (beta 0).
+template <class T>
+Epilogue<T> random_bias_and_act(const std::vector<T>& bias, Rng& rng) {
+    Epilogue<T> ep;
+    ep.bias = rng.coin() ? bias.data() : nullptr;
+    ep.act = kActs[rng.below(nntest::kActCount)];
+    ep.alpha = T(kLeakyAlpha);
+    return ep;
+}
+
+// `values` (rows x cols, by rows) copied to rows ld apart, the first starting `offset` values past a
+// 64-byte boundary, in memory that `store` owns.
+template <class T>
+T* place_rows(const std::vector<T>& values, index_t rows, index_t cols, index_t ld, index_t offset, std::vector<T>& store) {
+    const index_t line = 64 / static_cast<index_t>(sizeof(T));
+    store.assign(static_cast<std::size_t>(rows * ld + 2 * line), T(0));
+    T* base = store.data() + (line - reinterpret_cast<std::uintptr_t>(store.data()) % 64 / sizeof(T)) % line + offset;
+    for (index_t r = 0; r < rows; ++r) std::copy(values.begin() + r * cols, values.begin() + (r + 1) * cols, base + r * ld);
+    return base;
+}
+
 // gemm_dot reads a B larger than L1 in one of three ways (isa_impl.inc: DotRead), by B's address
 // and row length: plain (rows on vector boundaries), shifted (rows all at one nonzero offset from
 // a vector boundary) or prefetching (rows at different offsets). All must give the bits of the
@@ -422,15 +443,11 @@ void test_gemm_dot_reads(const KernelTable<T>& kt, Rng& rng) {
                     b[p] = tiny;
                 }
                 for (index_t i = k; i < m * k; i += 5) a[i] = T(0);
-                Epilogue<T> ep;
-                ep.bias = rng.coin() ? bias.data() : nullptr;
-                ep.act = kActs[rng.below(nntest::kActCount)];
-                ep.alpha = T(kLeakyAlpha);
+                const Epilogue<T> ep = random_bias_and_act(bias, rng);
                 // The plain read's copy: 64-byte aligned, rows a whole number of lines apart.
                 const index_t ld_lines = (k + line - 1) / line * line;
-                std::vector<T> plain_store(n * ld_lines + line);
-                T* plain_b = plain_store.data() + (line - reinterpret_cast<std::uintptr_t>(plain_store.data()) % 64 / sizeof(T)) % line;
-                for (index_t j = 0; j < n; ++j) std::copy(b.begin() + j * k, b.begin() + (j + 1) * k, plain_b + j * ld_lines);
+                std::vector<T> plain_store, store;
+                const T* plain_b = place_rows(b, n, k, ld_lines, 0, plain_store);
                 std::vector<T> want(m * n);
                 kt.gemm_dot(m, n, k, a.data(), k, plain_b, ld_lines, want.data(), n, ep);
                 if (k == 131 || k == 37) {  // the copy itself against the reference, once per shape
@@ -443,9 +460,7 @@ void test_gemm_dot_reads(const KernelTable<T>& kt, Rng& rng) {
                 // and a whole number of vectors plus one value apart.
                 for (index_t ld : {k, ld_lines + 1})
                     for (index_t offset = 0; offset < line; ++offset) {
-                        std::vector<T> store(n * ld + 2 * line);
-                        T* base = store.data() + (line - reinterpret_cast<std::uintptr_t>(store.data()) % 64 / sizeof(T)) % line + offset;
-                        for (index_t j = 0; j < n; ++j) std::copy(b.begin() + j * k, b.begin() + (j + 1) * k, base + j * ld);
+                        const T* base = place_rows(b, n, k, ld, offset, store);
                         std::vector<T> got(m * n);
                         kt.gemm_dot(m, n, k, a.data(), k, base, ld, got.data(), n, ep);
                         CHECK_MSG(nntest::same_bits(got, want), "B at offset " << offset << ", ld=" << ld
@@ -454,6 +469,43 @@ void test_gemm_dot_reads(const KernelTable<T>& kt, Rng& rng) {
                     }
             }
     std::printf("    gemm dot reads %s: %lld cases\n", nntest::dtype_name<T>(), cases);
+}
+
+// gemm_direct streams a B larger than L1 (by rows, k x n) with its loads on vector boundaries when
+// the rows all start at one offset from one (isa_impl.inc: streamed_head): the columns before the
+// boundary go first as a partial vector, and a single row of C keeps its sums at B's offset. The
+// bits must be those of B copied to a 64-byte boundary: at every offset within a line, rows of a
+// multiple of the vector or not, n around the 4-vector column block and past a single row's
+// 4 KiB block of sums, k = 1..5 rows of B at a time and more, 1-5 rows of C, every epilogue.
+template <class T>
+void test_gemm_direct_reads(const KernelTable<T>& kt, Rng& rng) {
+    Scope scope(std::string("gemm direct reads ") + nntest::dtype_name<T>());
+    const index_t line = 64 / static_cast<index_t>(sizeof(T)), sums_block = 4096 / static_cast<index_t>(sizeof(T));
+    long long cases = 0;
+    const index_t ns[] = {4 * line + 5, 131, 784, sums_block + 7};
+    for (index_t n : ns)
+        for (index_t m = 1; m <= 5; ++m) {
+            const index_t k = (64 << 10) / (n * static_cast<index_t>(sizeof(T))) + 1 + static_cast<index_t>(rng.below(6));
+            Scope c("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
+            const std::vector<T> a = nntest::random_vector<T>(m * k, rng), b = nntest::random_vector<T>(k * n, rng);
+            const std::vector<T> bias = nntest::random_vector<T>(n, rng);
+            const Epilogue<T> ep = random_bias_and_act(bias, rng);
+            const index_t ld_lines = (n + line - 1) / line * line;
+            std::vector<T> plain_store, store;
+            const T* plain_b = place_rows(b, k, n, ld_lines, 0, plain_store);
+            std::vector<T> want(m * n);
+            kt.gemm_direct(m, n, k, a.data(), k, 1, plain_b, ld_lines, want.data(), n, ep);
+            for (index_t ld : {n, ld_lines + 1, ld_lines + line})
+                for (index_t offset = 0; offset < line; ++offset) {
+                    const T* base = place_rows(b, k, n, ld, offset, store);
+                    std::vector<T> got(m * n);
+                    kt.gemm_direct(m, n, k, a.data(), k, 1, base, ld, got.data(), n, ep);
+                    CHECK_MSG(nntest::same_bits(got, want), "B at offset " << offset << ", ld=" << ld
+                                                            << ": other bits than from the aligned copy");
+                    ++cases;
+                }
+        }
+    std::printf("    gemm direct reads %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
 // pack_b (which also packs A, as A^T) straight against a naive loop, bit for bit: random bit
@@ -1188,6 +1240,8 @@ int main() {
         unpacked_paths(tables.f64);
         test_gemm_dot_reads(tables.f32, rng);
         test_gemm_dot_reads(tables.f64, rng);
+        test_gemm_direct_reads(tables.f32, rng);
+        test_gemm_direct_reads(tables.f64, rng);
         test_gemm_a_in_place(tables.f32, rng);
         test_gemm_a_in_place(tables.f64, rng);
         test_gemm_b_in_place(tables.f32, rng);

@@ -42,27 +42,37 @@ def test_small_paths_read_padded_and_reversed_views(dtype, rng):
         assert_gemm_close(got, ref_matmul(a, b, False, False), dtype)
 
 
+def _copies_at_every_offset(w: np.ndarray):
+    """``w`` copied to a 64-byte boundary (first), then to every other offset within a line."""
+    itemsize = w.dtype.itemsize
+    store = np.empty(w.size + 64 // itemsize, w.dtype)
+    for offset in range(64 // itemsize):
+        first = ((-store.ctypes.data % 64) // itemsize + offset) % (64 // itemsize)
+        view = store[first:first + w.size].reshape(w.shape)
+        view[...] = w
+        yield view
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("batch", "fan_in", "fan_out"), [(1, 784, 256), (3, 256, 128), (1, 300, 256), (16, 784, 256)],
-                         ids=str)
-def test_dot_path_same_bits_at_any_address_of_w(batch, fan_in, fan_out, dtype, rng):
-    # The dot kernel reads a W beyond L1 by its address: rows all off a vector boundary by one
-    # amount (784 and 256 values) go through a shifted loop, rows at different offsets (300) with
-    # prefetching; either must give the bits of W on a 64-byte boundary.
-    x = random_array(rng, (batch, fan_in), dtype)
+@pytest.mark.parametrize(("form", "batch", "fan_in", "fan_out"), [
+    ("X W^T", 1, 784, 256), ("X W^T", 3, 256, 128), ("X W^T", 1, 300, 256), ("X W^T", 16, 784, 256),
+    ("dY W", 1, 784, 256), ("dY W", 3, 784, 256), ("dY W", 1, 256, 128), ("dY W", 2, 300, 256),
+], ids=str)
+def test_unpacked_paths_same_bits_at_any_address_of_w(form, batch, fan_in, fan_out, dtype, rng):
+    # The unpacked kernels read a W beyond L1 by its address (isa_impl.inc: streamed_offset): rows
+    # all off a vector boundary by one amount (784, 256 values) with their loads moved onto the
+    # boundaries, rows at different offsets (300) as they come; every address gives the bits of
+    # W on a 64-byte boundary.
+    x = random_array(rng, (batch, fan_in if form == "X W^T" else fan_out), dtype)
     w = random_array(rng, (fan_out, fan_in), dtype)
-    itemsize = np.dtype(dtype).itemsize
-    store = np.empty(w.size + 64 // itemsize, dtype)
-    first = (-store.ctypes.data % 64) // itemsize
-    aligned = store[first:first + w.size].reshape(w.shape)
-    aligned[...] = w
-    want = ops.matmul(x, aligned, transpose_b=True)
-    assert_gemm_close(want, ref_matmul(x, w, False, True), dtype)
-    for offset in range(1, 64 // itemsize):
-        shifted = store[offset:offset + w.size].reshape(w.shape)
-        shifted[...] = w
-        got = ops.matmul(x, shifted, transpose_b=True)
-        assert got.tobytes() == want.tobytes(), f"W at {shifted.ctypes.data % 64} bytes past a line"
+    want = None
+    for placed in _copies_at_every_offset(w):
+        got = ops.matmul(x, placed, transpose_b=form == "X W^T")
+        if want is None:
+            assert placed.ctypes.data % 64 == 0
+            assert_gemm_close(got, ref_matmul(x, w, False, form == "X W^T"), dtype)
+            want = got
+        assert got.tobytes() == want.tobytes(), f"W at {placed.ctypes.data % 64} bytes past a line"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
