@@ -477,6 +477,7 @@ void test_gemm_dot_reads(const KernelTable<T>& kt, Rng& rng) {
 // bits must be those of B copied to a 64-byte boundary: at every offset within a line, rows of a
 // multiple of the vector or not, n around the 4-vector column block and past a single row's
 // 4 KiB block of sums, k = 1..5 rows of B at a time and more, 1-5 rows of C, every epilogue.
+// And with a short k, C at every offset (below).
 template <class T>
 void test_gemm_direct_reads(const KernelTable<T>& kt, Rng& rng) {
     Scope scope(std::string("gemm direct reads ") + nntest::dtype_name<T>());
@@ -505,6 +506,30 @@ void test_gemm_direct_reads(const KernelTable<T>& kt, Rng& rng) {
                     ++cases;
                 }
         }
+    // A short k (B in L1, an outer product bound by the stores of C): C's rows take their stores
+    // on vector boundaries instead, when C is larger than L1; the same bits at every offset of C.
+    for (index_t k = 1; k <= 5; ++k)
+        for (index_t m : {index_t(5), index_t(22), index_t(67)})
+            for (index_t n : {index_t(784), 4 * line + 5}) {
+                Scope c("C placed: m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k));
+                const std::vector<T> a = nntest::random_vector<T>(m * k, rng), b = nntest::random_vector<T>(k * n, rng);
+                const std::vector<T> bias = nntest::random_vector<T>(n, rng);
+                const Epilogue<T> ep = random_bias_and_act(bias, rng);
+                const index_t ld_lines = (n + line - 1) / line * line;
+                std::vector<T> store;
+                std::vector<T> want(m * n);
+                kt.gemm_direct(m, n, k, a.data(), 1, m, b.data(), n, want.data(), n, ep);  // A by columns (dY^T)
+                for (index_t ldc : {n, ld_lines + line})
+                    for (index_t offset = 0; offset < line; ++offset) {
+                        T* c_at = place_rows(std::vector<T>(m * n, nntest::quiet_nan<T>()), m, n, ldc, offset, store);
+                        kt.gemm_direct(m, n, k, a.data(), 1, m, b.data(), n, c_at, ldc, ep);
+                        std::vector<T> got(m * n);
+                        for (index_t i = 0; i < m; ++i) std::copy(c_at + i * ldc, c_at + i * ldc + n, got.begin() + i * n);
+                        CHECK_MSG(nntest::same_bits(got, want), "C at offset " << offset << ", ldc=" << ldc
+                                                                << ": other bits than into a packed C");
+                        ++cases;
+                    }
+            }
     std::printf("    gemm direct reads %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
