@@ -410,6 +410,26 @@ T* place_rows(const std::vector<T>& values, index_t rows, index_t cols, index_t 
     return base;
 }
 
+// For each row stride in `lds` and each offset within a line: `values` (rows x cols) placed there
+// (place_rows), then `product(placed, ld)`, whose result must have the bits of `want` (`what`
+// names the placed matrix). Returns the number of runs.
+template <class T, class Product>
+long long check_same_bits_at_every_offset(const std::vector<T>& values, index_t rows, index_t cols,
+                                          std::initializer_list<index_t> lds, const std::vector<T>& want,
+                                          const char* what, Product&& product) {
+    const index_t line = 64 / static_cast<index_t>(sizeof(T));
+    std::vector<T> store;
+    long long runs = 0;
+    for (index_t ld : lds)
+        for (index_t offset = 0; offset < line; ++offset) {
+            const std::vector<T> got = product(place_rows(values, rows, cols, ld, offset, store), ld);
+            CHECK_MSG(nntest::same_bits(got, want), what << " at offset " << offset << ", ld=" << ld
+                                                    << ": other bits than on a 64-byte boundary");
+            ++runs;
+        }
+    return runs;
+}
+
 // gemm_dot reads a B larger than L1 in one of three ways (isa_impl.inc: DotRead), by B's address
 // and row length: plain (rows on vector boundaries), shifted (rows all at one nonzero offset from
 // a vector boundary) or prefetching (rows at different offsets). All must give the bits of the
@@ -428,7 +448,7 @@ void test_gemm_dot_reads(const KernelTable<T>& kt, Rng& rng) {
     for (index_t k : ks)
         for (index_t m = 1; m <= 5; ++m)
             for (bool in_l1 : {false, true}) {
-                // B of more than 64 KiB (kDotStreamMinBytes) is streamed; 2 KiB stays in L1.
+                // B of more than 64 KiB (kStreamMinBytes) is streamed; 2 KiB stays in L1.
                 const index_t bytes = in_l1 ? 2048 : (64 << 10) + 1;
                 const index_t n = std::max<index_t>(1, bytes / (k * static_cast<index_t>(sizeof(T))) + 1) / 8 * 8 +
                                   static_cast<index_t>(rng.below(8)) + (in_l1 ? 1 : 8);
@@ -446,7 +466,7 @@ void test_gemm_dot_reads(const KernelTable<T>& kt, Rng& rng) {
                 const Epilogue<T> ep = random_bias_and_act(bias, rng);
                 // The plain read's copy: 64-byte aligned, rows a whole number of lines apart.
                 const index_t ld_lines = (k + line - 1) / line * line;
-                std::vector<T> plain_store, store;
+                std::vector<T> plain_store;
                 const T* plain_b = place_rows(b, n, k, ld_lines, 0, plain_store);
                 std::vector<T> want(m * n);
                 kt.gemm_dot(m, n, k, a.data(), k, plain_b, ld_lines, want.data(), n, ep);
@@ -458,15 +478,11 @@ void test_gemm_dot_reads(const KernelTable<T>& kt, Rng& rng) {
                 }
                 // B at every offset within a line, rows k apart (a multiple of the vector or not)
                 // and a whole number of vectors plus one value apart.
-                for (index_t ld : {k, ld_lines + 1})
-                    for (index_t offset = 0; offset < line; ++offset) {
-                        const T* base = place_rows(b, n, k, ld, offset, store);
-                        std::vector<T> got(m * n);
-                        kt.gemm_dot(m, n, k, a.data(), k, base, ld, got.data(), n, ep);
-                        CHECK_MSG(nntest::same_bits(got, want), "B at offset " << offset << ", ld=" << ld
-                                                                << ": other bits than from the aligned copy");
-                        ++cases;
-                    }
+                cases += check_same_bits_at_every_offset(b, n, k, {k, ld_lines + 1}, want, "B", [&](const T* placed, index_t ld) {
+                    std::vector<T> got(m * n);
+                    kt.gemm_dot(m, n, k, a.data(), k, placed, ld, got.data(), n, ep);
+                    return got;
+                });
             }
     std::printf("    gemm dot reads %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
@@ -492,19 +508,16 @@ void test_gemm_direct_reads(const KernelTable<T>& kt, Rng& rng) {
             const std::vector<T> bias = nntest::random_vector<T>(n, rng);
             const Epilogue<T> ep = random_bias_and_act(bias, rng);
             const index_t ld_lines = (n + line - 1) / line * line;
-            std::vector<T> plain_store, store;
+            std::vector<T> plain_store;
             const T* plain_b = place_rows(b, k, n, ld_lines, 0, plain_store);
             std::vector<T> want(m * n);
             kt.gemm_direct(m, n, k, a.data(), k, 1, plain_b, ld_lines, want.data(), n, ep);
-            for (index_t ld : {n, ld_lines + 1, ld_lines + line})
-                for (index_t offset = 0; offset < line; ++offset) {
-                    const T* base = place_rows(b, k, n, ld, offset, store);
-                    std::vector<T> got(m * n);
-                    kt.gemm_direct(m, n, k, a.data(), k, 1, base, ld, got.data(), n, ep);
-                    CHECK_MSG(nntest::same_bits(got, want), "B at offset " << offset << ", ld=" << ld
-                                                            << ": other bits than from the aligned copy");
-                    ++cases;
-                }
+            cases += check_same_bits_at_every_offset(b, k, n, {n, ld_lines + 1, ld_lines + line}, want, "B",
+                                                     [&](const T* placed, index_t ld) {
+                                                         std::vector<T> got(m * n);
+                                                         kt.gemm_direct(m, n, k, a.data(), k, 1, placed, ld, got.data(), n, ep);
+                                                         return got;
+                                                     });
         }
     // A short k (B in L1, an outer product bound by the stores of C): C's rows take their stores
     // on vector boundaries instead, when C is larger than L1; the same bits at every offset of C.
@@ -516,19 +529,15 @@ void test_gemm_direct_reads(const KernelTable<T>& kt, Rng& rng) {
                 const std::vector<T> bias = nntest::random_vector<T>(n, rng);
                 const Epilogue<T> ep = random_bias_and_act(bias, rng);
                 const index_t ld_lines = (n + line - 1) / line * line;
-                std::vector<T> store;
                 std::vector<T> want(m * n);
                 kt.gemm_direct(m, n, k, a.data(), 1, m, b.data(), n, want.data(), n, ep);  // A by columns (dY^T)
-                for (index_t ldc : {n, ld_lines + line})
-                    for (index_t offset = 0; offset < line; ++offset) {
-                        T* c_at = place_rows(std::vector<T>(m * n, nntest::quiet_nan<T>()), m, n, ldc, offset, store);
-                        kt.gemm_direct(m, n, k, a.data(), 1, m, b.data(), n, c_at, ldc, ep);
-                        std::vector<T> got(m * n);
-                        for (index_t i = 0; i < m; ++i) std::copy(c_at + i * ldc, c_at + i * ldc + n, got.begin() + i * n);
-                        CHECK_MSG(nntest::same_bits(got, want), "C at offset " << offset << ", ldc=" << ldc
-                                                                << ": other bits than into a packed C");
-                        ++cases;
-                    }
+                const std::vector<T> nans(static_cast<std::size_t>(m * n), nntest::quiet_nan<T>());
+                cases += check_same_bits_at_every_offset(nans, m, n, {n, ld_lines + line}, want, "C", [&](T* c_at, index_t ldc) {
+                    kt.gemm_direct(m, n, k, a.data(), 1, m, b.data(), n, c_at, ldc, ep);
+                    std::vector<T> got(m * n);
+                    for (index_t i = 0; i < m; ++i) std::copy(c_at + i * ldc, c_at + i * ldc + n, got.begin() + i * n);
+                    return got;
+                });
             }
     std::printf("    gemm direct reads %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
