@@ -5,7 +5,8 @@ Usage: python benchmarks/run_all.py [--quick] [--out BENCHMARKS.md] [--data DIR]
 Cases (every one measured against its peers in the same run, at the same thread count, after
 warm-up, as medians, with ratios; a peer that is not installed is reported as such):
  1. GEMM: ``bench_gemm.run(quick)`` when benchmarks/bench_gemm.py exists, and the measured FMA
-    peak from ``nncore._core.fma_peak`` when the extension has it.
+    peak from ``nncore._core.fma_peak`` when the extension has it, with the GEMM's register tile
+    alone (``nncore._core.tile_peak``, its operands in L1) as a share of it.
  2. Elementwise float32 tanh, sigmoid, relu, exp, softmax at 1K..10M elements: nncore vs numpy vs
     PyTorch in Gelem/s, with each one's max error against a float64 reference.
  3. MNIST 784-256-128-10 ReLU MLP training: seconds per epoch and test accuracy, SGD with momentum
@@ -97,6 +98,28 @@ def fma_peak_lines() -> list[str]:
                 lines.append(f"- FMA peak {dtype}, {n} thread(s): {peak(dtype=dtype, seconds=0.5, threads=n):.1f} GFLOP/s")
             except Exception as error:  # noqa: BLE001 - report, do not hide
                 lines.append(f"- FMA peak {dtype}, {n} thread(s): failed ({error})")
+    return lines + tile_peak_lines(peak)
+
+
+def tile_peak_lines(fma_peak: Callable[..., float]) -> list[str]:
+    """The GEMM's register tile alone with its operands in L1 (``nncore._core.tile_peak``), as GFLOP/s
+    and as a share of the FMA peak measured next to it: the ceiling of the packed GEMM's speed."""
+    tile_peak = getattr(nncore._core, "tile_peak", None)
+    if tile_peak is None:
+        return ["- GEMM register tile alone: unavailable (this build's `nncore._core` has no `tile_peak`)"]
+    tiles = nncore.cpu_info().get("gemm_tile", {})
+    lines = []
+    for dtype in ("float32", "float64"):
+        shape = " x ".join(map(str, tiles[dtype])) + " " if dtype in tiles else ""
+        try:
+            tile = fma = 0.0
+            for _ in range(2):  # in turns with the FMA loop, each the best of its runs
+                tile = max(tile, tile_peak(dtype=dtype, seconds=0.25))
+                fma = max(fma, fma_peak(dtype=dtype, seconds=0.25, threads=1))
+            lines.append(f"- GEMM register tile {shape}alone (its A and B panels in L1), {dtype}, 1 thread: "
+                         f"{tile:.1f} GFLOP/s, {100.0 * tile / fma:.1f}% of the FMA peak beside it")
+        except Exception as error:  # noqa: BLE001 - report, do not hide
+            lines.append(f"- GEMM register tile alone, {dtype}: failed ({error})")
     return lines
 
 

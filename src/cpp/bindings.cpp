@@ -1519,16 +1519,28 @@ private:
     std::unique_ptr<Engine<double>> f64_;
 };
 
-double fma_peak_py(const std::string& dtype, double seconds, int threads) {
+// The arguments of the speed probes (peak.h): a float dtype's name and a duration.
+void check_probe_args(const char* op, const std::string& dtype, double seconds) {
     if (!(seconds > 0.0 && seconds <= 60.0))
-        throw py::value_error("fma_peak: expected 0 < seconds <= 60, got " + std::to_string(seconds));
+        throw py::value_error(std::string(op) + ": expected 0 < seconds <= 60, got " + std::to_string(seconds));
+    if (dtype != "float32" && dtype != "float64")
+        throw py::value_error(std::string(op) + ": expected dtype 'float32' or 'float64', got '" + dtype + "'");
+}
+
+double fma_peak_py(const std::string& dtype, double seconds, int threads) {
+    check_probe_args("fma_peak", dtype, seconds);
     if (threads < 1 || threads > 1024)
         throw py::value_error("fma_peak: expected 1 <= threads <= 1024, got " + std::to_string(threads));
-    if (dtype != "float32" && dtype != "float64")
-        throw py::value_error("fma_peak: expected dtype 'float32' or 'float64', got '" + dtype + "'");
     py::gil_scoped_release release;
     return dtype == "float32" ? fma_peak_gflops(active_table<float>(), seconds, threads)
                               : fma_peak_gflops(active_table<double>(), seconds, threads);
+}
+
+double tile_peak_py(const std::string& dtype, double seconds) {
+    check_probe_args("tile_peak", dtype, seconds);
+    py::gil_scoped_release release;
+    return dtype == "float32" ? tile_peak_gflops(active_table<float>(), seconds)
+                              : tile_peak_gflops(active_table<double>(), seconds);
 }
 
 // Whether the object's own attributes hold a forward or backward (one instance's override of its
@@ -1633,6 +1645,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_skip_zero_inputs", &set_skip_zero_inputs, arg("on"));  // set_sparse_input's, for predict/evaluate
     m.def("skip_zero_inputs", static_cast<bool (*)()>(&skip_zero_inputs));
     m.def("fma_peak", &fma_peak_py, arg("dtype") = "float32", arg("seconds") = 0.5, arg("threads") = 1);
+    m.def("tile_peak", &tile_peak_py, arg("dtype") = "float32", arg("seconds") = 0.5);
     m.def("matmul", &matmul, arg("a"), arg("b"), arg("transpose_a") = py::bool_(false), arg("transpose_b") = py::bool_(false),
           arg("out") = none);
     m.def("linear", &linear_forward_py, arg("x"), arg("weights"), arg("bias") = none, arg("activation") = "identity",

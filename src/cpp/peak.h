@@ -11,4 +11,10 @@ namespace nncore {
 template <class T>
 double fma_peak_gflops(const KernelTable<T>& kt, double seconds, int threads);
 
+// GFLOP/s of the table's GEMM register tile alone (KernelTable::tile, one thread), its packed A
+// and B panels and its tile of C in L1: the most any packed product can reach, with its loads of
+// A and B but none of the driver's packing, edges or cache misses. Measured as fma_peak_gflops.
+template <class T>
+double tile_peak_gflops(const KernelTable<T>& kt, double seconds);
+
 }  // namespace nncore

@@ -6,10 +6,12 @@
 //                        NNCORE_ISA=scalar to check the cap).
 //   --expect-note        require that isa_choice() explains why NNCORE_ISA was not honoured (CTest
 //                        runs this with an unknown NNCORE_ISA value).
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
 #include "harness.h"
+#include "peak.h"
 
 using nncore::Isa;
 using nncore::KernelTable;
@@ -44,6 +46,11 @@ void check_table(const KernelTable<T>& t) {
     CHECK(t.squared_error_grad != nullptr);
     CHECK(t.binary_cross_entropy_sum != nullptr);
     CHECK(t.binary_cross_entropy_grad != nullptr);
+    // The speed probes the benchmarks divide by run this table's kernels and give a rate (no
+    // threshold: timings are never tested).
+    const double fma = nncore::fma_peak_gflops(t, 0.005, 1), tile = nncore::tile_peak_gflops(t, 0.005);
+    CHECK_MSG(std::isfinite(fma) && fma > 0, "fma_peak_gflops=" << fma);
+    CHECK_MSG(std::isfinite(tile) && tile > 0, "tile_peak_gflops=" << tile);
     std::printf("    %s: mr=%d nr=%d kc=%d mc=%d nc=%d\n", nntest::dtype_name<T>(), t.tile.mr, t.nr, t.kc,
                 t.mc, t.nc);
 }

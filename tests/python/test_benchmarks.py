@@ -167,8 +167,18 @@ def test_run_all_reports_missing_gemm_bench_and_peak(monkeypatch):
     monkeypatch.delattr(nncore._core, "fma_peak", raising=False)
     assert run_all.fma_peak_lines() == ["- FMA peak: unavailable (this build's `nncore._core` has no `fma_peak`)"]
     monkeypatch.setattr(nncore._core, "fma_peak", lambda dtype, seconds, threads: 100.0 * threads, raising=False)
+    monkeypatch.delattr(nncore._core, "tile_peak", raising=False)
     lines = run_all.fma_peak_lines()
-    assert len(lines) == 4 and "float32, 2 thread(s): 200.0 GFLOP/s" in lines[1]
+    assert len(lines) == 5 and "float32, 2 thread(s): 200.0 GFLOP/s" in lines[1]
+    assert lines[4] == "- GEMM register tile alone: unavailable (this build's `nncore._core` has no `tile_peak`)"
+    monkeypatch.setattr(nncore._core, "tile_peak", lambda dtype, seconds: 80.0 if dtype == "float32" else 45.0,
+                        raising=False)
+    lines = run_all.fma_peak_lines()
+    tiles = nncore.cpu_info()["gemm_tile"]
+    assert len(lines) == 6
+    assert lines[4].startswith(f"- GEMM register tile {tiles['float32'][0]} x {tiles['float32'][1]} alone")
+    assert lines[4].endswith("float32, 1 thread: 80.0 GFLOP/s, 80.0% of the FMA peak beside it")
+    assert lines[5].endswith("float64, 1 thread: 45.0 GFLOP/s, 45.0% of the FMA peak beside it")
 
 
 def test_cnn_training_rows(tiny_data):
