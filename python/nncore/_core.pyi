@@ -115,11 +115,12 @@ class Engine:
         """x (n, input_size) of the engine's dtype -> (n, output_size)."""
     def predict_if_current(
         self, layers: Sequence[Any], names: tuple[tuple[str, ...], ...], expected: tuple[Any, ...], x: Any,
-        column: bool = False,
+        column: bool = False, inference_mode: bool = False,
     ) -> Optional[np.ndarray]:
         """predict(x) if same_attributes(layers, names, expected) and unchanged() hold and x is a
         C-contiguous ndarray (n, input_size) of the engine's dtype (or, with column, one
-        (input_size, 1) column, giving (output_size, 1)); else None."""
+        (input_size, 1) column, giving (output_size, 1)); else None. With inference_mode, sets
+        every layer's ``training`` to False when it answers."""
     def run_epoch(
         self, x: np.ndarray, y: np.ndarray, order: Optional[np.ndarray], batch_size: int, loss: str,
         optimizer: Optional[str] = None, hyper: dict[str, Any] = ..., state: list[dict[str, np.ndarray]] = ...,

@@ -316,12 +316,15 @@ def predict_rows(owner: Any, layers: list[Any], x: Any) -> Optional[np.ndarray]:
     dtype, or (``owner`` None, the classic API) one ``(input_size, 1)`` column, whose output is
     then a column too. None otherwise: the caller takes its general path, which converts, checks
     and explains. This is the shortest way from ``predict`` to the C++ forward, for single samples,
-    where Python's own work is a large part of the time."""
+    where Python's own work is a large part of the time. With an ``owner`` (``Sequential.predict``),
+    outputs come with every layer's ``training`` set to False, as ``predict`` leaves them."""
     # The common case first: a remembered plan without a prefix, checked and run in one native call.
     memo = _remembered(owner, layers, owner is not None) if layers else None
     if memo is not None and not memo[3][0].prefix and enabled():
         p, runner = memo[3]
-        outputs = runner.predict_if_current(layers, memo[2][0], memo[2][1], x, owner is None and p.columns_survive)
+        outputs = runner.predict_if_current(
+            layers, memo[2][0], memo[2][1], x, owner is None and p.columns_survive, owner is not None
+        )
         if outputs is not None:
             return outputs
     if type(x) is not np.ndarray or x.ndim != 2 or not x.flags.c_contiguous or not x.size:
@@ -332,11 +335,15 @@ def predict_rows(owner: Any, layers: list[Any], x: Any) -> Optional[np.ndarray]:
     p, runner = planned
     if p.prefix or x.dtype != p.dtype:
         return None
-    if x.shape[1] == p.input_size:
-        return runner.predict(x)
     if owner is None and x.shape == (p.input_size, 1) and p.columns_survive:
         return runner.predict(x.reshape(1, p.input_size)).reshape(p.output_size, 1)
-    return None
+    if x.shape[1] != p.input_size:
+        return None
+    outputs = runner.predict(x)
+    if owner is not None:
+        for layer in layers:
+            layer.training = False
+    return outputs
 
 
 def input_rows(p: Plan, x: np.ndarray, batched: bool = True) -> Optional[tuple[np.ndarray, tuple[int, ...]]]:

@@ -163,8 +163,7 @@ class Sequential:
         ``batch_size``, the samples go through in chunks of that many, bounding memory."""
         if batch_size is None:
             outputs = engine.predict_rows(self, self.layers, x)
-            if outputs is not None:
-                self._set_training(False)
+            if outputs is not None:  # the layers are in inference mode
                 return outputs
         inputs = self._inputs(x, "Sequential.predict")
         batch_size = _batch_size_or_all(batch_size, len(inputs), "Sequential.predict")

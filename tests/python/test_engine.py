@@ -607,6 +607,13 @@ def test_the_one_call_fast_path_refuses_what_it_cannot_run_as_is():
         return runner.predict_if_current(model.layers, names, expected, x, column)
 
     assert fast(rows).tobytes() == want.tobytes()
+    # With inference_mode it also sets every layer's training to False (Sequential.predict's).
+    for layer in model.layers:
+        layer.training = True
+    fast(rows)
+    assert all(layer.training for layer in model.layers)
+    assert runner.predict_if_current(model.layers, names, expected, rows, False, True).tobytes() == want.tobytes()
+    assert not any(layer.training for layer in model.layers)
     column = np.ascontiguousarray(rows[:1].T)
     assert fast(column) is None
     assert fast(column, column=True).shape == (3, 1)

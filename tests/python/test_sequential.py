@@ -424,6 +424,26 @@ def test_sequential_rejects_what_is_not_a_list_of_layers():
         _classifier().predict(np.zeros((2, 4)), batch_size=0)
 
 
+def test_predict_leaves_every_layer_in_inference_mode_on_every_path():
+    # The engine's one-call path sets `training` in C++ (engine.predict_rows); its first call, the
+    # chunked path and the Python path (a layer the engine does not run) in Python.
+    class Scale(nncore.Layer):
+        def forward(self, input):
+            return input * 2
+
+        def backward(self, output_gradient, learning_rate=None):
+            return output_gradient * 2
+
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    for layers in ([Dense(4, 8), ReLU(), Dense(8, 3)], [Dense(4, 8), Scale(), Dense(8, 3)]):
+        model = Sequential(layers)
+        for batch_size in (None, None, None, 2):  # first call, remembered plan, again, chunked
+            for layer in model.layers:
+                layer.training = True
+            model.predict(x, batch_size=batch_size)
+            assert [layer.training for layer in model.layers] == [False] * 3
+
+
 def test_a_failed_fit_leaves_the_model_in_inference_mode():
     model = Sequential([Dense(4, 8), nncore.Dropout(0.5), Dense(8, 3)])
     x, y = _blobs(n=10)
