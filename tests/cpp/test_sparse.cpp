@@ -139,6 +139,66 @@ void test_csr_gemm(const KernelTable<T>& kt, int width, bool fused, Rng& rng) {
     }
 }
 
+// csr_gemm over many rows and a long k, where it visits B in chunks of kCsrChunkBytes, its rows'
+// partial sums waiting in C (isa_impl.inc: csr_block_chunked): still one multiply-add per entry in
+// order from zero, at chunk edges, over more rows than one group of kCsrChunkRows, with empty rows,
+// rows whose entries all lie in a late chunk, a row whose columns are not ascending, and with beta
+// (C an input too: the unchunked blocks then).
+template <class T>
+void test_csr_gemm_chunks(const KernelTable<T>& kt, int width, bool fused, Rng& rng) {
+    Scope scope(std::string("csr_gemm in chunks ") + nntest::dtype_name<T>());
+    const index_t nv = width * static_cast<index_t>(sizeof(T)) == 64 ? 16 : 4;  // the kernel's widest block
+    const index_t block = nv * width, chunk = std::max<index_t>(1, (48 << 10) / (block * static_cast<index_t>(sizeof(T))));
+    for (index_t m : {16, 37, 300}) {
+        for (index_t n : {block, block + 3, 2 * block + 5}) {
+            for (index_t k : {chunk - 1, chunk + 1, 2 * chunk + 7}) {
+                if (m * k * n > (index_t(1) << 25)) continue;  // the scalar baseline's chunks are long
+                for (bool beta : {false, true}) {
+                    Scope inner("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                                (beta ? " beta" : ""));
+                    std::vector<index_t> begin(static_cast<std::size_t>(m)), end(static_cast<std::size_t>(m));
+                    std::vector<std::int32_t> col;
+                    std::vector<T> val;
+                    for (index_t i = 0; i < m; ++i) {
+                        begin[i] = static_cast<index_t>(col.size());
+                        const index_t from = i % 5 == 1 ? k - k / 4 : 0;  // entries in the last chunks only
+                        if (i % 7 != 3)                                     // else empty
+                            for (index_t p = from; p < k; ++p)
+                                if (rng.uniform() < 0.3 || p == k - 1) {
+                                    col.push_back(static_cast<std::int32_t>(p));
+                                    val.push_back(static_cast<T>(rng.uniform(-1, 1)));
+                                }
+                        end[i] = static_cast<index_t>(col.size());
+                        if (i == 2) std::reverse(col.begin() + begin[i], col.end());  // descending columns
+                    }
+                    const std::vector<T> b = nntest::random_vector<T>(static_cast<std::size_t>(k * n), rng);
+                    const std::vector<T> bias = nntest::random_vector<T>(static_cast<std::size_t>(n), rng);
+                    const std::vector<T> c0 = nntest::random_vector<T>(static_cast<std::size_t>(m * n), rng);
+                    Epilogue<T> ep;
+                    ep.bias = bias.data();
+                    ep.act = Act::relu;
+                    ep.beta = beta;
+                    nntest::Guarded<T> c(m * n, nntest::quiet_nan<T>());
+                    if (beta)
+                        for (index_t i = 0; i < m * n; ++i) c[i] = c0[i];
+                    kt.csr_gemm(m, n, begin.data(), end.data(), col.data(), val.data(), b.data(), n, c.data(), n, ep);
+                    std::vector<T> want = csr_reference(m, n, begin, end, col, val, b, static_cast<const T*>(nullptr),
+                                                        Act::identity, fused);
+                    for (index_t i = 0; i < m * n; ++i) {
+                        T s = beta ? want[i] + c0[i] : want[i];
+                        s = s + bias[i % n];
+                        want[i] = s > T(0) ? s : T(0);
+                    }
+                    bool same = true;
+                    for (index_t i = 0; same && i < m * n; ++i) same = nntest::same_bits(c[i], want[i]);
+                    CHECK_MSG(same, "differs from one fma per entry in order");
+                    CHECK_MSG(c.guards_intact(), "wrote outside C");
+                }
+            }
+        }
+    }
+}
+
 // The batch's lists, the forward and the weight gradient against dense references, 1 and 2 threads.
 template <class T>
 void test_batch_products(const KernelTable<T>& kt, Rng& rng) {
@@ -319,6 +379,8 @@ int main() {
         test_compress(tables.f64, rng);
         test_csr_gemm(tables.f32, bytes ? bytes / 4 : 1, bytes != 0, rng);
         test_csr_gemm(tables.f64, bytes ? bytes / 8 : 1, bytes != 0, rng);
+        test_csr_gemm_chunks(tables.f32, bytes ? bytes / 4 : 1, bytes != 0, rng);
+        test_csr_gemm_chunks(tables.f64, bytes ? bytes / 8 : 1, bytes != 0, rng);
         test_batch_products(tables.f32, rng);
         test_batch_products(tables.f64, rng);
         for (Act act : {Act::relu, Act::gelu}) {
