@@ -341,8 +341,7 @@ def predict_rows(owner: Any, layers: list[Any], x: Any) -> Optional[np.ndarray]:
         return None
     outputs = runner.predict(x)
     if owner is not None:
-        for layer in layers:
-            layer.training = False
+        owner._set_training(False)
     return outputs
 
 
