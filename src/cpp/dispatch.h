@@ -108,7 +108,7 @@ struct KernelTable {
     // Sparse A (m x k, row i's nonzeros in entries [begin[i], end[i]) of col/val) times B (k x n,
     // contiguous rows with row stride ldb): C[0:m, 0:n] = epilogue of A B (see sparse.h). Each
     // element is summed over its row's entries in order from zero. C may hold partial sums while it
-    // runs (isa_impl.inc: csr_block_chunked), so it must not overlap A or B.
+    // runs (isa_impl.inc: csr_block), so it must not overlap A or B.
     void (*csr_gemm)(index_t m, index_t n, const index_t* begin, const index_t* end, const std::int32_t* col, const T* val,
                      const T* b, index_t ldb, T* c, index_t ldc, const Epilogue<T>& epilogue);
     // The nonzeros of x[0:n) (not +-0; NaN counts) in order: indices plus `first` to col, values to

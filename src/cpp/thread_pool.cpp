@@ -111,7 +111,8 @@ public:
         subnormals_.store(subnormal_mode(), std::memory_order_relaxed);
         n_tasks_.store(static_cast<unsigned>(n_tasks), std::memory_order_relaxed);
         generation_.store(next, std::memory_order_release);
-        const bool woken = (tasks_wait || sleepers_.load(std::memory_order_relaxed) > 0) && wake_workers();
+        const bool woken = tasks_wait || sleepers_.load(std::memory_order_relaxed) > 0;
+        if (woken) wake_workers();
         run_task(task, 0);
         pending_.fetch_sub(1);
         if (!woken) {
@@ -147,10 +148,9 @@ private:
     }
 
     // Wakes the workers blocked on wake_ (the mutex orders this after their check of generation_).
-    bool wake_workers() {
+    void wake_workers() {
         { std::lock_guard<std::mutex> lock(mutex_); }
         wake_.notify_all();
-        return true;
     }
 
     // Claims and runs tasks of the region tagged `tag` until none is left: the caller from the

@@ -140,8 +140,8 @@ void test_csr_gemm(const KernelTable<T>& kt, int width, bool fused, Rng& rng) {
 }
 
 // csr_gemm over many rows and a long k, where it visits B in chunks of kCsrChunkBytes, its rows'
-// partial sums waiting in C (isa_impl.inc: csr_block_chunked): still one multiply-add per entry in
-// order from zero, at chunk edges, over more rows than one group of kCsrChunkRows, with empty rows,
+// partial sums waiting in C (isa_impl.inc: csr_block): still one multiply-add per entry in
+// order from zero, at chunk edges, over more rows than one group of kCsrRowGroup, with empty rows,
 // rows whose entries all lie in a late chunk, a row whose columns are not ascending, and with beta
 // (C an input too: the unchunked blocks then).
 template <class T>
