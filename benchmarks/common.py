@@ -75,18 +75,26 @@ def compare(fns: dict[str, Optional[Callable[[], object]]], min_time: float = 0.
     """Median seconds per call of each function, measured in interleaved rounds so that all peers
     see the same machine state (the machine is shared and noisy). ``None`` entries stay ``None``.
 
-    Each function is called once to warm up, then every round times each function for about
+    Each function is called once to warm up, and then timed for a tenth of a round to guess how
+    many calls fill one (the warm-up call is not the guess: a first call that builds a plan or
+    touches fresh memory is far slower, and would leave that function a few calls per round,
+    each right after the pause). Every round then times each function for about
     ``min_time / rounds`` seconds (at least ``min_runs / rounds`` calls), after a pause of
     ``settle`` seconds and one untimed call; the median of all calls is returned.
     """
     live = {name: fn for name, fn in fns.items() if fn is not None}
     calls: dict[str, int] = {}
-    for name, fn in live.items():  # warm-up, and a guess of how many calls fill a round
-        t0 = time.perf_counter()
+    per_round = max(min_time / rounds, 1e-6)
+    for name, fn in live.items():
         fn()
-        first = time.perf_counter() - t0
-        per_round = max(min_time / rounds, 1e-6)
-        calls[name] = max(1, -(-min_runs // rounds), min(10_000, int(per_round / max(first, 1e-7))))
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            spent = time.perf_counter() - t0
+            if spent >= per_round / 10:
+                break
+        calls[name] = max(1, -(-min_runs // rounds), min(10_000, int(per_round * n / max(spent, 1e-7))))
     samples: dict[str, list[float]] = {name: [] for name in live}
     for _ in range(rounds):
         for name, fn in live.items():

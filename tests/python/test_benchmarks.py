@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -98,6 +99,20 @@ def test_compare_keeps_missing_peers_missing():
     seconds = common.compare({"a": lambda: None, "b": None}, min_time=0.001)
     assert seconds["b"] is None and seconds["a"] >= 0
     assert common.ratio(None, 1.0) == "n/a" and common.ratio(2.0, 1.0) == "2.00x"
+
+
+def test_compare_does_not_size_rounds_from_a_slow_first_call():
+    # A first call that builds a plan is far slower than the rest; sized from it, a round would
+    # hold a single call, timed right after the pause.
+    calls = []
+
+    def slow_first() -> None:
+        calls.append(None)
+        if len(calls) == 1:
+            time.sleep(0.02)
+
+    common.compare({"f": slow_first}, min_time=0.05, rounds=5)
+    assert len(calls) > 100
 
 
 def test_training_and_inference_rows(tiny_data):
