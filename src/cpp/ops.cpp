@@ -73,8 +73,9 @@ void set_lerp(C& c, double weight) {
 // 125, 256x128x10 12.0 -> 10.5, 64x784x256 205 -> 194, 256x784x256 754 -> 737, 4096x784x256 14.9 ->
 // 14.2 ms; float64 64x256x128 76.6 -> 64.2, 64x784x256 436 -> 411; with W of 2 MiB x0.98-1.01
 // (64x1024x512, 256x1024x512, float64 64x1024x256) and of 4 MiB x0.96-0.98 (64x1024x1024).
-// MNIST-MLP epochs (batch 64, 2 threads, separate processes alternated, medians of 8, 6 processes
-// each): SGD 0.226-0.239 -> 0.222-0.231 s, Adam within noise (0.278-0.284 against 0.278-0.283).
+// MNIST-MLP epochs (batch 64, 2 threads, separate processes alternated, medians of 8 epochs, 3
+// processes each): SGD 0.226-0.239 -> 0.222-0.229 s, Adam within noise (0.278-0.284 against
+// 0.278-0.283).
 constexpr double kPairMinMacs = 1 << 16;
 constexpr std::size_t kPairMaxWeightBytes = std::size_t(2) << 20;
 
