@@ -62,20 +62,22 @@ void set_lerp(C& c, double weight) {
     c.lerp_coefficient = c.lerp_from_end ? w - T(1) : w;
 }
 
-// With two threads, linear_backward gives each of its two products (dX = dZ W and dW = dZ^T X, the
-// same number of multiply-adds) to one thread whole, in one parallel region, instead of splitting
-// each between both in a region of its own: one region's start and end fewer, and neither product
-// cut into parts. The values are the same (a product's path and sums do not depend on its thread
-// count). From kPairMinMacs multiply-adds (where the unpacked kernels start to split, gemm.cpp),
-// while W takes under kPairMaxWeightBytes: each thread then reads one of W and X whole. Measured on
-// the 2-core Xeon (2 MiB L2 per core), C++ loop, old and new alternated, medians of 15 rounds,
-// float32: batch x in x out 32x256x128 22.1 -> 19.7 us, 64x256x128 38.4 -> 35.0, 256x256x128 136 ->
-// 125, 256x128x10 12.0 -> 10.5, 64x784x256 205 -> 194, 256x784x256 754 -> 737, 4096x784x256 14.9 ->
-// 14.2 ms; float64 64x256x128 76.6 -> 64.2, 64x784x256 436 -> 411; with W of 2 MiB x0.98-1.01
-// (64x1024x512, 256x1024x512, float64 64x1024x256) and of 4 MiB x0.96-0.98 (64x1024x1024).
-// MNIST-MLP epochs (batch 64, 2 threads, separate processes alternated, medians of 8 epochs, 3
-// processes each): SGD 0.226-0.239 -> 0.222-0.229 s, Adam within noise (0.278-0.284 against
-// 0.278-0.283).
+// With exactly two threads, linear_backward gives each of its two products (dX = dZ W and dW = dZ^T
+// X, the same number of multiply-adds) to one thread whole, in one parallel region, instead of
+// splitting each between both in a region of its own: one region's start and end fewer, and neither
+// product cut into parts. (With more threads each product keeps its split: a task's own products
+// cannot split further, as a region inside a task runs on that thread alone.) The values are the
+// same (a product's path and sums do not depend on its thread count). From kPairMinMacs
+// multiply-adds (where the unpacked kernels start to split, gemm.cpp), while W takes under
+// kPairMaxWeightBytes: each thread then reads one of W and X whole. Measured on the 2-core Xeon (2
+// MiB L2 per core), C++ loop, old and new alternated, medians of 15 rounds, float32: batch x in x
+// out 32x256x128 22.1 -> 19.7 us, 64x256x128 38.4 -> 35.0, 256x256x128 136 -> 125, 256x128x10 12.0
+// -> 10.5, 64x784x256 205 -> 194, 256x784x256 754 -> 737, 4096x784x256 14.9 -> 14.2 ms; float64
+// 64x256x128 76.6 -> 64.2, 64x784x256 436 -> 411; with W of 2 MiB x0.98-1.01 (64x1024x512,
+// 256x1024x512, float64 64x1024x256) and of 4 MiB x0.96-0.98 (64x1024x1024). Near kPairMinMacs
+// mixed: 64x128x10 3.51 -> 2.91 us, 16x256x32 5.81 -> 3.35, 64x64x32 4.58 -> 4.81. MNIST-MLP epochs
+// (batch 64, 2 threads, separate processes alternated, medians of 8 epochs, 3 processes each): SGD
+// 0.226-0.239 -> 0.222-0.229 s, Adam within noise (0.278-0.284 against 0.278-0.283).
 constexpr double kPairMinMacs = 1 << 16;
 constexpr std::size_t kPairMaxWeightBytes = std::size_t(2) << 20;
 
