@@ -608,6 +608,13 @@ void test_pack_b(const KernelTable<T>& kt, index_t w, Rng& rng) {
         run(784, 16, nr, 1, 784);
         run(2 * w + 3, 5 * nr + 3, nr, 1, 2 * w + 6);
     }
+    // B by rows in blocks around pack_b's 512 KiB limit, below which it goes one panel at a time
+    // and above which row by row (ragged last panels on both sides).
+    const index_t limit_values = index_t(512 << 10) / static_cast<index_t>(sizeof(T));
+    for (int nr : {kt.nr, kt.tile.mr}) {
+        const index_t nc = 4 * nr + 3;
+        for (index_t kc : {limit_values / nc, limit_values / nc + 1}) run(kc, nc, nr, nc + 5, 1);
+    }
     std::printf("    pack_b %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
