@@ -55,6 +55,11 @@ struct GemmTile {
     void (*ukernel_rows_steps)(index_t count, const std::int32_t* steps, const T* a, index_t lda, const T* b,
                                index_t ldb, T* c, index_t ldc, int n_eff, const Epilogue<T>& epilogue);
     int mr;
+    // The same tile at half its width (NR / 2 columns, null for a half-width tile itself), for a
+    // last panel of at most that many columns, which the full tile would pad to NR (784 columns
+    // are 24 panels of 32 and one of 16). It reads the first NR / 2 columns of each k step (ldb
+    // apart as above) and runs the same products per element in the same order, so the same bits.
+    const GemmTile* half = nullptr;
 };
 
 template <class T>
