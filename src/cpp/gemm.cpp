@@ -164,10 +164,10 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
             for (index_t ic = 0; ic < m; ic += mc_max) {
                 const index_t mc = std::min(mc_max, m - ic);
                 const index_t in_place = a_in_place ? mc / mr * mr : 0;  // rows [0, in_place) of the block
-                // A partial last tile of at most tail_tile's rows goes through tail_tile; its rows
-                // [tail_start, mc) are packed as a panel of tail_tile.mr.
+                // A partial last tile of at most tail_tile's (fewer) rows goes through tail_tile;
+                // its rows [tail_start, mc) are packed as a panel of tail_tile.mr.
                 const index_t tail_start = mc / mr * mr;
-                const bool short_tail = tail_start < mc && mc - tail_start <= tail_tile.mr;
+                const bool short_tail = tail_tile.mr < mr && tail_start < mc && mc - tail_start <= tail_tile.mr;
                 const index_t packed_end = short_tail ? tail_start : mc;
                 // A's row panels are A^T's column panels.
                 if (in_place < packed_end)
