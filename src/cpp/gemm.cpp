@@ -66,6 +66,41 @@ constexpr double kShortTileCostPerRow = 1.05;
 // columns (rather than its rows): the side with more tiles, which divides more evenly.
 constexpr bool split_columns(index_t tiles_m, index_t tiles_n) { return tiles_n >= tiles_m; }
 
+// Columns of B before its first 64-byte boundary, for B read in place (b_in_place_pays) by rows
+// a whole number of cache lines apart but starting inside a line (numpy's arrays mostly start 16
+// bytes past one): the driver then computes those columns as a narrow first panel (packed) and
+// the rest in panels that start on a line, so that no load of B in place spans two lines. Only
+// where that panel adds at most kLeadMaxExtraWork to the panels' work (counted in half-width
+// panels, GemmTile::half): 784 columns (24 full panels and a half) then take 24 and two halves
+// plus the lead, 256 columns (8 panels) would take a ninth. 0 where not. Each element sums the same
+// products in the same order, so the same bits. Measured on the 2-core Xeon, float32 AVX-512, B
+// and C 16 bytes past a line, in-process A/B, medians of 15 rounds: dY W 24x784x256, 32x784x256,
+// 48x784x256 x1.10-1.16 on 1 thread, x1.16-1.21 on 2; other products unchanged (1024^3,
+// 128x784x256, 256x784x32 x1.00), as are float64 (x1.00-1.01: 784 doubles are more than a page,
+// so such a B is packed) and AVX2 (x0.99-1.01).
+constexpr double kLeadMaxExtraWork = 0.03;
+template <class T>
+index_t column_lead(const KernelTable<T>& kt, index_t m, index_t n, ConstMatrix<T> b, index_t kc, bool transposed) {
+    const int nr = kt.nr;
+    const auto address = reinterpret_cast<std::uintptr_t>(b.data);
+    if (transposed || b.col_stride != 1 || (b.row_stride * sizeof(T)) % 64 != 0 || (nr * sizeof(T)) % 64 != 0 ||
+        address % sizeof(T) != 0 || address % 64 == 0 ||
+        !b_in_place_pays(m, kt.tile.mr, b.row_stride * static_cast<index_t>(sizeof(T)), kc))
+        return 0;
+    const auto lead = static_cast<index_t>((64 - address % 64) / sizeof(T));
+    if (n <= lead + nr) return 0;
+    const auto half_panels = [nr](index_t cols) {
+        const index_t rest = cols % nr;
+        return 2 * (cols / nr) + (rest == 0 ? 0 : 2 * rest <= nr ? 1 : 2);
+    };
+    return half_panels(lead) + half_panels(n - lead) <= (1 + kLeadMaxExtraWork) * half_panels(n) ? lead : 0;
+}
+
+// First column of tile t of n columns split into a lead panel (when lead > 0) and nr-wide panels.
+inline index_t panel_start(index_t t, index_t lead, int nr, index_t n) {
+    return std::min(n, lead > 0 ? (t == 0 ? 0 : lead + (t - 1) * nr) : t * nr);
+}
+
 // The register tile a packed product of m rows (n columns in tiles_n panels) goes through, split
 // between up to max_parts threads as gemm below splits it: the table's main one or its short one,
 // whichever leaves the product's slowest part the fewest rows to run, counting its padded last
@@ -111,7 +146,7 @@ T* element_of(T* c, index_t ldc, index_t i, index_t j, bool transposed) {
 template <class T>
 void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t m, index_t n, index_t k,
                  ConstMatrix<T> a, ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue,
-                 bool skip_zero_steps, index_t kc_max) {
+                 bool skip_zero_steps, index_t kc_max, index_t lead) {
     const int mr = row_tile.mr, nr = kt.nr;
     const index_t mc_max = kt.mc, nc_max = kt.nc;
     // A block's partial last row tile, when the table's short tile holds its rows, goes through the
@@ -122,7 +157,9 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
     // 128x256x32-64), 256-row ones x1.00-1.02, 1024^3 x1.02.
     const GemmTile<T>& tail_tile = kt.tile_short.mr < mr ? kt.tile_short : row_tile;
     const auto kc_room = static_cast<std::size_t>(std::min<index_t>(kc_max, std::max<index_t>(k, 1)));
-    T* packed_b = thread_buffer<T, PackedB>(kc_room * static_cast<std::size_t>((std::min(nc_max, n) + nr - 1) / nr * nr));
+    // Columns [0, lead) go through a panel of their own (column_lead), packed first.
+    T* packed_b = thread_buffer<T, PackedB>(
+        kc_room * static_cast<std::size_t>((std::min(nc_max + lead, n) + nr - 1) / nr * nr + (lead ? nr : 0)));
     T* packed_a = thread_buffer<T, PackedA>(kc_room * static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr * mr));
     // A stored by rows is read in place by its full MR-row tiles, rather than copied into panels
     // whose k steps hold MR values side by side: the same products in the same order, so the same
@@ -149,16 +186,23 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
     const auto block_tiles = static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr);
     std::int32_t* steps = skip ? thread_buffer<std::int32_t, StepLists>(block_tiles * step_room) : nullptr;
     index_t* step_counts = skip ? thread_buffer<index_t, StepLists>(block_tiles) : nullptr;
-    for (index_t jc = 0; jc < n; jc += nc_max) {
-        const index_t nc = std::min(nc_max, n - jc);
+    // The first block takes the lead columns on top of its nc_max, so the others start on a line too.
+    for (index_t jc = 0; jc < n; jc += jc == 0 ? nc_max + lead : nc_max) {
+        const index_t nc = std::min(jc == 0 ? nc_max + lead : nc_max, n - jc);
         // The k loop runs at least once so that k == 0 still applies the epilogue.
         for (index_t pc = 0; pc == 0 || pc < k; pc += kc_max) {
             const index_t kc = std::min(kc_max, k - pc);
             const T* b_block = b.data + pc * b.row_stride + jc * b.col_stride;
-            const index_t b_in_place = b_rows_in_place ? nc / nr * nr : 0;  // columns [0, b_in_place) of the block
-            if (b_in_place < nc)
-                kt.pack_b(b_block + b_in_place, b.row_stride, b.col_stride, kc, nc - b_in_place, nr,
-                          packed_b + b_in_place * kc);
+            // The block's columns: [0, first) in the lead panel (packed at packed_b), then [first,
+            // first + b_in_place) in place, the rest packed after the lead panel.
+            const index_t first = jc == 0 ? lead : 0;
+            const index_t b_in_place = b_rows_in_place ? (nc - first) / nr * nr : 0;
+            const index_t packed_from = first + b_in_place;
+            T* packed_rest = packed_b + (first ? nr : 0) * kc - first * kc;  // column j >= first at packed_rest + j * kc
+            if (first) kt.pack_b(b_block, b.row_stride, b.col_stride, kc, first, nr, packed_b);
+            if (packed_from < nc)
+                kt.pack_b(b_block + packed_from, b.row_stride, b.col_stride, kc, nc - packed_from, nr,
+                          packed_rest + packed_from * kc);
             Epilogue<T> ep = k_block_epilogue(epilogue, pc, kc, k);
             const T* block_bias = ep.bias;
             for (index_t ic = 0; ic < m; ic += mc_max) {
@@ -181,9 +225,9 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
                         step_counts[ir / mr] = kt.nonzero_steps(a.data + (ic + ir) * a.row_stride + pc, a.row_stride,
                                                                 static_cast<int>(std::min<index_t>(mr, mc - ir)), kc,
                                                                 steps + ir / mr * step_room);
-                for (index_t jr = 0; jr < nc; jr += nr) {
+                for (index_t jr = 0; jr < nc; jr = jr == 0 && first ? first : jr + nr) {
                     if (!transposed) ep.bias = block_bias ? block_bias + jc + jr : nullptr;
-                    const int n_eff = static_cast<int>(std::min<index_t>(nr, nc - jr));
+                    const int n_eff = static_cast<int>(std::min<index_t>(jr == 0 && first ? first : nr, nc - jr));
                     // A last panel of at most nr / 2 columns goes through the half-width tiles
                     // (GemmTile::half). Float32 AVX-512, 1 thread, in-process A/B, medians of 15
                     // rounds: the 784-column products (dY W, dY^T X of 784 -> 256 at batch 32-256)
@@ -191,8 +235,8 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
                     const bool half = 2 * n_eff <= nr && row_tile.half && tail_tile.half;
                     const GemmTile<T>& panel_tile = half ? *row_tile.half : row_tile;
                     const GemmTile<T>& panel_tail_tile = half ? *tail_tile.half : tail_tile;
-                    const bool b_panel_in_place = jr < b_in_place;
-                    const T* pb = b_panel_in_place ? b_block + jr : packed_b + jr * kc;
+                    const bool b_panel_in_place = jr >= first && jr < packed_from;
+                    const T* pb = b_panel_in_place ? b_block + jr : jr < first ? packed_b : packed_rest + jr * kc;
                     const index_t ldb = b_panel_in_place ? b.row_stride : nr;
                     for (index_t ir = 0; ir < mc; ir += mr) {
                         if (transposed) ep.bias = block_bias ? block_bias + ic + ir : nullptr;
@@ -310,33 +354,34 @@ void gemm_unpacked(Path path, const KernelTable<T>& kt, index_t i0, index_t i1, 
 template <class T>
 void gemm_packed(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a, ConstMatrix<T> b, T* c,
                  index_t ldc, const Epilogue<T>& epilogue, index_t max_parts, bool skip_zero_steps, index_t kc) {
-    const index_t tiles_n = (n + kt.nr - 1) / kt.nr;
+    const index_t lead = column_lead(kt, m, n, b, std::min(kc, std::max<index_t>(k, 1)), epilogue.transposed);
+    const index_t tiles_n = (lead > 0) + (n - lead + kt.nr - 1) / kt.nr;
     const GemmTile<T>& row_tile = choose_row_tile(kt, m, tiles_n, max_parts);
     const index_t tiles_m = (m + row_tile.mr - 1) / row_tile.mr;
     const bool split_n = split_columns(tiles_m, tiles_n);
     const index_t tiles = split_n ? tiles_n : tiles_m;
     const index_t parts = std::min(max_parts, tiles);
     if (parts <= 1) {
-        gemm_serial(kt, row_tile, m, n, k, a, b, c, ldc, epilogue, skip_zero_steps, kc);
+        gemm_serial(kt, row_tile, m, n, k, a, b, c, ldc, epilogue, skip_zero_steps, kc, lead);
         return;
     }
     parallel_for(static_cast<int>(parts), [&](int part) {
         // Whole tiles per part, spread as evenly as possible.
         const index_t t0 = tiles * part / parts, t1 = tiles * (part + 1) / parts;
         if (split_n) {
-            const index_t j0 = t0 * kt.nr, j1 = std::min(n, t1 * kt.nr);
+            const index_t j0 = panel_start(t0, lead, kt.nr, n), j1 = panel_start(t1, lead, kt.nr, n);
             Epilogue<T> ep = epilogue;
             if (ep.bias && !ep.transposed) ep.bias += j0;
             ConstMatrix<T> b_part{b.data + j0 * b.col_stride, b.row_stride, b.col_stride};
             gemm_serial(kt, row_tile, m, j1 - j0, k, a, b_part, element_of(c, ldc, 0, j0, ep.transposed), ldc, ep,
-                        skip_zero_steps, kc);
+                        skip_zero_steps, kc, part == 0 ? lead : 0);
         } else {
             const index_t i0 = t0 * row_tile.mr, i1 = std::min(m, t1 * row_tile.mr);
             Epilogue<T> ep = epilogue;
             if (ep.bias && ep.transposed) ep.bias += i0;
             ConstMatrix<T> a_part{a.data + i0 * a.row_stride, a.row_stride, a.col_stride};
             gemm_serial(kt, row_tile, i1 - i0, n, k, a_part, b, element_of(c, ldc, i0, 0, ep.transposed), ldc, ep,
-                        skip_zero_steps, kc);
+                        skip_zero_steps, kc, lead);
         }
     });
 }
