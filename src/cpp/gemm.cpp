@@ -47,6 +47,8 @@ bool rows_spread_over_l1(index_t stride_bytes, int rows) {
 // apart) in place won at more rows too, float32 1 thread: 64x784x256 x1.11, 128x784x256 x1.07,
 // 64x256x128 x1.14, 256x784x256 x1.03 (the same B 16 bytes off: x0.89-0.97), though not where a
 // panel outgrows L1 (512^3 x0.94, 1024x256x1024 x0.95); not used, as callers' B is rarely aligned.
+// (column_lead below starts the in-place panels on a line where B's rows allow; more rows in place
+// with it measured x0.99-1.06 for 64-256 x 784 x 256, see docs/performance-log.md.)
 constexpr index_t kBInPlaceMaxTiles = 4;
 constexpr index_t kBInPlaceMaxRowBytes = 4096, kBInPlaceMaxBlockBytes = index_t(1) << 20;
 bool b_in_place_pays(index_t m, int mr, index_t row_bytes, index_t kc) {
