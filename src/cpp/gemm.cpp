@@ -98,7 +98,9 @@ index_t column_lead(const KernelTable<T>& kt, index_t m, index_t n, ConstMatrix<
     return half_panels(lead) + half_panels(n - lead) <= (1 + kLeadMaxExtraWork) * half_panels(n) ? lead : 0;
 }
 
-// First column of tile t of n columns split into a lead panel (when lead > 0) and nr-wide panels.
+// n columns split into a lead panel (when lead > 0) and nr-wide panels: how many, and where panel
+// t starts (n for t = the count).
+inline index_t panel_count(index_t n, index_t lead, int nr) { return (lead > 0) + (n - lead + nr - 1) / nr; }
 inline index_t panel_start(index_t t, index_t lead, int nr, index_t n) {
     return std::min(n, lead > 0 ? (t == 0 ? 0 : lead + (t - 1) * nr) : t * nr);
 }
@@ -148,7 +150,7 @@ T* element_of(T* c, index_t ldc, index_t i, index_t j, bool transposed) {
 template <class T>
 void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t m, index_t n, index_t k,
                  ConstMatrix<T> a, ConstMatrix<T> b, T* c, index_t ldc, const Epilogue<T>& epilogue,
-                 bool skip_zero_steps, index_t kc_max, index_t lead) {
+                 bool skip_zero_steps, index_t kc_max, index_t lead_asked) {
     const int mr = row_tile.mr, nr = kt.nr;
     const index_t mc_max = kt.mc, nc_max = kt.nc;
     // A block's partial last row tile, when the table's short tile holds its rows, goes through the
@@ -159,9 +161,6 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
     // 128x256x32-64), 256-row ones x1.00-1.02, 1024^3 x1.02.
     const GemmTile<T>& tail_tile = kt.tile_short.mr < mr ? kt.tile_short : row_tile;
     const auto kc_room = static_cast<std::size_t>(std::min<index_t>(kc_max, std::max<index_t>(k, 1)));
-    // Columns [0, lead) go through a panel of their own (column_lead), packed first.
-    T* packed_b = thread_buffer<T, PackedB>(
-        kc_room * static_cast<std::size_t>((std::min(nc_max + lead, n) + nr - 1) / nr * nr + (lead ? nr : 0)));
     T* packed_a = thread_buffer<T, PackedA>(kc_room * static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr * mr));
     // A stored by rows is read in place by its full MR-row tiles, rather than copied into panels
     // whose k steps hold MR values side by side: the same products in the same order, so the same
@@ -184,27 +183,38 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
     const bool b_rows_in_place = b.col_stride == 1 &&
                                  b_in_place_pays(m, mr, b.row_stride * static_cast<index_t>(sizeof(T)),
                                                  static_cast<index_t>(kc_room));
+    // Columns [0, lead) go through a panel of their own (column_lead), where B is read in place;
+    // where this part packs B anyway, a lead panel would only be one panel more.
+    const index_t lead = b_rows_in_place ? lead_asked : 0;
+    // A block's panels in packing order, the lead panel first: panel i starts at column
+    // panel_start(i) of the block and is packed (when it is) at packed_b + i * nr * kc.
+    const index_t block_panels = panel_count(std::min(nc_max + lead, n), lead, nr);  // the most a block has
+    T* packed_b = thread_buffer<T, PackedB>(kc_room * static_cast<std::size_t>(block_panels * nr));
     const index_t step_room = static_cast<index_t>(kc_room) + 16;
     const auto block_tiles = static_cast<std::size_t>((std::min(mc_max, m) + mr - 1) / mr);
     std::int32_t* steps = skip ? thread_buffer<std::int32_t, StepLists>(block_tiles * step_room) : nullptr;
     index_t* step_counts = skip ? thread_buffer<index_t, StepLists>(block_tiles) : nullptr;
     // The first block takes the lead columns on top of its nc_max, so the others start on a line too.
-    for (index_t jc = 0; jc < n; jc += jc == 0 ? nc_max + lead : nc_max) {
-        const index_t nc = std::min(jc == 0 ? nc_max + lead : nc_max, n - jc);
+    for (index_t jc = 0, nc = 0; jc < n; jc += nc) {
+        const index_t first = jc == 0 ? lead : 0;  // the block's lead columns
+        nc = std::min(first + nc_max, n - jc);
+        const auto panel = [&](index_t i) { return panel_start(i, first, nr, nc); };
+        const index_t panels = panel_count(nc, first, nr);
         // The k loop runs at least once so that k == 0 still applies the epilogue.
         for (index_t pc = 0; pc == 0 || pc < k; pc += kc_max) {
             const index_t kc = std::min(kc_max, k - pc);
             const T* b_block = b.data + pc * b.row_stride + jc * b.col_stride;
-            // The block's columns: [0, first) in the lead panel (packed at packed_b), then [first,
-            // first + b_in_place) in place, the rest packed after the lead panel.
-            const index_t first = jc == 0 ? lead : 0;
-            const index_t b_in_place = b_rows_in_place ? (nc - first) / nr * nr : 0;
-            const index_t packed_from = first + b_in_place;
-            T* packed_rest = packed_b + (first ? nr : 0) * kc - first * kc;  // column j >= first at packed_rest + j * kc
-            if (first) kt.pack_b(b_block, b.row_stride, b.col_stride, kc, first, nr, packed_b);
-            if (packed_from < nc)
-                kt.pack_b(b_block + packed_from, b.row_stride, b.col_stride, kc, nc - packed_from, nr,
-                          packed_rest + packed_from * kc);
+            // Panels [in_place_from, in_place_to) are read in place (the full ones after the lead
+            // panel); the lead panel and those after them are packed (a lead implies B in place).
+            const index_t in_place_from = first > 0;
+            const index_t in_place_to = b_rows_in_place ? in_place_from + (nc - first) / nr : in_place_from;
+            const auto pack_panels = [&](index_t i0, index_t i1) {  // nr-wide panels, or the lead alone
+                if (i0 < i1)
+                    kt.pack_b(b_block + panel(i0), b.row_stride, b.col_stride, kc, panel(i1) - panel(i0), nr,
+                              packed_b + i0 * nr * kc);
+            };
+            pack_panels(0, in_place_from);
+            pack_panels(in_place_to, panels);
             Epilogue<T> ep = k_block_epilogue(epilogue, pc, kc, k);
             const T* block_bias = ep.bias;
             for (index_t ic = 0; ic < m; ic += mc_max) {
@@ -227,9 +237,10 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
                         step_counts[ir / mr] = kt.nonzero_steps(a.data + (ic + ir) * a.row_stride + pc, a.row_stride,
                                                                 static_cast<int>(std::min<index_t>(mr, mc - ir)), kc,
                                                                 steps + ir / mr * step_room);
-                for (index_t jr = 0; jr < nc; jr = jr == 0 && first ? first : jr + nr) {
+                for (index_t i = 0; i < panels; ++i) {
+                    const index_t jr = panel(i);
                     if (!transposed) ep.bias = block_bias ? block_bias + jc + jr : nullptr;
-                    const int n_eff = static_cast<int>(std::min<index_t>(jr == 0 && first ? first : nr, nc - jr));
+                    const int n_eff = static_cast<int>(panel(i + 1) - jr);
                     // A last panel of at most nr / 2 columns goes through the half-width tiles
                     // (GemmTile::half). Float32 AVX-512, 1 thread, in-process A/B, medians of 15
                     // rounds: the 784-column products (dY W, dY^T X of 784 -> 256 at batch 32-256)
@@ -237,8 +248,8 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
                     const bool half = 2 * n_eff <= nr && row_tile.half && tail_tile.half;
                     const GemmTile<T>& panel_tile = half ? *row_tile.half : row_tile;
                     const GemmTile<T>& panel_tail_tile = half ? *tail_tile.half : tail_tile;
-                    const bool b_panel_in_place = jr >= first && jr < packed_from;
-                    const T* pb = b_panel_in_place ? b_block + jr : jr < first ? packed_b : packed_rest + jr * kc;
+                    const bool b_panel_in_place = i >= in_place_from && i < in_place_to;
+                    const T* pb = b_panel_in_place ? b_block + jr : packed_b + i * nr * kc;
                     const index_t ldb = b_panel_in_place ? b.row_stride : nr;
                     for (index_t ir = 0; ir < mc; ir += mr) {
                         if (transposed) ep.bias = block_bias ? block_bias + ic + ir : nullptr;
@@ -357,7 +368,7 @@ template <class T>
 void gemm_packed(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a, ConstMatrix<T> b, T* c,
                  index_t ldc, const Epilogue<T>& epilogue, index_t max_parts, bool skip_zero_steps, index_t kc) {
     const index_t lead = column_lead(kt, m, n, b, std::min(kc, std::max<index_t>(k, 1)), epilogue.transposed);
-    const index_t tiles_n = (lead > 0) + (n - lead + kt.nr - 1) / kt.nr;
+    const index_t tiles_n = panel_count(n, lead, kt.nr);
     const GemmTile<T>& row_tile = choose_row_tile(kt, m, tiles_n, max_parts);
     const index_t tiles_m = (m + row_tile.mr - 1) / row_tile.mr;
     const bool split_n = split_columns(tiles_m, tiles_n);
