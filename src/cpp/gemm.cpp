@@ -49,11 +49,29 @@ bool rows_spread_over_l1(index_t stride_bytes, int rows) {
 // panel outgrows L1 (512^3 x0.94, 1024x256x1024 x0.95); not used, as callers' B is rarely aligned.
 // (column_lead below starts the in-place panels on a line where B's rows allow; more rows in place
 // with it measured x0.99-1.06 for 64-256 x 784 x 256, see docs/performance-log.md.)
-constexpr index_t kBInPlaceMaxTiles = 4;
+// At any number of rows, a k block of at most kBInPlaceShortK steps (dY^T X at a batch of up to
+// 64) reads B in place when its panels start on cache lines (B aligned, or after column_lead's
+// panel): such a panel is at most 8 KiB, so it stays in L1 for all of a block's row tiles, and
+// packing it cost as much as a tile's few k steps. In-process A/B on the 2-core Xeon, 1 thread
+// unless named, medians of 15 rounds, packed -> in place: float32 AVX-512 dY^T X 256x784x32
+// x1.06-1.09 and x64 x1.04-1.05 (B 16 bytes past a line, through the lead panel; 2 threads x1.05,
+// x1.01), 128x256x32 and x64 with B aligned x1.05-1.09 (2 threads x1.16, x1.04); AVX2 x1.00-1.05;
+// float64 x1.01-1.02. At k = 128 x1.03 (784 columns) but x0.98 (256), hence 64 steps. Not where
+// B's loads would span two lines (no lead panel, as at 256 columns 16 bytes off): float32
+// 128x256x64 x0.97-0.99, float64 x0.86. MNIST training epochs (batch 32-256, 1 and 2 threads):
+// x0.99-1.02, its products' B being packed or few-row already.
+constexpr index_t kBInPlaceMaxTiles = 4, kBInPlaceShortK = 64;
 constexpr index_t kBInPlaceMaxRowBytes = 4096, kBInPlaceMaxBlockBytes = index_t(1) << 20;
-bool b_in_place_pays(index_t m, int mr, index_t row_bytes, index_t kc) {
-    return m <= kBInPlaceMaxTiles * mr && row_bytes > 0 && row_bytes < kBInPlaceMaxRowBytes &&
-           kc * row_bytes <= kBInPlaceMaxBlockBytes;
+bool b_in_place_pays(index_t m, int mr, index_t row_bytes, index_t kc, bool panels_on_lines) {
+    return (m <= kBInPlaceMaxTiles * mr || (panels_on_lines && kc <= kBInPlaceShortK)) && row_bytes > 0 &&
+           row_bytes < kBInPlaceMaxRowBytes && kc * row_bytes <= kBInPlaceMaxBlockBytes;
+}
+
+// Whether B's panels read in place, from column `lead` on, start on 64-byte lines.
+template <class T>
+bool panels_on_lines(const KernelTable<T>& kt, ConstMatrix<T> b, index_t lead) {
+    return b.col_stride == 1 && (b.row_stride * sizeof(T)) % 64 == 0 && (kt.nr * sizeof(T)) % 64 == 0 &&
+           reinterpret_cast<std::uintptr_t>(b.data + lead) % 64 == 0;
 }
 
 // The short tile does fewer FMAs per load and stores C more often: per row it took ~5% longer
@@ -87,7 +105,7 @@ index_t column_lead(const KernelTable<T>& kt, index_t m, index_t n, ConstMatrix<
     const auto address = reinterpret_cast<std::uintptr_t>(b.data);
     if (transposed || b.col_stride != 1 || (b.row_stride * sizeof(T)) % 64 != 0 || (nr * sizeof(T)) % 64 != 0 ||
         address % sizeof(T) != 0 || address % 64 == 0 ||
-        !b_in_place_pays(m, kt.tile.mr, b.row_stride * static_cast<index_t>(sizeof(T)), kc))
+        !b_in_place_pays(m, kt.tile.mr, b.row_stride * static_cast<index_t>(sizeof(T)), kc, true))
         return 0;
     const auto lead = static_cast<index_t>((64 - address % 64) / sizeof(T));
     if (n <= lead + nr) return 0;
@@ -182,7 +200,7 @@ void gemm_serial(const KernelTable<T>& kt, const GemmTile<T>& row_tile, index_t 
     // (zero-padded), so the kernel never reads past a row.
     const bool b_rows_in_place = b.col_stride == 1 &&
                                  b_in_place_pays(m, mr, b.row_stride * static_cast<index_t>(sizeof(T)),
-                                                 static_cast<index_t>(kc_room));
+                                                 static_cast<index_t>(kc_room), panels_on_lines(kt, b, lead_asked));
     // Columns [0, lead) go through a panel of their own (column_lead), where B is read in place;
     // where this part packs B anyway, a lead panel would only be one panel more.
     const index_t lead = b_rows_in_place ? lead_asked : 0;

@@ -998,44 +998,57 @@ void test_gemm_b_in_place(KernelTable<T> kt, Rng& rng) {
 // line go through a panel of their own, packed, and the others start on a line. For B starting at
 // every element of a line, rows a whole number of lines apart, a width at which the lead panel is
 // taken (24.5 panels), column blocks of two panels (the first block takes the lead on top), one
-// and several k blocks, 1 and 2 threads (split by columns): the same bits as B's packed copy.
+// and several k blocks, 1 and 2 threads (split by columns, and by rows at 27 row tiles): the same
+// bits as B's packed copy. Up to 4 row tiles B is in place at any k; beyond, only in k blocks of
+// at most 64 steps (37, or blocks of 16 out of kc + 5) and where its panels start on a line.
 template <class T>
 void test_gemm_b_lead(KernelTable<T> kt, Rng& rng) {
     Scope scope(std::string("gemm B lead panel ") + nntest::dtype_name<T>());
     kt.stream_max_rows = 0;
     const index_t nr = kt.nr, mr = kt.tile.mr, line = 64 / static_cast<index_t>(sizeof(T));
     const index_t n = 24 * nr + nr / 2, ldb = (n + line - 1) / line * line;
+    const int kc = kt.kc, kc_small = kt.kc_small, nc_table = kt.nc;
     long long cases = 0;
-    for (index_t nc : {static_cast<index_t>(kt.nc), 2 * nr}) {
-        kt.nc = static_cast<int>(nc);
-        for (index_t m : {mr + 1, 4 * mr})  // more rows than gemm.cpp's unpacked products
-            for (index_t k : {index_t(37), static_cast<index_t>(kt.kc) + 5})
-                for (index_t offset = 0; offset < line; ++offset)
-                    for (int threads : {1, 2}) {
-                        Scope c("nc=" + std::to_string(nc) + " m=" + std::to_string(m) + " k=" + std::to_string(k) +
-                                " offset=" + std::to_string(offset) + " threads=" + std::to_string(threads));
-                        std::vector<T> storage = nntest::random_vector<T>(k * ldb + 2 * line, rng);
-                        T* first_line = storage.data();
-                        while (reinterpret_cast<std::uintptr_t>(first_line) % 64 != 0) ++first_line;
-                        const T* b = first_line + offset;
-                        std::vector<T> b_strided(2 * k * n);  // columns 2 apart: always packed
-                        for (index_t p = 0; p < k; ++p)
-                            for (index_t j = 0; j < n; ++j) b_strided[2 * (p * n + j)] = b[p * ldb + j];
-                        const std::vector<T> a = nntest::random_vector<T>(m * k, rng), bias = nntest::random_vector<T>(n, rng);
-                        Epilogue<T> ep;
-                        ep.bias = bias.data();
-                        ep.act = kActs[rng.below(nntest::kActCount)];
-                        ep.beta = threads == 2;
-                        std::vector<T> c0 = nntest::random_vector<T>(m * n, rng);
-                        std::vector<T> in_place = c0, packed = c0;
-                        const nncore::ConstMatrix<T> am{a.data(), k, 1};
-                        nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b, ldb, 1}, in_place.data(), n, ep, threads);
-                        nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b_strided.data(), 2 * n, 2}, packed.data(), n,
-                                     ep, threads);
-                        CHECK_MSG(nntest::same_bits(in_place, packed), "B read in place differs from its packed copy");
-                        ++cases;
-                    }
-    }
+    const auto run = [&](index_t m, index_t k, index_t offset, int threads) {
+        std::vector<T> storage = nntest::random_vector<T>(k * ldb + 2 * line, rng);
+        T* first_line = storage.data();
+        while (reinterpret_cast<std::uintptr_t>(first_line) % 64 != 0) ++first_line;
+        const T* b = first_line + offset;
+        std::vector<T> b_strided(2 * k * n);  // columns 2 apart: always packed
+        for (index_t p = 0; p < k; ++p)
+            for (index_t j = 0; j < n; ++j) b_strided[2 * (p * n + j)] = b[p * ldb + j];
+        const std::vector<T> a = nntest::random_vector<T>(m * k, rng), bias = nntest::random_vector<T>(n, rng);
+        Epilogue<T> ep;
+        ep.bias = bias.data();
+        ep.act = kActs[rng.below(nntest::kActCount)];
+        ep.beta = threads == 2;
+        std::vector<T> c0 = nntest::random_vector<T>(m * n, rng);
+        std::vector<T> in_place = c0, packed = c0;
+        const nncore::ConstMatrix<T> am{a.data(), k, 1};
+        nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b, ldb, 1}, in_place.data(), n, ep, threads);
+        nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b_strided.data(), 2 * n, 2}, packed.data(), n, ep, threads);
+        CHECK_MSG(nntest::same_bits(in_place, packed), "B read in place differs from its packed copy");
+        ++cases;
+    };
+    for (index_t nc : {static_cast<index_t>(nc_table), 2 * nr})
+        for (int kc_table : {kc, 16}) {
+            kt.nc = static_cast<int>(nc);
+            kt.kc = kc_table;
+            kt.kc_small = std::min(kc_small, kc_table);
+            // More rows than gemm.cpp's unpacked products: up to 4 row tiles, and more (27 tiles: a
+            // split by rows on 2 threads, one k block only).
+            for (index_t m : {mr + 1, 4 * mr, 5 * mr + 3, 27 * mr})
+                for (index_t k : {index_t(37), static_cast<index_t>(kc) + 5}) {
+                    if (m == 27 * mr && (k != 37 || nc != nc_table)) continue;
+                    for (index_t offset = 0; offset < line; ++offset)
+                        for (int threads : {1, 2}) {
+                            Scope c("nc=" + std::to_string(nc) + " kc=" + std::to_string(kc_table) + " m=" +
+                                    std::to_string(m) + " k=" + std::to_string(k) + " offset=" + std::to_string(offset) +
+                                    " threads=" + std::to_string(threads));
+                            run(m, k, offset, threads);
+                        }
+                }
+        }
     std::printf("    gemm B lead panel %s: %lld cases\n", nntest::dtype_name<T>(), cases);
 }
 
