@@ -42,29 +42,33 @@ bool rows_spread_over_l1(index_t stride_bytes, int rows) {
 // Where the limits come from (float32, m = 32): rows 4 KiB apart or more x0.68-0.99
 // (32x1024x256, 32x1536x256, 32x4096x256), rows of 2.5-3.6 KiB x1.02-1.25; a block of more than
 // 1 MiB x0.57-0.97 (32x512x1024, 32x784x1024), while 48x256x1024 (1 MiB) x1.17.
-// Why not more rows: numpy's arrays usually start 16 bytes past a cache line, and then every vector
-// load of B in place spans two lines. With B 64-byte aligned (and rows a multiple of 64 bytes
-// apart) in place won at more rows too, float32 1 thread: 64x784x256 x1.11, 128x784x256 x1.07,
-// 64x256x128 x1.14, 256x784x256 x1.03 (the same B 16 bytes off: x0.89-0.97), though not where a
-// panel outgrows L1 (512^3 x0.94, 1024x256x1024 x0.95); not used, as callers' B is rarely aligned.
-// (column_lead below starts the in-place panels on a line where B's rows allow; more rows in place
-// with it measured x0.99-1.06 for 64-256 x 784 x 256, see docs/performance-log.md.)
-// At any number of rows, a k block of at most kBInPlaceShortK steps (dY^T X at a batch of up to
-// 64) reads B in place when its panels start on cache lines (B aligned, or after column_lead's
-// panel): such a panel is at most 8 KiB, so it stays in L1 for all of a block's row tiles, and
-// packing it cost as much as a tile's few k steps. In-process A/B on the 2-core Xeon, 1 thread
-// unless named, medians of 15 rounds, packed -> in place: float32 AVX-512 dY^T X 256x784x32
-// x1.06-1.09 and x64 x1.04-1.05 (B 16 bytes past a line, through the lead panel; 2 threads x1.05,
-// x1.01), 128x256x32 and x64 with B aligned x1.05-1.09 (2 threads x1.16, x1.04); AVX2 x1.00-1.05;
-// float64 x1.01-1.02. At k = 128 x1.03 (784 columns) but x0.98 (256), hence 64 steps. Not where
-// B's loads would span two lines (no lead panel, as at 256 columns 16 bytes off): float32
-// 128x256x64 x0.97-0.99, float64 x0.86. MNIST training epochs (batch 32-256, 1 and 2 threads):
-// x0.99-1.02, its products' B being packed or few-row already.
-constexpr index_t kBInPlaceMaxTiles = 4, kBInPlaceShortK = 64;
+// Why not more rows at any alignment: numpy's arrays usually start 16 bytes past a cache line, and
+// then every vector load of B in place spans two lines (64x784x256 with B 16 bytes off x0.89-0.97).
+// Where B's panels start on cache lines (B aligned, or after column_lead's panel), so that no load
+// spans two lines, in place pays at more rows: up to kBInPlaceLinedMaxTiles row tiles, and at any
+// number of rows for k blocks of at most kBInPlaceShortK steps (dY^T X at a batch of up to 64),
+// whose panels (at most 8 KiB) stay in L1 for all of a block's row tiles while packing them cost
+// as much as a tile's few k steps. In-process A/B on the 2-core Xeon, medians of 15 rounds, packed
+// -> in place, 1 thread unless named, B 16 bytes past a line through the lead panel (784 columns)
+// or aligned (256 columns):
+// - float32 AVX-512 dY W 64x784x256 x1.08 (2 threads x1.06-1.07), 128x784x256 x1.02 (x1.00-1.02),
+//   64x256x128 x1.09 (x1.07), 128x256x128 x1.04 (x1.08), 64x512x512 x1.16, 128x512x512 x1.04;
+//   dY^T X 256x784x32 x1.06-1.09, x64 x1.04-1.05, 128x784x128 x1.06 (2 threads), 128x256x32-64
+//   x1.05-1.09; AVX2 64x784x256 x1.06-1.07, 32x256x128 x1.13; float64 32x256x128 x1.15,
+//   64x256x128 x1.11.
+// - 256 rows at k = 256 lost (dY W and dY^T X 256x784x256 x0.98), hence 11 tiles (128 rows of
+//   float32 AVX-512); dY^T X at k = 128 x1.00, so 64 steps; larger blocks x1.00 (128x256x1024,
+//   128x640x768).
+// - Where B's loads would span two lines (no lead panel, as at 256 columns 16 bytes off): float32
+//   128x256x64 x0.97-0.99, float64 x0.86, and 256 columns with a lead panel (a ninth) x0.89-0.97.
+// - MNIST training epochs (batch 32 and 64, SGD and Adam, 1 and 2 threads): x1.00-1.01. (More rows
+//   in place with B aligned, without the k limit, had made them ~5% slower on 2026-12-03.)
+constexpr index_t kBInPlaceMaxTiles = 4, kBInPlaceLinedMaxTiles = 11, kBInPlaceShortK = 64;
 constexpr index_t kBInPlaceMaxRowBytes = 4096, kBInPlaceMaxBlockBytes = index_t(1) << 20;
 bool b_in_place_pays(index_t m, int mr, index_t row_bytes, index_t kc, bool panels_on_lines) {
-    return (m <= kBInPlaceMaxTiles * mr || (panels_on_lines && kc <= kBInPlaceShortK)) && row_bytes > 0 &&
-           row_bytes < kBInPlaceMaxRowBytes && kc * row_bytes <= kBInPlaceMaxBlockBytes;
+    const bool rows_pay = m <= kBInPlaceMaxTiles * mr ||
+                          (panels_on_lines && (m <= kBInPlaceLinedMaxTiles * mr || kc <= kBInPlaceShortK));
+    return rows_pay && row_bytes > 0 && row_bytes < kBInPlaceMaxRowBytes && kc * row_bytes <= kBInPlaceMaxBlockBytes;
 }
 
 // Whether B's panels read in place, from column `lead` on, start on 64-byte lines.

@@ -999,8 +999,9 @@ void test_gemm_b_in_place(KernelTable<T> kt, Rng& rng) {
 // every element of a line, rows a whole number of lines apart, a width at which the lead panel is
 // taken (24.5 panels), column blocks of two panels (the first block takes the lead on top), one
 // and several k blocks, 1 and 2 threads (split by columns, and by rows at 27 row tiles): the same
-// bits as B's packed copy. Up to 4 row tiles B is in place at any k; beyond, only in k blocks of
-// at most 64 steps (37, or blocks of 16 out of kc + 5) and where its panels start on a line.
+// bits as B's packed copy. Up to 4 row tiles B is in place at any offset; beyond, only where its
+// panels start on a line: up to 11 row tiles at any k, more in k blocks of at most 64 steps (37,
+// or blocks of 16 out of kc + 5).
 template <class T>
 void test_gemm_b_lead(KernelTable<T> kt, Rng& rng) {
     Scope scope(std::string("gemm B lead panel ") + nntest::dtype_name<T>());
