@@ -32,23 +32,28 @@ bool rows_spread_over_l1(index_t stride_bytes, int rows) {
 // being packed when the product has at most this many row tiles: packing copies all of B's k x n
 // values, which only m / MR row tiles share (dY W of a Dense layer at a small batch). In place the
 // kernel streams each panel's rows from where B lies, so B's block of kc rows must fit in L2 with
-// room to spare, and the rows must be less than a page apart, or the hardware's stride prefetch
-// does not follow the panel. Same arithmetic, so the same bits. Measured on the 2-core Xeon
+// room to spare, and (unless its panels start on cache lines, below) the rows must be less than a
+// page apart. Same arithmetic, so the same bits. Measured on the 2-core Xeon
 // (AVX-512, 2 MiB L2), the two alternated in one process, medians of 21-31 rounds, packed -> in
 // place: float32 dY W 256 -> 128 at batch 24, 32, 48: x1.25, x1.10-1.28, x1.05-1.20 (1 thread),
 // x1.28, x1.13, x1.09 (2 threads); 784 -> 256: x1.23, x1.04-1.05, x1.03-1.06 (2 threads x1.10,
 // x1.16, x1.10); at batch 64 x0.90-0.92 for 784 -> 256, hence 4 tiles. float64 (6-row tile) at
 // batch 16-24 x1.00-1.15; at 32-48 x0.90-0.98. AVX2 float32 (6 rows) at batch 8-24 x1.32-1.85.
-// Where the limits come from (float32, m = 32): rows 4 KiB apart or more x0.68-0.99
-// (32x1024x256, 32x1536x256, 32x4096x256), rows of 2.5-3.6 KiB x1.02-1.25; a block of more than
-// 1 MiB x0.57-0.97 (32x512x1024, 32x784x1024), while 48x256x1024 (1 MiB) x1.17.
+// Where the limits come from (float32, m = 32, B as numpy lays it out, mostly 16 bytes past a
+// line): rows 4 KiB apart or more x0.68-0.99 (32x1024x256, 32x1536x256, 32x4096x256), rows of
+// 2.5-3.6 KiB x1.02-1.25; a block of more than 1 MiB x0.57-0.97 (32x512x1024, 32x784x1024), while
+// 48x256x1024 (1 MiB) x1.17. With B's panels on lines (below) rows of any length gained, the
+// block within 1 MiB: float32 32x1024x256 x1.19 (2 threads x1.13), 32x1536x128 x1.16-1.17,
+// 32x2048x64 x1.15, 32x3136x64 x1.25-1.28, 32x4096x64 x1.03, 48x2560x96 x1.11; float64 (784
+// columns, 6272 bytes, k blocks of 128 at these rows, gemm_kc) 24x784x256 x1.25, 32x x1.15 (2
+// threads x1.12), 48x x1.09, 64x x1.04, 32x1200x64 x1.25.
 // Why not more rows at any alignment: numpy's arrays usually start 16 bytes past a cache line, and
 // then every vector load of B in place spans two lines (64x784x256 with B 16 bytes off x0.89-0.97).
 // Where B's panels start on cache lines (B aligned, or after column_lead's panel), so that no load
-// spans two lines, in place pays at more rows: up to kBInPlaceLinedMaxTiles row tiles, and at any
-// number of rows for k blocks of at most kBInPlaceShortK steps (dY^T X at a batch of up to 64),
-// whose panels (at most 8 KiB) stay in L1 for all of a block's row tiles while packing them cost
-// as much as a tile's few k steps. In-process A/B on the 2-core Xeon, medians of 15 rounds, packed
+// spans two lines, in place pays for rows of any length and at more rows: up to
+// kBInPlaceLinedMaxTiles row tiles, and at any number of rows for k blocks of at most
+// kBInPlaceShortK steps (dY^T X at a batch of up to 64), whose panels (at most 8 KiB) stay in L1
+// for all of a block's row tiles while packing them cost as much as a tile's few k steps. In-process A/B on the 2-core Xeon, medians of 15 rounds, packed
 // -> in place, 1 thread unless named, B 16 bytes past a line through the lead panel (784 columns)
 // or aligned (256 columns):
 // - float32 AVX-512 dY W 64x784x256 x1.08 (2 threads x1.06-1.07), 128x784x256 x1.02 (x1.00-1.02),
@@ -66,9 +71,9 @@ bool rows_spread_over_l1(index_t stride_bytes, int rows) {
 constexpr index_t kBInPlaceMaxTiles = 4, kBInPlaceLinedMaxTiles = 11, kBInPlaceShortK = 64;
 constexpr index_t kBInPlaceMaxRowBytes = 4096, kBInPlaceMaxBlockBytes = index_t(1) << 20;
 bool b_in_place_pays(index_t m, int mr, index_t row_bytes, index_t kc, bool panels_on_lines) {
-    const bool rows_pay = m <= kBInPlaceMaxTiles * mr ||
-                          (panels_on_lines && (m <= kBInPlaceLinedMaxTiles * mr || kc <= kBInPlaceShortK));
-    return rows_pay && row_bytes > 0 && row_bytes < kBInPlaceMaxRowBytes && kc * row_bytes <= kBInPlaceMaxBlockBytes;
+    if (row_bytes <= 0 || kc * row_bytes > kBInPlaceMaxBlockBytes) return false;
+    if (panels_on_lines) return m <= kBInPlaceLinedMaxTiles * mr || kc <= kBInPlaceShortK;
+    return m <= kBInPlaceMaxTiles * mr && row_bytes < kBInPlaceMaxRowBytes;
 }
 
 // Whether B's panels read in place, from column `lead` on, start on 64-byte lines.

@@ -1001,7 +1001,8 @@ void test_gemm_b_in_place(KernelTable<T> kt, Rng& rng) {
 // and several k blocks, 1 and 2 threads (split by columns, and by rows at 27 row tiles): the same
 // bits as B's packed copy. Up to 4 row tiles B is in place at any offset; beyond, only where its
 // panels start on a line: up to 11 row tiles at any k, more in k blocks of at most 64 steps (37,
-// or blocks of 16 out of kc + 5).
+// or blocks of 16 out of kc + 5). Float64's rows (784 values, 6272 bytes) are more than a page
+// apart: in place only where the panels start on a line.
 template <class T>
 void test_gemm_b_lead(KernelTable<T> kt, Rng& rng) {
     Scope scope(std::string("gemm B lead panel ") + nntest::dtype_name<T>());
