@@ -53,9 +53,9 @@ bool rows_spread_over_l1(index_t stride_bytes, int rows) {
 // spans two lines, in place pays for rows of any length and at more rows: up to
 // kBInPlaceLinedMaxTiles row tiles, and at any number of rows for k blocks of at most
 // kBInPlaceShortK steps (dY^T X at a batch of up to 64), whose panels (at most 8 KiB) stay in L1
-// for all of a block's row tiles while packing them cost as much as a tile's few k steps. In-process A/B on the 2-core Xeon, medians of 15 rounds, packed
-// -> in place, 1 thread unless named, B 16 bytes past a line through the lead panel (784 columns)
-// or aligned (256 columns):
+// for all of a block's row tiles while packing them cost as much as a tile's few k steps.
+// In-process A/B on the 2-core Xeon, medians of 15 rounds, packed -> in place, 1 thread unless
+// named, B 16 bytes past a line through the lead panel (784 columns) or aligned (256 columns):
 // - float32 AVX-512 dY W 64x784x256 x1.08 (2 threads x1.06-1.07), 128x784x256 x1.02 (x1.00-1.02),
 //   64x256x128 x1.09 (x1.07), 128x256x128 x1.04 (x1.08), 64x512x512 x1.16, 128x512x512 x1.04;
 //   dY^T X 256x784x32 x1.06-1.09, x64 x1.04-1.05, 128x784x128 x1.06 (2 threads), 128x256x32-64
@@ -105,19 +105,19 @@ constexpr bool split_columns(index_t tiles_m, index_t tiles_n) { return tiles_n 
 // products in the same order, so the same bits. Measured on the 2-core Xeon, float32 AVX-512, B
 // and C 16 bytes past a line, in-process A/B, medians of 15 rounds: dY W 24x784x256, 32x784x256,
 // 48x784x256 x1.10-1.16 on 1 thread, x1.16-1.21 on 2; other products unchanged (1024^3,
-// 128x784x256, 256x784x32 x1.00), as are float64 (x1.00-1.01: 784 doubles are more than a page,
-// so such a B is packed) and AVX2 (x0.99-1.01).
+// 128x784x256, 256x784x32 x1.00 then), as were float64 (x1.00-1.01, when 784 doubles, more than
+// a page, were still packed) and AVX2 (x0.99-1.01). The in-place reads that a lead panel makes
+// possible at more rows and longer rows came after (b_in_place_pays).
 constexpr double kLeadMaxExtraWork = 0.03;
 template <class T>
 index_t column_lead(const KernelTable<T>& kt, index_t m, index_t n, ConstMatrix<T> b, index_t kc, bool transposed) {
     const int nr = kt.nr;
     const auto address = reinterpret_cast<std::uintptr_t>(b.data);
-    if (transposed || b.col_stride != 1 || (b.row_stride * sizeof(T)) % 64 != 0 || (nr * sizeof(T)) % 64 != 0 ||
-        address % sizeof(T) != 0 || address % 64 == 0 ||
+    if (transposed || address % sizeof(T) != 0 || address % 64 == 0) return 0;
+    const auto lead = static_cast<index_t>((64 - address % 64) / sizeof(T));
+    if (n <= lead + nr || !panels_on_lines(kt, b, lead) ||
         !b_in_place_pays(m, kt.tile.mr, b.row_stride * static_cast<index_t>(sizeof(T)), kc, true))
         return 0;
-    const auto lead = static_cast<index_t>((64 - address % 64) / sizeof(T));
-    if (n <= lead + nr) return 0;
     const auto half_panels = [nr](index_t cols) {
         const index_t rest = cols % nr;
         return 2 * (cols / nr) + (rest == 0 ? 0 : 2 * rest <= nr ? 1 : 2);
