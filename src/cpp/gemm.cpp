@@ -438,13 +438,24 @@ void gemm_packed(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
 // AVX-512, 1 thread: 32x256x784 x1.28, 64x256x784 x1.11, 32x128x256 x1.11, 64x256x256 x0.99,
 // 96x512x784 x1.16, 128x1024x1024 x1.10, 256x1024x1024 x1.07, 32x1024x1024 x1.24; 2 threads
 // x1.00-1.22 (32x256x784 x1.21); float64 1 thread x1.07-1.44, 2 threads x0.98-1.37; AVX2 float32 x1.02-1.35.
-constexpr index_t kTransposedMinRatio = 4, kTransposedMaxPadding = 16;
+// From n >= 2 m where the reduction is long (k >= kTransposedLongK) and W's rows spread over L1,
+// so that W is read in place (gemm_serial's a_in_place) and the copy saved, (n - m) k values,
+// outweighs the transposed stores of C, m n values whatever k: float32 64x128x528 x1.05,
+// 64x128x784 x1.08, 64x160x784 x1.06, 96x256x784 x1.05-1.06, 128x256x784 x1.02-1.03 (2 threads
+// x1.08-1.11), 256x512x784 x1.07-1.10 (2 threads x1.07), 128x256x1024 x1.05, 128x256x528 x1.00;
+// float64 128x256x784 x1.09, 64x160x784 x1.03; AVX2 x1.00-1.05. Shorter: 64x128x256 x0.97,
+// 64x128x400 x1.05, 128x256x400 x0.99; W's rows in one L1 set (2 or 4 KiB apart, so W packed):
+// 128x256x512 x0.94-0.95, float64 x1.00.
+constexpr index_t kTransposedMinRatio = 4, kTransposedMinRatioLongK = 2, kTransposedLongK = 512;
+constexpr index_t kTransposedMaxPadding = 16;
 template <class T>
-bool transposed_pays(const KernelTable<T>& kt, index_t m, index_t n, ConstMatrix<T> a, ConstMatrix<T> b,
+bool transposed_pays(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix<T> a, ConstMatrix<T> b,
                      bool skip_zero_steps) {
     const index_t padding = (m + kt.nr - 1) / kt.nr * kt.nr - m;  // X's rows are the transpose's columns
-    return a.col_stride == 1 && b.row_stride == 1 && b.col_stride != 1 && !skip_zero_steps &&
-           n >= kTransposedMinRatio * m && padding * kTransposedMaxPadding <= m;
+    const bool w_in_place = rows_spread_over_l1(b.col_stride * static_cast<index_t>(sizeof(T)), kt.tile.mr);
+    const index_t min_ratio = k >= kTransposedLongK && w_in_place ? kTransposedMinRatioLongK : kTransposedMinRatio;
+    return a.col_stride == 1 && b.row_stride == 1 && b.col_stride != 1 && !skip_zero_steps && n >= min_ratio * m &&
+           padding * kTransposedMaxPadding <= m;
 }
 
 }  // namespace
@@ -502,7 +513,7 @@ void gemm(const KernelTable<T>& kt, index_t m, index_t n, index_t k, ConstMatrix
         });
         return;
     }
-    if (transposed_pays(kt, m, n, a, b, skip_zero_steps)) {
+    if (transposed_pays(kt, m, n, k, a, b, skip_zero_steps)) {
         Epilogue<T> ep = epilogue;
         ep.transposed = true;
         gemm_packed(kt, n, m, k, ConstMatrix<T>{b.data, b.col_stride, b.row_stride},

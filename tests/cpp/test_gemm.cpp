@@ -1138,7 +1138,8 @@ void test_transposed_store(const KernelTable<T>& kt, Rng& rng) {
 }
 
 // X W^T at a small batch runs as W X^T, each tile stored transposed (gemm.cpp: transposed_pays,
-// for n >= 4 m and m at most 1/16 short of whole column panels): checked against the reference on
+// for n >= 4 m, or n >= 2 m at k >= 512 with W's rows spread over L1, and m at most 1/16 short of
+// whole column panels): checked against the reference on
 // every epilogue, several k blocks (beta then applies to the transposed tiles), n' = m > nc and
 // m' = n > mc, on 1-3 threads; and bit for bit against the same product with B strided, which the
 // rule leaves to the direct form (the same sums in the same order).
@@ -1148,10 +1149,10 @@ void test_gemm_transposed(const KernelTable<T>& kt, Rng& rng) {
     const index_t nr = kt.nr, kc = kt.kc;
     test_transposed_store(kt, rng);
     // More than 64 rows (and more than k / 4, or B beyond L2) take the packed path whatever the
-    // CPU (choose_path); 96 is whole panels for every nr, 95 one short.
+    // CPU (choose_path); 96 and 160 are whole panels for every nr, 95 one short.
     const index_t m_big = (kt.nc / nr + 1) * nr;  // n' = m > nc
     const index_t shapes[][3] = {{96, 389, 200}, {95, 384, 33}, {128, 4 * 128 + 1, kc + 5}, {96, 4 * 96, 17},
-                                 {m_big, 4 * m_big + 3, 9}};
+                                 {m_big, 4 * m_big + 3, 9}, {160, 2 * 160 + 5, 520}};
     long long cases = 0;
     for (const auto& shape : shapes) {
         if (shape[0] == m_big && kt.nc > 1024) continue;  // (AVX2 and the baseline: nc 4096, too slow here)
