@@ -444,8 +444,8 @@ void gemm_packed(const KernelTable<T>& kt, index_t m, index_t n, index_t k, Cons
 // 64x128x784 x1.08, 64x160x784 x1.06, 96x256x784 x1.05-1.06, 128x256x784 x1.02-1.03 (2 threads
 // x1.08-1.11), 256x512x784 x1.07-1.10 (2 threads x1.07), 128x256x1024 x1.05, 128x256x528 x1.00;
 // float64 128x256x784 x1.09, 64x160x784 x1.03; AVX2 x1.00-1.05. Shorter: 64x128x256 x0.97,
-// 64x128x400 x1.05, 128x256x400 x0.99; W's rows in one L1 set (2 or 4 KiB apart, so W packed):
-// 128x256x512 x0.94-0.95, float64 x1.00.
+// 64x128x400 x1.05, 128x256x400 x0.99; W's rows crowding a few L1 sets (2 or 4 KiB apart, so W
+// packed): 128x256x512 x0.94-0.95, float64 x1.00.
 constexpr index_t kTransposedMinRatio = 4, kTransposedMinRatioLongK = 2, kTransposedLongK = 512;
 constexpr index_t kTransposedMaxPadding = 16;
 template <class T>
