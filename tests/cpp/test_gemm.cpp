@@ -944,6 +944,20 @@ void test_gemm_a_in_place(const KernelTable<T>& kt, Rng& rng) {
     }
 }
 
+// The product with B (k x n, its rows ldb apart) read where it lies, against the same product
+// with B's columns 2 apart, which the driver always packs: the same bits.
+template <class T>
+void check_b_in_place_same_bits(const KernelTable<T>& kt, index_t m, index_t n, index_t k, nncore::ConstMatrix<T> am,
+                                const T* b, index_t ldb, const Epilogue<T>& ep, int threads, Rng& rng) {
+    std::vector<T> b_strided(2 * k * n);
+    for (index_t p = 0; p < k; ++p)
+        for (index_t j = 0; j < n; ++j) b_strided[2 * (p * n + j)] = b[p * ldb + j];
+    std::vector<T> in_place = nntest::random_vector<T>(m * n, rng), packed = in_place;
+    nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b, ldb, 1}, in_place.data(), n, ep, threads);
+    nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b_strided.data(), 2 * n, 2}, packed.data(), n, ep, threads);
+    CHECK_MSG(nntest::same_bits(in_place, packed), "B read in place differs from its packed copy");
+}
+
 // The packed driver reads B stored by rows in place, full panel by full panel, when the product has
 // few row tiles and B's rows lie less than a page apart in a block of at most 1 MiB (gemm.cpp:
 // b_in_place_pays); either way the bits must be those of its packed copy, which the same B with
@@ -973,21 +987,13 @@ void test_gemm_b_in_place(KernelTable<T> kt, Rng& rng) {
                         " threads=" + std::to_string(threads));
                 const std::vector<T> a = nntest::random_vector<T>(m * k, rng), b = nntest::random_vector<T>(k * ldb, rng),
                                      bias = nntest::random_vector<T>(n, rng);
-                std::vector<T> b_strided(2 * k * n);  // columns 2 apart: always packed
-                for (index_t p = 0; p < k; ++p)
-                    for (index_t j = 0; j < n; ++j) b_strided[2 * (p * n + j)] = b[p * ldb + j];
                 const nncore::ConstMatrix<T> am = a_rows ? nncore::ConstMatrix<T>{a.data(), k, 1}
                                                          : nncore::ConstMatrix<T>{a.data(), 1, m};
                 Epilogue<T> ep;
                 ep.bias = variant == 1 ? nullptr : bias.data();
                 ep.act = kActs[rng.below(nntest::kActCount)];
                 ep.beta = variant == 2;
-                std::vector<T> c0 = nntest::random_vector<T>(m * n, rng);
-                std::vector<T> in_place = c0, packed = c0;
-                nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b.data(), ldb, 1}, in_place.data(), n, ep, threads);
-                nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b_strided.data(), 2 * n, 2}, packed.data(), n, ep,
-                             threads);
-                CHECK_MSG(nntest::same_bits(in_place, packed), "B read in place differs from its packed copy");
+                check_b_in_place_same_bits(kt, m, n, k, am, b.data(), ldb, ep, threads, rng);
                 ++cases;
             }
     }
@@ -1015,21 +1021,13 @@ void test_gemm_b_lead(KernelTable<T> kt, Rng& rng) {
         std::vector<T> storage = nntest::random_vector<T>(k * ldb + 2 * line, rng);
         T* first_line = storage.data();
         while (reinterpret_cast<std::uintptr_t>(first_line) % 64 != 0) ++first_line;
-        const T* b = first_line + offset;
-        std::vector<T> b_strided(2 * k * n);  // columns 2 apart: always packed
-        for (index_t p = 0; p < k; ++p)
-            for (index_t j = 0; j < n; ++j) b_strided[2 * (p * n + j)] = b[p * ldb + j];
         const std::vector<T> a = nntest::random_vector<T>(m * k, rng), bias = nntest::random_vector<T>(n, rng);
         Epilogue<T> ep;
         ep.bias = bias.data();
         ep.act = kActs[rng.below(nntest::kActCount)];
         ep.beta = threads == 2;
-        std::vector<T> c0 = nntest::random_vector<T>(m * n, rng);
-        std::vector<T> in_place = c0, packed = c0;
-        const nncore::ConstMatrix<T> am{a.data(), k, 1};
-        nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b, ldb, 1}, in_place.data(), n, ep, threads);
-        nncore::gemm(kt, m, n, k, am, nncore::ConstMatrix<T>{b_strided.data(), 2 * n, 2}, packed.data(), n, ep, threads);
-        CHECK_MSG(nntest::same_bits(in_place, packed), "B read in place differs from its packed copy");
+        check_b_in_place_same_bits(kt, m, n, k, nncore::ConstMatrix<T>{a.data(), k, 1}, first_line + offset, ldb, ep,
+                                   threads, rng);
         ++cases;
     };
     for (index_t nc : {static_cast<index_t>(nc_table), 2 * nr})

@@ -1,8 +1,8 @@
 """The GEMM driver's small-problem paths (unpacked dot and direct kernels) through the bindings:
 the MLP's Dense shapes at batch 1..8 in all three forms, few outputs, short reductions, layouts
 with leading dimension > row, X W^T at a small batch computed as W X^T (packed, stored
-transposed), bit-identical results for 1 and 2 threads, and for W at any address; the packed
-paths' B read in place by its address (and the transposed X W^T) at any address, too."""
+transposed), bit-identical results for 1 and 2 threads, and for B at any address (the unpacked
+kernels and the packed path's reads of B in place both depend on it)."""
 
 from __future__ import annotations
 
@@ -56,60 +56,44 @@ def _copies_at_every_offset(w: np.ndarray):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("form", "batch", "fan_in", "fan_out"), [
+    # unpacked kernels
     ("X W^T", 1, 784, 256), ("X W^T", 3, 256, 128), ("X W^T", 1, 300, 256), ("X W^T", 16, 784, 256),
     ("dY W", 1, 784, 256), ("dY W", 3, 784, 256), ("dY W", 1, 256, 128), ("dY W", 2, 300, 256),
-], ids=str)
-def test_unpacked_paths_same_bits_at_any_address_of_w(form, batch, fan_in, fan_out, dtype, rng):
-    # The unpacked kernels read a W beyond L1 by its address (isa_impl.inc: streamed_offset): rows
-    # all off a vector boundary by one amount (784, 256 values) with their loads moved onto the
-    # boundaries, rows at different offsets (300) as they come; every address gives the bits of
-    # W on a 64-byte boundary.
-    x = random_array(rng, (batch, fan_in if form == "X W^T" else fan_out), dtype)
-    w = random_array(rng, (fan_out, fan_in), dtype)
-    want = None
-    for placed in _copies_at_every_offset(w):
-        got = ops.matmul(x, placed, transpose_b=form == "X W^T")
-        if want is None:
-            assert placed.ctypes.data % 64 == 0
-            assert_gemm_close(got, ref_matmul(x, w, False, form == "X W^T"), dtype)
-            want = got
-        assert got.tobytes() == want.tobytes(), f"W at {placed.ctypes.data % 64} bytes past a line"
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("form", "batch", "fan_in", "fan_out"), [
+    # packed path
     ("dY^T X", 32, 784, 256), ("dY^T X", 64, 256, 128), ("dY W", 64, 784, 256), ("dY W", 32, 784, 256),
     ("dY W", 96, 256, 128), ("X W^T", 128, 784, 256),
 ], ids=str)
-def test_packed_paths_same_bits_at_any_address_of_b(form, batch, fan_in, fan_out, dtype, rng):
-    # The packed driver reads B in place, or not, by B's address (gemm.cpp: b_in_place_pays and
-    # column_lead; rows of 784 float64 values are more than a page apart), and X W^T at a long k
-    # takes the transposed form (transposed_pays). Every address of the operand read in place, for
-    # 1 and 2 threads, and a view with its rows reversed (a negative stride), gives the bits of the
-    # operand on a 64-byte boundary on 1 thread.
+def test_same_bits_at_any_address_of_b(form, batch, fan_in, fan_out, dtype, rng):
+    # How B (W, or X for dY^T X) is read depends on its address. The unpacked kernels read a W
+    # beyond L1 by its address (isa_impl.inc: streamed_offset): rows all off a vector boundary by
+    # one amount (784, 256 values) with their loads moved onto the boundaries, rows at different
+    # offsets (300) as they come. The packed driver reads B in place, or not, by B's address
+    # (gemm.cpp: b_in_place_pays and column_lead; rows of 784 float64 values are more than a page
+    # apart), and X W^T at a long k takes the transposed form (transposed_pays). Every address, on
+    # 1 and 2 threads, gives the bits of B on a 64-byte boundary on 1 thread, and a view with B's
+    # rows reversed (a negative stride) the right values.
     if form == "dY^T X":
-        a, b_of = random_array(rng, (batch, fan_out), dtype), random_array(rng, (batch, fan_in), dtype)
-    elif form == "dY W":
-        a, b_of = random_array(rng, (batch, fan_out), dtype), random_array(rng, (fan_out, fan_in), dtype)
+        a, b = random_array(rng, (batch, fan_out), dtype), random_array(rng, (batch, fan_in), dtype)
     else:
-        a, b_of = random_array(rng, (batch, fan_in), dtype), random_array(rng, (fan_out, fan_in), dtype)
+        a = random_array(rng, (batch, fan_in if form == "X W^T" else fan_out), dtype)
+        b = random_array(rng, (fan_out, fan_in), dtype)
     ta, tb = form == "dY^T X", form == "X W^T"
     saved = nncore.get_num_threads()
     want = None
     try:
-        for placed in _copies_at_every_offset(b_of):
+        for placed in _copies_at_every_offset(b):
             for threads in (1, 2):
                 nncore.set_num_threads(threads)
                 got = ops.matmul(a, placed, transpose_a=ta, transpose_b=tb)
                 if want is None:
-                    assert_gemm_close(got, ref_matmul(a, b_of, ta, tb), dtype)
+                    assert placed.ctypes.data % 64 == 0
+                    assert_gemm_close(got, ref_matmul(a, b, ta, tb), dtype)
                     want = got
                 assert got.tobytes() == want.tobytes(), \
                     f"B at {placed.ctypes.data % 64} bytes past a line, {threads} thread(s)"
-        reversed_rows = np.ascontiguousarray(b_of[::-1])[::-1]
+        reversed_rows = np.ascontiguousarray(b[::-1])[::-1]
         assert reversed_rows.strides[0] < 0
-        got = ops.matmul(a, reversed_rows, transpose_a=ta, transpose_b=tb)
-        assert_gemm_close(got, ref_matmul(a, b_of, ta, tb), dtype)
+        assert_gemm_close(ops.matmul(a, reversed_rows, transpose_a=ta, transpose_b=tb), ref_matmul(a, b, ta, tb), dtype)
     finally:
         nncore.set_num_threads(saved)
 
