@@ -63,7 +63,7 @@ def _copies_at_every_offset(w: np.ndarray):
     ("dY^T X", 32, 784, 256), ("dY^T X", 64, 256, 128), ("dY W", 64, 784, 256), ("dY W", 32, 784, 256),
     ("dY W", 96, 256, 128), ("X W^T", 128, 784, 256),
 ], ids=str)
-def test_same_bits_at_any_address_of_b(form, batch, fan_in, fan_out, dtype, rng):
+def test_same_bits_at_any_address_of_b(form, batch, fan_in, fan_out, dtype, rng, restore_threads):
     # How B (W, or X for dY^T X) is read depends on its address. The unpacked kernels read a W
     # beyond L1 by its address (isa_impl.inc: streamed_offset): rows all off a vector boundary by
     # one amount (784, 256 values) with their loads moved onto the boundaries, rows at different
@@ -78,24 +78,20 @@ def test_same_bits_at_any_address_of_b(form, batch, fan_in, fan_out, dtype, rng)
         a = random_array(rng, (batch, fan_in if form == "X W^T" else fan_out), dtype)
         b = random_array(rng, (fan_out, fan_in), dtype)
     ta, tb = form == "dY^T X", form == "X W^T"
-    saved = nncore.get_num_threads()
     want = None
-    try:
-        for placed in _copies_at_every_offset(b):
-            for threads in (1, 2):
-                nncore.set_num_threads(threads)
-                got = ops.matmul(a, placed, transpose_a=ta, transpose_b=tb)
-                if want is None:
-                    assert placed.ctypes.data % 64 == 0
-                    assert_gemm_close(got, ref_matmul(a, b, ta, tb), dtype)
-                    want = got
-                assert got.tobytes() == want.tobytes(), \
-                    f"B at {placed.ctypes.data % 64} bytes past a line, {threads} thread(s)"
-        reversed_rows = np.ascontiguousarray(b[::-1])[::-1]
-        assert reversed_rows.strides[0] < 0
-        assert_gemm_close(ops.matmul(a, reversed_rows, transpose_a=ta, transpose_b=tb), ref_matmul(a, b, ta, tb), dtype)
-    finally:
-        nncore.set_num_threads(saved)
+    for placed in _copies_at_every_offset(b):
+        for threads in (1, 2):
+            nncore.set_num_threads(threads)
+            got = ops.matmul(a, placed, transpose_a=ta, transpose_b=tb)
+            if want is None:
+                assert placed.ctypes.data % 64 == 0
+                assert_gemm_close(got, ref_matmul(a, b, ta, tb), dtype)
+                want = got
+            assert got.tobytes() == want.tobytes(), \
+                f"B at {placed.ctypes.data % 64} bytes past a line, {threads} thread(s)"
+    reversed_rows = np.ascontiguousarray(b[::-1])[::-1]
+    assert reversed_rows.strides[0] < 0
+    assert_gemm_close(ops.matmul(a, reversed_rows, transpose_a=ta, transpose_b=tb), ref_matmul(a, b, ta, tb), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -108,17 +104,13 @@ def test_same_bits_at_any_address_of_b(form, batch, fan_in, fan_out, dtype, rng)
     (32, 256, 784, False, True),    # packed, computed as W X^T and stored transposed
     (64, 1024, 300, False, True),   # the same, split over W's rows
 ], ids=str)
-def test_small_paths_identical_for_1_and_2_threads(m, n, k, ta, tb, dtype, rng):
+def test_small_paths_identical_for_1_and_2_threads(m, n, k, ta, tb, dtype, rng, restore_threads):
     a = random_array(rng, (k, m) if ta else (m, k), dtype)
     b = random_array(rng, (n, k) if tb else (k, n), dtype)
-    saved = nncore.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2):
-            nncore.set_num_threads(threads)
-            results.append(ops.matmul(a, b, transpose_a=ta, transpose_b=tb))
-    finally:
-        nncore.set_num_threads(saved)
+    results = []
+    for threads in (1, 2):
+        nncore.set_num_threads(threads)
+        results.append(ops.matmul(a, b, transpose_a=ta, transpose_b=tb))
     assert np.array_equal(results[0], results[1])
     assert_gemm_close(results[0], ref_matmul(a, b, ta, tb), dtype)
 
